@@ -1,0 +1,131 @@
+"""Records to bytes and back: msgpack with a few ext types, never pickle.
+
+Every backend stores the same bytes, so a record read from SQL and filled into
+Redis is bit-for-bit the record that was written.  msgpack keeps float64 bits
+(NaN, ±inf, -0.0), tells ``1`` from ``1.0`` and carries 64-bit ints; the few
+types it lacks travel as ext types holding their canonical text form, which
+their own constructors parse back exactly.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+from collections.abc import Mapping
+from typing import Any
+
+import msgpack
+
+from .errors import SerializationError
+
+_EXT_DATETIME = 1
+_EXT_DATE = 2
+_EXT_DECIMAL = 3
+
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
+
+# Types that need no look inside: msgpack packs them exactly as they are.
+_LEAVES = frozenset({float, str, bool, type(None), bytes})
+_CONTAINERS = (list, tuple, dict)
+_PACKED_AS_BYTES = frozenset({bytearray, memoryview})
+
+
+def _default(obj: Any) -> Any:
+    # Called by the packer (strict_types) for anything that is not exactly a
+    # msgpack-native type, so subclasses such as IntEnum or numpy.float64 land
+    # here too and are refused rather than silently changing type.
+    kind = type(obj)
+    if kind is tuple:
+        return list(obj)
+    if kind is dt.datetime:
+        return msgpack.ExtType(_EXT_DATETIME, obj.isoformat().encode())
+    if kind is dt.date:
+        return msgpack.ExtType(_EXT_DATE, obj.isoformat().encode())
+    if kind is decimal.Decimal:
+        return msgpack.ExtType(_EXT_DECIMAL, str(obj).encode())
+    raise SerializationError(f"cannot store a value of type {kind.__qualname__}: {obj!r:.80}")
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    try:
+        text = data.decode()
+        if code == _EXT_DATETIME:
+            return dt.datetime.fromisoformat(text)
+        if code == _EXT_DATE:
+            return dt.date.fromisoformat(text)
+        if code == _EXT_DECIMAL:
+            return decimal.Decimal(text)
+    except (ValueError, decimal.InvalidOperation) as exc:
+        raise SerializationError(f"corrupt ext value (code {code})") from exc
+    raise SerializationError(f"unknown msgpack ext code {code}")
+
+
+def check_value(value: Any) -> None:
+    """Raise `SerializationError` unless *value* round-trips exactly.
+
+    msgpack itself would accept ints up to 2**64-1 and non-str dict keys; the
+    contract promises neither, so containers are walked.  Leaves are checked
+    by type in bulk, which keeps wide flat records cheap.
+    """
+    kind = type(value)
+    if kind in _LEAVES:
+        return
+    if kind is int and not _INT64_MIN <= value <= _INT64_MAX:
+        raise SerializationError(f"int out of the 64-bit signed range: {value}")
+    if kind is dict:
+        check_attributes(value)
+    elif (kind is list or kind is tuple) and not set(map(type, value)) <= _LEAVES:
+        for item in value:
+            check_value(item)
+    elif kind in _PACKED_AS_BYTES:
+        # msgpack packs these natively even with strict_types; they would come back as bytes.
+        raise SerializationError(f"cannot store a value of type {kind.__qualname__}; use bytes")
+    # Anything else is judged by _default when packed.
+
+
+def check_attributes(attrs: Mapping[Any, Any]) -> None:
+    """Check a mapping of attribute name to value (see `check_value`)."""
+    if not set(map(type, attrs)) <= {str}:
+        bad = next(k for k in attrs if type(k) is not str)
+        raise SerializationError(f"attribute and dict keys must be str, not {type(bad).__qualname__}: {bad!r:.80}")
+    if not set(map(type, attrs.values())) <= _LEAVES:
+        for item in attrs.values():
+            check_value(item)
+
+
+_packer_options: dict[str, Any] = {"default": _default, "strict_types": True, "use_bin_type": True}
+
+
+def pack(obj: Any) -> bytes:
+    """Pack an already-checked value."""
+    try:
+        return msgpack.packb(obj, **_packer_options)  # type: ignore[no-any-return]
+    except (OverflowError, ValueError, TypeError) as exc:
+        if isinstance(exc, SerializationError):
+            raise
+        raise SerializationError(str(exc)) from exc
+
+
+def unpack(data: bytes) -> Any:
+    """Unpack stored bytes; anything malformed is a `SerializationError`."""
+    try:
+        return msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=True, use_list=True)
+    except SerializationError:
+        raise
+    except Exception as exc:  # msgpack raises a zoo of types for corrupt input
+        raise SerializationError(f"stored bytes are not a valid stockstore value: {exc}") from exc
+
+
+def encode_record(tag: str, attrs: Mapping[str, Any]) -> bytes:
+    """Encode one record: its class tag and its attributes."""
+    check_attributes(attrs)
+    return pack((tag, attrs))
+
+
+def decode_record(data: bytes) -> tuple[str, dict[str, Any]]:
+    """Decode bytes written by `encode_record` into (class tag, attributes)."""
+    obj = unpack(data)
+    if type(obj) is not list or len(obj) != 2 or type(obj[0]) is not str or type(obj[1]) is not dict:
+        raise SerializationError("stored bytes are not a stockstore record")
+    return obj[0], obj[1]

@@ -1,0 +1,53 @@
+"""The units backends store: encoded records with their version and expiry."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """What a backend holds for one primary key.
+
+    ``payload`` is the codec's bytes, or ``None`` for a tombstone: a marker
+    left by an invalidation so that a late, older fill cannot land (see
+    `BaseStore._fill`).  Readers never see tombstones.
+    """
+
+    payload: bytes | None
+    version: int
+    expires_ms: int | None
+
+    def live(self, now_ms: float) -> bool:
+        return self.payload is not None and (self.expires_ms is None or self.expires_ms > now_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry(Stored):
+    """A write: the stored unit plus the keys a backend indexes it under."""
+
+    key: bytes  # encoded primary key
+    alternates: tuple[bytes | None, ...]  # encoded alternate keys, None where unset
+
+
+class VersionClock:
+    """Record versions: microseconds since the epoch, strictly increasing in-process.
+
+    A source of truth stores ``max(new, old + 1)``, so versions also grow per
+    key across processes whatever their clocks say; caches compare them to
+    refuse a fill older than what they already hold.
+    """
+
+    def __init__(self) -> None:
+        self._last = 0
+        self._lock = threading.Lock()
+
+    def next(self) -> int:
+        with self._lock:
+            self._last = max(self._last + 1, time.time_ns() // 1000)
+            return self._last
+
+
+versions = VersionClock()

@@ -1,0 +1,175 @@
+"""Class families, their declared keys, and the injective byte form of key values.
+
+A *family* is the class that declares ``__stockstore_keys__`` together with all
+its subclasses: they share one key space, so ``get(Base, k)`` finds a stored
+``Sub``.  Key values are encoded as msgpack arrays, which is injective (``"1"``
+and ``1`` differ, every string is length-prefixed) and opaque to every backend:
+no key value ever reaches a server as text it could interpret.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from .errors import InvalidKeyError, SerializationError
+
+KeyValue = str | int
+_INT64 = range(-(2**63), 2**63)
+
+
+def check_key_part(name: str, value: Any) -> None:
+    """Raise `InvalidKeyError` unless *value* may be part of a key."""
+    kind = type(value)
+    if kind is str:
+        return
+    if kind is int and value in _INT64:
+        return
+    if kind is int:
+        raise InvalidKeyError(f"key attribute {name!r} is out of the 64-bit signed range: {value}")
+    raise InvalidKeyError(f"key attribute {name!r} must be str or int, not {kind.__qualname__}: {value!r:.80}")
+
+
+def encode_key(values: tuple[KeyValue, ...]) -> bytes:
+    """The byte form of an already-checked key tuple."""
+    packed: bytes = msgpack.packb(values)
+    return packed
+
+
+def decode_key(data: bytes) -> tuple[KeyValue, ...]:
+    values: Any = msgpack.unpackb(data, use_list=False)
+    if type(values) is not tuple:
+        raise SerializationError("stored key is not a stockstore key")
+    return values
+
+
+@dataclass(frozen=True)
+class Family:
+    """Everything stockstore knows about one storable class family."""
+
+    name: str
+    root: type
+    keys: tuple[tuple[str, ...], ...]  # keys[0] is the primary key
+
+    @property
+    def primary(self) -> tuple[str, ...]:
+        return self.keys[0]
+
+    def tag(self, cls: type) -> str:
+        """How a concrete class is named inside its family's stored records."""
+        return cls.__qualname__
+
+    def class_for(self, tag: str, wanted: type) -> type | None:
+        """The class stored as *tag*, if it is *wanted* or a subclass of it.
+
+        Only classes already defined in this process are considered (no import
+        is ever driven by stored data).  Unknown tags raise.
+        """
+        if wanted.__qualname__ == tag:  # the common case, without walking subclasses
+            return wanted
+        for cls in _subtree(wanted):
+            if cls.__qualname__ == tag:
+                return cls
+        if wanted is not self.root and any(c.__qualname__ == tag for c in _subtree(self.root)):
+            return None
+        raise SerializationError(f"stored class {tag!r} of family {self.name!r} is not defined in this process")
+
+    def public_key(self, values: tuple[KeyValue, ...]) -> Any:
+        """A primary key as users see it: a scalar, or a tuple for a composite key."""
+        return values[0] if len(values) == 1 else values
+
+    def key_values(self, index: int, get: Any) -> tuple[KeyValue, ...] | None:
+        """Read key *index* from an attribute getter; ``None`` if an alternate key is unset.
+
+        The primary key must be complete; an alternate key whose attributes are
+        missing or ``None`` is simply not indexed (as a NULL in a SQL UNIQUE column).
+        """
+        names = self.keys[index]
+        values = tuple(get(name) for name in names)
+        if index and any(v is None for v in values):
+            return None
+        for name, value in zip(names, values, strict=True):
+            if value is None:
+                raise InvalidKeyError(f"{self.name}: primary key attribute {name!r} is missing")
+            check_key_part(name, value)
+        return values
+
+    def primary_of(self, attrs: Mapping[str, Any]) -> tuple[KeyValue, ...]:
+        values = self.key_values(0, attrs.get)
+        assert values is not None  # the primary key is never optional
+        return values
+
+    def alternates_of(self, attrs: Mapping[str, Any]) -> tuple[bytes | None, ...]:
+        """Encoded alternate keys of a record, aligned with ``keys[1:]``."""
+        out: list[bytes | None] = []
+        for index in range(1, len(self.keys)):
+            values = self.key_values(index, attrs.get)
+            out.append(None if values is None else encode_key(values))
+        return tuple(out)
+
+    def parse_key(self, key: Any) -> tuple[int, tuple[KeyValue, ...]]:
+        """Turn a user's key into (index of the declared key, values).
+
+        Accepted: a mapping naming exactly one declared key's attributes, a bare
+        value for a one-attribute primary key, or a tuple for a composite one.
+        """
+        if isinstance(key, Mapping):
+            names = set(key)
+            for index, declared in enumerate(self.keys):
+                if names == set(declared):
+                    values = tuple(key[n] for n in declared)
+                    for name, value in zip(declared, values, strict=True):
+                        check_key_part(name, value)
+                    return index, values
+            raise InvalidKeyError(f"{self.name}: {sorted(names)} is not a declared key; declared: {list(self.keys)}")
+        values = key if type(key) is tuple else (key,)
+        if len(values) != len(self.primary):
+            raise InvalidKeyError(
+                f"{self.name}: primary key {self.primary} needs {len(self.primary)} value(s), got {key!r:.80}"
+            )
+        for name, value in zip(self.primary, values, strict=True):
+            check_key_part(name, value)
+        return 0, values
+
+
+def _subtree(cls: type) -> Iterator[type]:
+    yield cls
+    sub: type
+    for sub in cls.__subclasses__():
+        yield from _subtree(sub)
+
+
+_families: dict[type, Family] = {}
+_lock = threading.Lock()
+
+
+def family_of(cls: type) -> Family:
+    """The family of a storable class (cached)."""
+    try:
+        return _families[cls]
+    except KeyError:
+        pass
+    if not isinstance(cls, type):
+        raise InvalidKeyError(f"expected a storable class, got {cls!r:.80}")
+    roots = [c for c in cls.__mro__ if "__stockstore_keys__" in vars(c)]
+    if not roots:
+        raise InvalidKeyError(f"{cls.__qualname__} declares no __stockstore_keys__")
+    root = roots[-1]
+    declared = vars(root)["__stockstore_keys__"]
+    if isinstance(declared, str) or not declared:
+        raise InvalidKeyError(f"{root.__qualname__}.__stockstore_keys__ must be a non-empty list")
+    keys = []
+    for entry in declared:
+        names = (entry,) if isinstance(entry, str) else tuple(entry) if isinstance(entry, (tuple, list)) else ()
+        if not names or not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
+            raise InvalidKeyError(f"{root.__qualname__}.__stockstore_keys__: bad entry {entry!r}")
+        keys.append(names)
+    if len(set(keys)) != len(keys):
+        raise InvalidKeyError(f"{root.__qualname__}.__stockstore_keys__ declares a key twice")
+    family = Family(name=root.__qualname__, root=root, keys=tuple(keys))
+    with _lock:
+        return _families.setdefault(cls, family)

@@ -1,0 +1,58 @@
+"""Lifetimes: how long a store keeps a record, resolved to an absolute expiry.
+
+Expiries are whole milliseconds since the Unix epoch everywhere inside
+stockstore (Redis' PEXPIREAT unit), so every tier compares the same numbers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Callable
+from typing import Any, TypeAlias
+
+from .errors import StoreError
+
+LifetimeValue: TypeAlias = int | float | dt.timedelta | dt.datetime | None
+Lifetime: TypeAlias = LifetimeValue | Callable[[Any], LifetimeValue]
+
+
+def check_lifetime(lifetime: Lifetime) -> None:
+    """Reject a static lifetime that can never work, when the store is built."""
+    if callable(lifetime) and not isinstance(lifetime, (dt.timedelta, dt.datetime)):
+        return
+    to_expiry(lifetime, 0.0)
+
+
+def expiry_ms(lifetime: Lifetime, obj: Any, now: float) -> int | None:
+    """The expiry of *obj* under *lifetime*: epoch milliseconds, or ``None`` for never.
+
+    A result at or before ``now`` means "already expired": the store does not keep it.
+    """
+    if lifetime is None:
+        return None
+    if callable(lifetime) and not isinstance(lifetime, (dt.timedelta, dt.datetime)):
+        return to_expiry(lifetime(obj), now)
+    return to_expiry(lifetime, now)
+
+
+def to_expiry(value: Any, now: float) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.UTC)
+        return math.ceil(float(value.timestamp()) * 1000)
+    if isinstance(value, dt.timedelta):
+        seconds = value.total_seconds()
+    elif type(value) in (int, float):
+        seconds = value
+    else:
+        raise StoreError(f"a lifetime must be None, seconds, a timedelta or a datetime, not {value!r:.80}")
+    if math.isnan(seconds):
+        raise StoreError("a lifetime cannot be NaN")
+    if seconds == math.inf:
+        return None
+    seconds = float(seconds)
+    # Round up so a lifetime never ends early; a non-positive one ends now.
+    return math.ceil((now + seconds) * 1000) if seconds > 0 else math.floor(now * 1000)

@@ -1,0 +1,69 @@
+"""What can be stored: `Record`, and turning any storable object into attributes and back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import SerializationError
+
+
+class Record(dict[str, Any]):
+    """A dict of attributes for wide, open-ended records.
+
+    Subclass it and declare the keys::
+
+        class Security(ss.Record):
+            __stockstore_keys__ = ["ssm_id"]
+
+        sec = Security(ssm_id="US0378331005", a1=0.42)
+        sec["a1"]
+    """
+
+    def __repr__(self) -> str:
+        return f"{type(self).__qualname__}({dict.__repr__(self)})"
+
+
+def _slot_names(cls: type) -> list[str]:
+    names: list[str] = []
+    for klass in cls.__mro__:
+        slots = vars(klass).get("__slots__", ())
+        names.extend([slots] if isinstance(slots, str) else slots)
+    return [n for n in names if n not in ("__dict__", "__weakref__")]
+
+
+def attributes_of(obj: Any) -> dict[str, Any]:
+    """The attributes to store for *obj*: a fresh dict the caller may keep."""
+    if isinstance(obj, dict):
+        return dict(obj)
+    attrs: dict[str, Any] = {}
+    for name in _slot_names(type(obj)):
+        if hasattr(obj, name):
+            attrs[name] = getattr(obj, name)
+    try:
+        attrs.update(vars(obj))
+    except TypeError:
+        if not attrs:
+            raise SerializationError(f"{type(obj).__qualname__} instances have no attributes to store") from None
+    return attrs
+
+
+def rebuild(cls: type, attrs: dict[str, Any]) -> Any:
+    """An instance of *cls* holding *attrs*, made without calling ``__init__``.
+
+    *attrs* must be a fresh dict: it becomes the instance's own state.
+    """
+    obj: Any
+    if issubclass(cls, dict):
+        obj = cls.__new__(cls)
+        dict.update(obj, attrs)
+        return obj
+    obj = object.__new__(cls)
+    state = getattr(obj, "__dict__", None)
+    slots = set(_slot_names(cls))
+    for name, value in attrs.items():
+        if state is None or name in slots:
+            # object.__setattr__ also gets past a frozen dataclass's __setattr__
+            object.__setattr__(obj, name, value)
+        else:
+            state[name] = value
+    return obj

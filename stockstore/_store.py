@@ -1,0 +1,423 @@
+"""`BaseStore`: the public API written once over a few backend primitives.
+
+Public methods validate keys, encode records, resolve lifetimes and translate
+errors; a backend implements the underscored primitives below on encoded keys
+(bytes) and `Entry` / `Stored` units.  Primitives take and return lists so a
+fast backend can batch; a minimal one may loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
+from types import TracebackType
+from typing import Any, TypeVar
+
+from . import _codec
+from ._entry import Entry, Stored, versions
+from ._keys import Family, KeyValue, check_key_part, decode_key, encode_key, family_of
+from ._lifetime import Lifetime, check_lifetime, expiry_ms
+from ._record import attributes_of, rebuild
+from .errors import BatchError, InvalidKeyError, StoreError
+
+T = TypeVar("T")
+Merge = Callable[[bytes, Stored | None], Entry]
+
+
+class PartialWrite(Exception):
+    """Raised by a write primitive when some entries were not applied.
+
+    ``failed`` holds their encoded primary keys; the public method turns it into
+    `BatchError` (or, for a single-record call, re-raises ``__cause__``).
+    """
+
+    def __init__(self, failed: Iterable[bytes], cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.failed = list(failed)
+        self.__cause__ = cause
+
+
+class BaseStore(ABC):
+    """Base class of every store; subclass it to add a backend (see docs/extending.md)."""
+
+    def __init__(
+        self,
+        *,
+        namespace: str = "stockstore",
+        lifetime: Lifetime = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if type(namespace) is not str or not namespace:
+            raise InvalidKeyError(f"namespace must be a non-empty str, not {namespace!r:.80}")
+        check_lifetime(lifetime)
+        self.namespace = namespace
+        self.lifetime = lifetime
+        self.clock = clock
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} namespace={self.namespace!r}>"
+
+    # ------------------------------------------------------------------ primitives
+
+    @abstractmethod
+    def _read(self, family: Family, keys: Sequence[bytes], now_ms: float) -> list[Stored | None]:
+        """The live records under these primary keys, aligned; ``None`` where missing or expired."""
+
+    @abstractmethod
+    def _resolve(self, family: Family, index: int, keys: Sequence[bytes], now_ms: float) -> list[bytes | None]:
+        """Primary keys of the live records holding these values of alternate key *index*."""
+
+    @abstractmethod
+    def _write(self, family: Family, entries: Sequence[Entry], now_ms: float) -> list[int]:
+        """Insert or replace whole records; return the versions stored, aligned.
+
+        Keys in *entries* are unique.  A record's old alternate-key values are
+        freed; a value held by another live record is a conflict: raise
+        `PartialWrite` naming the entries not applied, with the cause chained.
+        A store that may serve as a source of truth stores
+        ``max(entry.version, old.version + 1)`` so versions grow per key.
+        """
+
+    @abstractmethod
+    def _remove(self, family: Family, keys: Sequence[bytes], now_ms: float) -> int:
+        """Delete these records; return how many were live."""
+
+    @abstractmethod
+    def _patch(self, family: Family, keys: Sequence[bytes], merge: Merge, now_ms: float) -> list[Entry]:
+        """Atomically per key: read the current record, ``merge(key, current)``, write the result.
+
+        ``current`` is ``None`` when missing or expired.  No concurrent write of
+        the same key may land between the read and the write.  Return the
+        entries written, aligned with *keys*; failures raise `PartialWrite`.
+        """
+
+    @abstractmethod
+    def _fill(self, family: Family, entries: Sequence[Entry], now_ms: float) -> None:
+        """Store each entry only where it is newer than what is held (tombstones included).
+
+        Used by `ChainedStore` on upper tiers: a late fill of an old version
+        must never overwrite newer data.
+        """
+
+    @abstractmethod
+    def _invalidate(self, family: Family, keys: Sequence[bytes], version: int, until_ms: int) -> None:
+        """Replace these records by tombstones of at least *version*, kept until *until_ms*."""
+
+    @abstractmethod
+    def _scan(self, family: Family, now_ms: float) -> Iterator[bytes]:
+        """Every live primary key of the family."""
+
+    def _count(self, family: Family, now_ms: float) -> int:
+        return sum(1 for _ in self._scan(family, now_ms))
+
+    @abstractmethod
+    def _clear(self, family: Family, now_ms: float) -> int:
+        """Remove every record of the family; return how many were live."""
+
+    def _errors(self) -> contextlib.AbstractContextManager[None]:
+        """The one place a backend maps its driver's errors to `stockstore.errors`."""
+        return contextlib.nullcontext()
+
+    # ------------------------------------------------------------------ helpers
+
+    def _now(self) -> tuple[float, float]:
+        now = self.clock()
+        return now, now * 1000
+
+    def _expiry(self, obj: Any, now: float) -> int | None:
+        return expiry_ms(self.lifetime, obj, now)
+
+    def _apply_lifetime(self, family: Family, entry: Entry, now: float) -> Entry:
+        """*entry* with this store's lifetime applied, never outliving its own expiry."""
+        if self.lifetime is None or entry.payload is None:
+            return entry
+        if callable(self.lifetime):
+            tag, attrs = _codec.decode_record(entry.payload)
+            obj: Any = rebuild(family.class_for(tag, family.root) or family.root, attrs)
+        else:
+            obj = None
+        own = self._expiry(obj, now)
+        if own is None or (entry.expires_ms is not None and entry.expires_ms <= own):
+            return entry
+        return replace(entry, expires_ms=own)
+
+    def _entry(self, obj: Any, now: float) -> tuple[Family, Entry]:
+        family = family_of(type(obj))
+        attrs = attributes_of(obj)
+        key = encode_key(family.primary_of(attrs))
+        alternates = family.alternates_of(attrs)  # a bad key value is a key error, checked before the codec
+        payload = _codec.encode_record(family.tag(type(obj)), attrs)
+        entry = Entry(payload, versions.next(), self._expiry(obj, now), key, alternates)
+        return family, entry
+
+    def _decode(self, family: Family, cls: type, stored: Stored | None) -> Any:
+        if stored is None or stored.payload is None:
+            return None
+        tag, attrs = _codec.decode_record(stored.payload)
+        found = family.class_for(tag, cls)
+        return None if found is None else rebuild(found, attrs)
+
+    def _public_keys(self, family: Family, keys: Iterable[bytes]) -> list[Any]:
+        return [family.public_key(decode_key(k)) for k in keys]
+
+    def _lookup(
+        self, family: Family, refs: Sequence[tuple[int, tuple[KeyValue, ...]]], now_ms: float
+    ) -> list[bytes | None]:
+        """Primary keys for parsed key references (any declared key), aligned."""
+        out: list[bytes | None] = [None] * len(refs)
+        by_index: dict[int, list[int]] = {}
+        for pos, (index, values) in enumerate(refs):
+            if index == 0:
+                out[pos] = encode_key(values)
+            else:
+                by_index.setdefault(index, []).append(pos)
+        for index, positions in by_index.items():
+            with self._errors():
+                found = self._resolve(family, index, [encode_key(refs[p][1]) for p in positions], now_ms)
+            for pos, key in zip(positions, found, strict=True):
+                out[pos] = key
+        return out
+
+    # ------------------------------------------------------------------ single records
+
+    def put(self, obj: Any) -> None:
+        """Insert or replace the whole record."""
+        self._put_many([obj], single=True)
+
+    def get(self, cls: type[T], key: Any) -> T | None:
+        """The record of *cls* under *key* (any declared key), or ``None``."""
+        return self.batch_get(cls, [key])[0]
+
+    def delete(self, obj_or_cls: Any, key: Any = None) -> None:
+        """Delete ``delete(obj)`` or ``delete(cls, key)``; a missing record is fine."""
+        if key is None and not isinstance(obj_or_cls, type):
+            self.batch_delete([obj_or_cls])
+        else:
+            self.batch_delete(obj_or_cls, [key])
+
+    def patch(self, cls: type, key: Any, changes: Mapping[str, Any]) -> None:
+        """Set these attributes, leaving every other one untouched; create the record if missing.
+
+        *key* is the primary key (a bare value, a tuple, or a mapping).  Atomic
+        per record: concurrent patches of different attributes never lose each other.
+        """
+        family = family_of(cls)
+        index, values = family.parse_key(key)
+        if index:
+            raise InvalidKeyError(f"{family.name}: patch takes the primary key {family.primary}")
+        self._patch_many(family, cls, {encode_key(values): self._changes(family, values, changes)}, single=True)
+
+    # ------------------------------------------------------------------ batches
+
+    def batch_put(self, objs: Iterable[Any]) -> None:
+        """Insert or replace many records in few round trips.
+
+        Everything is validated and encoded before anything is written.  If the
+        backend fails part-way, `BatchError.failed` names what was not applied.
+        """
+        self._put_many(list(objs), single=False)
+
+    def batch_get(self, cls: type[T], keys: Iterable[Any]) -> list[T | None]:
+        """Records for *keys*, aligned; ``None`` where missing."""
+        family = family_of(cls)
+        refs = [family.parse_key(k) for k in keys]
+        _, now_ms = self._now()
+        primaries = self._lookup(family, refs, now_ms)
+        wanted = list(dict.fromkeys(k for k in primaries if k is not None))
+        with self._errors():
+            found = dict(zip(wanted, self._read(family, wanted, now_ms), strict=True))
+        out: list[T | None] = []
+        for (index, values), key in zip(refs, primaries, strict=True):
+            obj = None if key is None else self._decode(family, cls, found.get(key))
+            if obj is not None and index and family.key_values(index, attributes_of(obj).get) != values:
+                obj = None  # the alternate key moved on between look-up and read
+            out.append(obj)
+        return out
+
+    def batch_delete(self, objs_or_cls: Any, keys: Iterable[Any] | None = None) -> int:
+        """Delete many records, ``batch_delete(objs)`` or ``batch_delete(cls, keys)``.
+
+        Returns how many existed and were removed.
+        """
+        if keys is None:
+            objs = list(objs_or_cls)
+            total = 0
+            for family, group in _group_by_family(objs):
+                encoded = [encode_key(family.primary_of(attributes_of(o))) for o in group]
+                total += self._remove_keys(family, encoded)
+            return total
+        family = family_of(objs_or_cls)
+        refs = [family.parse_key(k) for k in keys]
+        _, now_ms = self._now()
+        encoded = [k for k in self._lookup(family, refs, now_ms) if k is not None]
+        return self._remove_keys(family, encoded)
+
+    def batch_patch(self, cls: type, patches: Iterable[Mapping[str, Any]]) -> None:
+        """Patch many records; each mapping holds the primary key attributes and the changes."""
+        family = family_of(cls)
+        merged: dict[bytes, dict[str, Any]] = {}
+        for mapping in patches:
+            if not isinstance(mapping, Mapping):
+                raise InvalidKeyError(f"batch_patch takes mappings, not {mapping!r:.80}")
+            values = family.primary_of(mapping)
+            changes = {k: v for k, v in mapping.items() if k not in family.primary}
+            merged.setdefault(encode_key(values), {}).update(self._changes(family, values, changes))
+        self._patch_many(family, cls, merged, single=False)
+
+    # ------------------------------------------------------------------ listing
+
+    def keys(self, cls: type) -> Iterator[Any]:
+        """Every stored primary-key value of *cls*: a scalar, or a tuple for a composite key."""
+        family = family_of(cls)
+        _, now_ms = self._now()
+        for chunk in _chunks(self._scan_errors(family, now_ms), 1000):
+            if cls is not family.root:
+                chunk = self._of_class(family, cls, chunk, now_ms)
+            yield from self._public_keys(family, chunk)
+
+    def count(self, cls: type) -> int:
+        """How many records of *cls* are stored."""
+        family = family_of(cls)
+        if cls is not family.root:
+            return sum(1 for _ in self.keys(cls))
+        _, now_ms = self._now()
+        with self._errors():
+            return self._count(family, now_ms)
+
+    def clear(self, cls: type) -> int:
+        """Remove every record of *cls* (subclasses included); return how many."""
+        family = family_of(cls)
+        _, now_ms = self._now()
+        if cls is not family.root:
+            keys = [encode_key(k if type(k) is tuple else (k,)) for k in self.keys(cls)]
+            return self._remove_keys(family, keys)
+        with self._errors():
+            return self._clear(family, now_ms)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:  # noqa: B027 -- a no-op is the right default for stores that open nothing
+        """Release what the store opened (clients it built from a URL)."""
+
+    def __enter__(self: T) -> T:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ internals of the public methods
+
+    def _scan_errors(self, family: Family, now_ms: float) -> Iterator[bytes]:
+        with self._errors():
+            yield from self._scan(family, now_ms)
+
+    def _of_class(self, family: Family, cls: type, keys: list[bytes], now_ms: float) -> list[bytes]:
+        with self._errors():
+            stored = self._read(family, keys, now_ms)
+        return [k for k, s in zip(keys, stored, strict=True) if self._decode(family, cls, s) is not None]
+
+    def _changes(self, family: Family, values: tuple[KeyValue, ...], changes: Mapping[str, Any]) -> dict[str, Any]:
+        changes = dict(changes)
+        _codec.check_attributes(changes)
+        for name, value in zip(family.primary, values, strict=True):
+            # Compared with the type: True == 1 and 1.0 == 1, but neither is the key 1.
+            if name in changes and (type(changes[name]) is not type(value) or changes[name] != value):
+                raise InvalidKeyError(f"{family.name}: patch cannot change primary key attribute {name!r}")
+        for index in range(1, len(family.keys)):
+            for name in family.keys[index]:
+                if name in changes and changes[name] is not None:
+                    check_key_part(name, changes[name])
+        return changes
+
+    def _put_many(self, objs: list[Any], *, single: bool) -> None:
+        now, now_ms = self._now()
+        groups: list[tuple[Family, list[Entry]]] = []
+        for family, group in _group_by_family(objs):
+            latest = {e.key: e for e in (self._entry(o, now)[1] for o in group)}
+            groups.append((family, list(latest.values())))
+        for family, entries in groups:
+            live: list[Entry] = []
+            expired: list[bytes] = []
+            for e in entries:
+                if e.expires_ms is None or e.expires_ms > now_ms:
+                    live.append(e)
+                else:
+                    expired.append(e.key)
+            try:
+                with self._errors():
+                    if expired:
+                        # An already-expired lifetime means "not kept here", and put replaces.
+                        self._remove(family, expired, now_ms)
+                    if live:
+                        self._write(family, live, now_ms)
+            except PartialWrite as exc:
+                if single and isinstance(exc.__cause__, StoreError):
+                    raise exc.__cause__ from None
+                raise BatchError(
+                    f"{len(exc.failed)} of {len(entries)} {family.name} records were not written: {exc}",
+                    self._public_keys(family, exc.failed),
+                ) from exc.__cause__
+
+    def _remove_keys(self, family: Family, keys: list[bytes]) -> int:
+        if not keys:
+            return 0
+        _, now_ms = self._now()
+        with self._errors():
+            return self._remove(family, list(dict.fromkeys(keys)), now_ms)
+
+    def _patch_many(self, family: Family, cls: type, changes: dict[bytes, dict[str, Any]], *, single: bool) -> None:
+        if not changes:
+            return
+        now, now_ms = self._now()
+        tag = family.tag(cls)
+
+        def merge(key: bytes, current: Stored | None) -> Entry:
+            if current is not None and current.payload is not None:
+                stored_tag, attrs = _codec.decode_record(current.payload)
+                version, expires = max(versions.next(), current.version + 1), current.expires_ms
+            else:
+                stored_tag, attrs = tag, dict(zip(family.primary, decode_key(key), strict=True))
+                version, expires = versions.next(), None
+            attrs.update(changes[key])
+            if self.lifetime is not None:
+                # A lifetime applies afresh to the patched record; without one the expiry stays.
+                obj = None
+                if callable(self.lifetime):
+                    obj = rebuild(family.class_for(stored_tag, family.root) or cls, dict(attrs))
+                expires = self._expiry(obj, now)
+            return Entry(_codec.pack((stored_tag, attrs)), version, expires, key, family.alternates_of(attrs))
+
+        try:
+            with self._errors():
+                self._patch(family, list(changes), merge, now_ms)
+        except PartialWrite as exc:
+            if single and isinstance(exc.__cause__, StoreError):
+                raise exc.__cause__ from None
+            raise BatchError(
+                f"{len(exc.failed)} of {len(changes)} {family.name} patches were not applied: {exc}",
+                self._public_keys(family, exc.failed),
+            ) from exc.__cause__
+
+
+def _group_by_family(objs: Sequence[Any]) -> list[tuple[Family, list[Any]]]:
+    groups: dict[str, tuple[Family, list[Any]]] = {}
+    for obj in objs:
+        family = family_of(type(obj))
+        groups.setdefault(family.name, (family, []))[1].append(obj)
+    return list(groups.values())
+
+
+def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    chunk: list[T] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
