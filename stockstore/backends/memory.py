@@ -1,0 +1,222 @@
+"""In-process stores: `MemoryStore` (shared by threads) and `ThreadLocalStore` (one per thread).
+
+Both keep the codec's bytes, never the caller's objects, so mutating what you
+put or got changes nothing stored, and a memory tier returns exactly what a
+SQL or Redis tier would.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+
+from .._entry import Entry, Stored
+from .._keys import Family
+from .._lifetime import Lifetime
+from .._store import BaseStore, Merge, PartialWrite
+from ..errors import InvalidKeyError
+
+_Slot = tuple[str, bytes]  # (family name, encoded primary key)
+
+
+@dataclass
+class _State:
+    """One store's records, alternate-key index and lock."""
+
+    records: OrderedDict[_Slot, Entry] = field(default_factory=OrderedDict)  # oldest first, for LRU
+    alternates: dict[tuple[str, int, bytes], bytes] = field(default_factory=dict)  # -> primary key
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+
+class MemoryStore(BaseStore):
+    """Records in this process's memory, safe to share between threads.
+
+    ``max_items`` bounds the number of records kept, evicting the least
+    recently used; ``clock`` is injectable so tests can tick time.
+    """
+
+    def __init__(
+        self,
+        *,
+        namespace: str = "stockstore",
+        lifetime: Lifetime = None,
+        max_items: int | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(namespace=namespace, lifetime=lifetime, clock=clock)
+        if max_items is not None and (type(max_items) is not int or max_items < 1):
+            raise ValueError(f"max_items must be a positive int or None, not {max_items!r}")
+        self.max_items = max_items
+        self._shared = _State()
+
+    @property
+    def _state(self) -> _State:
+        return self._shared
+
+    # ---- helpers, called with the lock held
+
+    def _unindex(self, state: _State, name: str, entry: Entry) -> None:
+        for index, alt in enumerate(entry.alternates, 1):
+            if alt is not None and state.alternates.get((name, index, alt)) == entry.key:
+                del state.alternates[(name, index, alt)]
+
+    def _conflict(self, state: _State, family: Family, entry: Entry, now_ms: float) -> str | None:
+        for index, alt in enumerate(entry.alternates, 1):
+            if alt is None:
+                continue
+            holder = state.alternates.get((family.name, index, alt))
+            if holder is not None and holder != entry.key:
+                other = state.records.get((family.name, holder))
+                if other is not None and other.live(now_ms) and other.alternates[index - 1] == alt:
+                    return f"{family.name}: alternate key {family.keys[index]} is already held by another record"
+        return None
+
+    def _set(self, state: _State, family: Family, entry: Entry) -> None:
+        slot = (family.name, entry.key)
+        old = state.records.pop(slot, None)
+        if old is not None:
+            self._unindex(state, family.name, old)
+        state.records[slot] = entry
+        for index, alt in enumerate(entry.alternates, 1):
+            if alt is not None:
+                state.alternates[(family.name, index, alt)] = entry.key
+        while self.max_items is not None and len(state.records) > self.max_items:
+            (name, _), evicted = state.records.popitem(last=False)
+            self._unindex(state, name, evicted)
+
+    def _drop(self, state: _State, family: Family, key: bytes) -> Entry | None:
+        old = state.records.pop((family.name, key), None)
+        if old is not None:
+            self._unindex(state, family.name, old)
+        return old
+
+    # ---- primitives
+
+    def _read(self, family: Family, keys: Sequence[bytes], now_ms: float) -> list[Stored | None]:
+        state = self._state
+        out: list[Stored | None] = []
+        with state.lock:
+            for key in keys:
+                entry = state.records.get((family.name, key))
+                if entry is not None and entry.live(now_ms):
+                    state.records.move_to_end((family.name, key))
+                    out.append(entry)
+                else:
+                    out.append(None)
+        return out
+
+    def _resolve(self, family: Family, index: int, keys: Sequence[bytes], now_ms: float) -> list[bytes | None]:
+        state = self._state
+        out: list[bytes | None] = []
+        with state.lock:
+            for alt in keys:
+                key = state.alternates.get((family.name, index, alt))
+                entry = None if key is None else state.records.get((family.name, key))
+                live = entry is not None and entry.live(now_ms) and entry.alternates[index - 1] == alt
+                out.append(key if live else None)
+        return out
+
+    def _write(self, family: Family, entries: Sequence[Entry], now_ms: float) -> list[int]:
+        state = self._state
+        failed: list[bytes] = []
+        problem = ""
+        stored: list[int] = []
+        with state.lock:
+            for entry in entries:
+                conflict = self._conflict(state, family, entry, now_ms)
+                if conflict:
+                    failed.append(entry.key)
+                    problem = conflict
+                    stored.append(0)
+                    continue
+                old = state.records.get((family.name, entry.key))
+                if old is not None and old.version >= entry.version:
+                    entry = replace(entry, version=old.version + 1)
+                self._set(state, family, entry)
+                stored.append(entry.version)
+        if failed:
+            raise PartialWrite(failed, InvalidKeyError(problem))
+        return stored
+
+    def _remove(self, family: Family, keys: Sequence[bytes], now_ms: float) -> int:
+        state = self._state
+        with state.lock:
+            return sum(1 for key in keys if (old := self._drop(state, family, key)) is not None and old.live(now_ms))
+
+    def _patch(self, family: Family, keys: Sequence[bytes], merge: Merge, now_ms: float) -> list[Entry]:
+        state = self._state
+        out: list[Entry] = []
+        with state.lock:
+            for key in keys:
+                current = state.records.get((family.name, key))
+                out.append(merge(key, current if current is not None and current.live(now_ms) else None))
+            # Merged first, written second: a corrupt record fails the batch before any write.
+            self._write(family, out, now_ms)
+        return out
+
+    def _fill(self, family: Family, entries: Sequence[Entry], now_ms: float) -> None:
+        state = self._state
+        with state.lock:
+            for entry in entries:
+                held = state.records.get((family.name, entry.key))
+                # An expired copy of this very version is refreshed (else a tier whose own
+                # lifetime ran out would never cache the record again); tombstones still block.
+                refresh = held is not None and held.payload is not None and held.version == entry.version
+                if held is None or held.version < entry.version or (refresh and not held.live(now_ms)):
+                    # A cache yields alternate keys to the newer record it is filled with.
+                    for index, alt in enumerate(entry.alternates, 1):
+                        holder = state.alternates.get((family.name, index, alt)) if alt is not None else None
+                        if holder is not None and holder != entry.key:
+                            self._drop(state, family, holder)
+                    self._set(state, family, entry)
+
+    def _invalidate(self, family: Family, keys: Sequence[bytes], version: int, until_ms: int) -> None:
+        state = self._state
+        with state.lock:
+            for key in keys:
+                held = self._drop(state, family, key)
+                floor = version if held is None else max(version, held.version)
+                self._set(state, family, Entry(None, floor, until_ms, key, ()))
+
+    def _scan(self, family: Family, now_ms: float) -> Iterator[bytes]:
+        state = self._state
+        with state.lock:
+            keys = [key for (name, key), e in state.records.items() if name == family.name and e.live(now_ms)]
+        return iter(keys)
+
+    def _clear(self, family: Family, now_ms: float) -> int:
+        state = self._state
+        with state.lock:
+            slots = [slot for slot in state.records if slot[0] == family.name]
+            dropped = [self._drop(state, family, key) for _, key in slots]
+            return sum(1 for old in dropped if old is not None and old.live(now_ms))
+
+
+class ThreadLocalStore(MemoryStore):
+    """A `MemoryStore` whose records each thread sees only for itself.
+
+    Useful as a lock-free-feeling first tier for worker threads; records put by
+    one thread are invisible to the others.
+    """
+
+    def __init__(
+        self,
+        *,
+        namespace: str = "stockstore",
+        lifetime: Lifetime = None,
+        max_items: int | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(namespace=namespace, lifetime=lifetime, max_items=max_items, clock=clock)
+        self._local = threading.local()
+
+    @property
+    def _state(self) -> _State:
+        try:
+            return self._local.state  # type: ignore[no-any-return]
+        except AttributeError:
+            self._local.state = _State()
+            return self._local.state  # type: ignore[no-any-return]
