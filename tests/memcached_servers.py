@@ -1,0 +1,184 @@
+"""Real memcached servers for the tests, each on a free loopback port.
+
+``STOCKSTORE_TEST_MEMCACHED_SERVERS`` (``host:port[,host:port...]``) uses servers
+already running instead.  Without it, ``memcached`` processes are started here
+and stopped at the end.  A missing binary skips the tests, unless ``CI`` or
+``STOCKSTORE_REQUIRE_SERVERS`` is set: then the environment promised it, and the
+tests fail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from functools import cache
+from typing import Any
+
+import pytest
+
+ENV = "STOCKSTORE_TEST_MEMCACHED_SERVERS"
+
+
+def _required() -> bool:
+    return bool(os.environ.get("CI") or os.environ.get("STOCKSTORE_REQUIRE_SERVERS"))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class MemcachedProcess:
+    """One ``memcached`` on 127.0.0.1, started and waited for until it accepts connections."""
+
+    def __init__(self) -> None:
+        binary = shutil.which("memcached") or next(
+            (p for p in ("/usr/bin/memcached", "/usr/sbin/memcached") if os.path.exists(p)), None
+        )
+        if binary is None:
+            message = "memcached is not installed (scripts/test installs it)"
+            if _required():
+                pytest.fail(message)
+            pytest.skip(message)
+        for _ in range(5):  # another process may take the free port before memcached binds it
+            self.port = _free_port()
+            self.process = subprocess.Popen(
+                [binary, "-l", "127.0.0.1", "-p", str(self.port), "-U", "0", "-m", "64", "-u", "root"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            if self._wait():
+                return
+            self.stop()
+        pytest.fail("memcached did not start")
+
+    @property
+    def server(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _wait(self) -> bool:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                return False
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                return True
+            time.sleep(0.02)
+        return False
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@contextlib.contextmanager
+def memcached_servers(count: int) -> Iterator[list[str]]:
+    """*count* servers as ``"host:port"`` strings: from the environment, or started here."""
+    configured = os.environ.get(ENV)
+    if configured:
+        servers = [s.strip() for s in configured.split(",") if s.strip()]
+        if len(servers) < count:
+            pytest.skip(f"{ENV} names {len(servers)} server(s); this test needs {count}")
+        yield servers[:count]
+        return
+    started: list[MemcachedProcess] = []
+    try:
+        for _ in range(count):
+            started.append(MemcachedProcess())
+        yield [p.server for p in started]
+    finally:
+        for p in started:
+            p.stop()
+
+
+@pytest.fixture(scope="session")
+def memcached_server() -> Iterator[str]:
+    """One memcached server for the whole session."""
+    with memcached_servers(1) as servers:
+        yield servers[0]
+
+
+@pytest.fixture(scope="session")
+def memcached_two_servers() -> Iterator[list[str]]:
+    """Two memcached servers for the whole session (a HashClient spreads keys over both)."""
+    with memcached_servers(2) as servers:
+        yield servers
+
+
+# ---------------------------------------------------------------------------- the conformance suite's memcache stores
+
+
+@cache
+def _listed_store_class() -> type[Any]:
+    """`MemcacheStore` plus a test-side list of the keys written through it.
+
+    memcached cannot list keys, so the real store's ``keys``/``count`` raise
+    (tests/test_memcache.py checks that).  The conformance suite uses them to
+    check what a store holds; this subclass answers them by *reading back from
+    memcached* every key written in the namespace, so those checks still see
+    exactly what the server holds (deleted, expired and cleared records drop
+    out).  ``clear`` returns the number of live keys it read before clearing.
+    Everything else is the real store.
+    """
+    from stockstore._entry import Entry
+    from stockstore._keys import Family
+    from stockstore.backends.memcache import MemcacheStore
+
+    written: dict[tuple[str, str], set[bytes]] = {}  # (namespace, family) -> keys ever written
+    lock = threading.Lock()
+
+    class ListedMemcacheStore(MemcacheStore):
+        def _remember(self, family: Family, keys: Iterable[bytes]) -> None:
+            with lock:
+                written.setdefault((self.namespace, family.name), set()).update(keys)
+
+        def _write(self, family: Family, entries: Sequence[Entry], now_ms: float) -> list[int]:
+            self._remember(family, (e.key for e in entries))
+            return super()._write(family, entries, now_ms)
+
+        def _patch(self, family: Family, keys: Sequence[bytes], merge: Any, now_ms: float) -> list[Entry]:
+            self._remember(family, keys)
+            return super()._patch(family, keys, merge, now_ms)
+
+        def _fill(self, family: Family, entries: Sequence[Entry], now_ms: float) -> None:
+            self._remember(family, (e.key for e in entries))
+            super()._fill(family, entries, now_ms)
+
+        def _scan(self, family: Family, now_ms: float) -> Iterator[bytes]:
+            with lock:
+                keys = sorted(written.get((self.namespace, family.name), ()))
+            live = self._read(family, keys, now_ms)
+            return iter([k for k, s in zip(keys, live, strict=True) if s is not None])
+
+        def _count(self, family: Family, now_ms: float) -> int:
+            return sum(1 for _ in self._scan(family, now_ms))
+
+        def _clear(self, family: Family, now_ms: float) -> int:
+            count = self._count(family, now_ms)
+            super()._clear(family, now_ms)
+            return count
+
+    return ListedMemcacheStore
+
+
+def memcache_builder(fixture: str) -> Callable[..., Any]:
+    """A conformance-suite builder of listing memcache stores on the servers of *fixture*."""
+
+    def build(request: pytest.FixtureRequest, **options: Any) -> Any:
+        servers = request.getfixturevalue(fixture)
+        return _listed_store_class()(servers if isinstance(servers, list) else [servers], **options)
+
+    return build
