@@ -1,0 +1,58 @@
+"""The public surface is one sorted list per public module, and nothing public hides outside it."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+
+import stockstore
+import stockstore.errors
+
+# Public submodules named in API.md; every other submodule is `_`-prefixed.
+PUBLIC_SUBMODULES = {"backends", "errors"}
+
+
+def public_names(module: types.ModuleType) -> set[str]:
+    return {
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_")
+        and not (isinstance(value, types.ModuleType) and name not in PUBLIC_SUBMODULES)
+        and getattr(value, "__module__", module.__name__).startswith("stockstore")
+    }
+
+
+@pytest.mark.parametrize("module", [stockstore, stockstore.errors], ids=lambda m: m.__name__)
+def test_all_is_complete_and_sorted(module: types.ModuleType) -> None:
+    exported = module.__all__
+    assert exported == sorted(exported)
+    assert len(set(exported)) == len(exported)
+    assert set(exported) == public_names(module)
+    for name in exported:
+        assert getattr(module, name) is not None
+
+
+def test_top_level_names_of_the_contract() -> None:
+    assert {"BaseStore", "ChainedStore", "Record", "backends", "errors", "from_url"} <= set(stockstore.__all__)
+    assert set(stockstore.errors.__all__) == {
+        "BackendUnavailableError",
+        "BatchError",
+        "InvalidKeyError",
+        "SerializationError",
+        "StoreError",
+        "UnsupportedOperationError",
+    }
+
+
+def test_submodules_are_private_or_listed() -> None:
+    modules = {name for name, value in vars(stockstore).items() if isinstance(value, types.ModuleType)}
+    assert {m for m in modules if not m.startswith("_")} <= PUBLIC_SUBMODULES
+
+
+def test_backends_are_listed_and_sorted() -> None:
+    assert stockstore.backends.__all__ == sorted(stockstore.backends.__all__)
+    assert dir(stockstore.backends) == sorted(stockstore.backends.__all__)
+    assert stockstore.backends.MemoryStore.__name__ == "MemoryStore"
+    with pytest.raises(AttributeError):
+        stockstore.backends.NoSuchStore  # noqa: B018 -- the attribute access is the test
