@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgpack
@@ -121,6 +121,46 @@ def encode_record(tag: str, attrs: Mapping[str, Any]) -> bytes:
     """Encode one record: its class tag and its attributes."""
     check_attributes(attrs)
     return pack((tag, attrs))
+
+
+def split_record(data: bytes) -> tuple[str, list[tuple[str, bytes]]]:
+    """A record's class tag and its attributes as ``(name, encoded value)`` pairs.
+
+    Values stay encoded (their exact bytes, sliced out without building them), so a
+    backend can store one attribute per field and `join_record` can put them back.
+    """
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, max_buffer_size=max(len(data), 1))
+    unpacker.feed(data)
+    try:
+        if unpacker.read_array_header() != 2:
+            raise ValueError("not a pair")
+        tag = unpacker.unpack()
+        pairs: list[tuple[str, bytes]] = []
+        for _ in range(unpacker.read_map_header()):
+            name = unpacker.unpack()
+            start = unpacker.tell()
+            unpacker.skip()
+            if type(name) is not str:
+                raise ValueError("attribute name is not a str")
+            pairs.append((name, data[start : unpacker.tell()]))
+        if type(tag) is not str or unpacker.tell() != len(data):
+            raise ValueError("not a record")
+    except Exception as exc:  # msgpack raises a zoo of types for corrupt input
+        raise SerializationError(f"stored bytes are not a stockstore record: {exc}") from exc
+    return tag, pairs
+
+
+def join_record(tag: str, pairs: Sequence[tuple[bytes, bytes]]) -> bytes:
+    """The record bytes for a tag and ``(UTF-8 name, encoded value)`` pairs (see `split_record`)."""
+    packer = msgpack.Packer(use_bin_type=True)
+    parts = [b"\x92", packer.pack(tag), packer.pack_map_header(len(pairs))]
+    try:
+        for name, value in pairs:
+            parts.append(packer.pack(name.decode()))
+            parts.append(value)
+    except UnicodeDecodeError as exc:
+        raise SerializationError("stored attribute name is not UTF-8: not a stockstore record") from exc
+    return b"".join(parts)
 
 
 def decode_record(data: bytes) -> tuple[str, dict[str, Any]]:
