@@ -324,6 +324,7 @@ class BaseStore(ABC):
     def _changes(self, family: Family, values: tuple[KeyValue, ...], changes: Mapping[str, Any]) -> dict[str, Any]:
         changes = dict(changes)
         _codec.check_attributes(changes)
+        _codec.pack(changes)  # every value judged now: a batch either encodes or writes nothing
         for name, value in zip(family.primary, values, strict=True):
             # Compared with the type: True == 1 and 1.0 == 1, but neither is the key 1.
             if name in changes and (type(changes[name]) is not type(value) or changes[name] != value):
