@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import pytest
 from memcached_servers import memcache_builder, memcached_server, memcached_two_servers  # noqa: F401 -- fixtures
+from redis_servers import redis_cluster_url, redis_url  # noqa: F401 -- fixtures
 
 import stockstore as ss
 from stockstore.backends import MemoryStore, ThreadLocalStore
@@ -79,6 +80,28 @@ def _chain_memory_memcache_sqlite(
     return ss.ChainedStore([MemoryStore(**options), memcache, source], clock=clock)
 
 
+def _redis(layout: str, fixture: str) -> Builder:
+    def build(request: pytest.FixtureRequest, **options: Any) -> ss.BaseStore:
+        from stockstore.backends import RedisHashStore, RedisMsgpackStore
+
+        cls = RedisHashStore if layout == "hash" else RedisMsgpackStore
+        return cls(request.getfixturevalue(fixture), **options)
+
+    return build
+
+
+def _chain_memory_redis_sqlite(layout: str) -> Builder:
+    def build(request: pytest.FixtureRequest, **options: Any) -> ss.BaseStore:
+        tiers = [
+            MemoryStore(**options),
+            _redis(layout, "redis_url")(request, **options),
+            _sql("sqlite")(request, **options),
+        ]
+        return ss.ChainedStore(tiers, clock=options["clock"])
+
+    return build
+
+
 BACKENDS: list[Any] = [
     pytest.param(_memory, id="memory"),
     pytest.param(_threadlocal, id="threadlocal"),
@@ -89,6 +112,12 @@ BACKENDS: list[Any] = [
     pytest.param(memcache_builder("memcached_server"), id="memcache", marks=pytest.mark.memcached),
     pytest.param(memcache_builder("memcached_two_servers"), id="memcache-2servers", marks=pytest.mark.memcached),
     pytest.param(_chain_memory_memcache_sqlite, id="chain-memory-memcache-sqlite", marks=pytest.mark.memcached),
+    pytest.param(_redis("msgpack", "redis_url"), id="redis-msgpack", marks=pytest.mark.redis),
+    pytest.param(_redis("hash", "redis_url"), id="redis-hash", marks=pytest.mark.redis),
+    pytest.param(_redis("msgpack", "redis_cluster_url"), id="redis-msgpack-cluster", marks=pytest.mark.redis_cluster),
+    pytest.param(_redis("hash", "redis_cluster_url"), id="redis-hash-cluster", marks=pytest.mark.redis_cluster),
+    pytest.param(_chain_memory_redis_sqlite("msgpack"), id="chain-memory-redis-sqlite", marks=pytest.mark.redis),
+    pytest.param(_chain_memory_redis_sqlite("hash"), id="chain-memory-redishash-sqlite", marks=pytest.mark.redis),
 ]
 
 

@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .memcache import MemcacheStore
     from .memory import MemoryStore, ThreadLocalStore
+    from .redis import RedisHashStore, RedisMsgpackStore
     from .sql import SqlStore
 
-__all__ = ["MemcacheStore", "MemoryStore", "SqlStore", "ThreadLocalStore"]
+__all__ = ["MemcacheStore", "MemoryStore", "RedisHashStore", "RedisMsgpackStore", "SqlStore", "ThreadLocalStore"]
 
 # class name -> (module, extra that provides its driver)
 _WHERE = {
@@ -22,6 +23,8 @@ _WHERE = {
     "ThreadLocalStore": ("memory", None),
     "SqlStore": ("sql", "sql"),
     "MemcacheStore": ("memcache", "memcache"),
+    "RedisHashStore": ("redis", "redis"),
+    "RedisMsgpackStore": ("redis", "redis"),
 }
 
 

@@ -1,0 +1,474 @@
+"""Redis stores: `RedisMsgpackStore` (a string per record) and `RedisHashStore` (a hash per record).
+
+Both lay keys out the same way (docs/backends.md has the full picture)::
+
+    <namespace>:<family>:r:<key>      the record
+    <namespace>:{<family>}:r:<key>    ... of a family with alternate keys (one hash slot)
+    <namespace>:{<family>}:a<i>:<alt> pointer from alternate key i to the record's <key>
+    <namespace>:{<family>}:x:<key>    the record's list of its pointers
+
+Namespace and family are percent-encoded and key values written as readable,
+percent-encoded text (``#`` marks an int, ``,`` separates composite parts), so no key
+value can make another record's key, a glob that matches other records in ``SCAN
+MATCH``, a hash tag, or a key outside the namespace.  Every write of a record is one
+Lua script (stockstore/backends/redis.lua) that updates the record and its pointers
+together and never decodes user values; batches go in pipelines of *chunk_size*
+records, which cost a round trip per node on a cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import re
+import struct
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
+from importlib.resources import files
+from typing import Any, ClassVar
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.retry import Retry
+
+from .. import _codec
+from .._entry import Entry, Stored
+from .._keys import Family, decode_key, encode_key
+from .._lifetime import Lifetime
+from .._store import BaseStore, Merge, PartialWrite, _chunks
+from ..errors import BackendUnavailableError, InvalidKeyError, SerializationError, StoreError
+
+Client = redis.Redis | RedisCluster
+
+_SCRIPT = files(__package__).joinpath("redis.lua").read_text()
+_HEADER = struct.Struct(">QQ")  # version, expiry in epoch ms (0: never)
+_VERSION = struct.Struct(">Q")
+_META = b"\xff"  # the hash layout's header field: never a UTF-8 attribute name
+_SAFE = re.compile(r"[A-Za-z0-9_.~-]*")
+
+
+def _text(value: str) -> str:
+    return value if _SAFE.fullmatch(value) else quote(value, safe="")
+
+
+def key_text(key: bytes) -> str:
+    """The readable, injective text of an encoded key inside Redis key names."""
+    return ",".join(f"#{v}" if type(v) is int else _text(v) for v in decode_key(key))  # type: ignore[arg-type]
+
+
+def key_bytes(text: str) -> bytes:
+    """The encoded key behind `key_text`'s *text*."""
+    return encode_key(tuple(int(p[1:]) if p.startswith("#") else unquote(p, errors="strict") for p in text.split(",")))
+
+
+class _RedisStore(BaseStore):
+    """What both Redis layouts share: client, key names, scripts, pipelines, listing."""
+
+    _layout: ClassVar[str]  # "m" or "h", the script's name for the layout
+
+    def __init__(
+        self,
+        client_or_url: str | Client,
+        *,
+        namespace: str = "stockstore",
+        lifetime: Lifetime = None,
+        clock: Callable[[], float] = time.time,
+        chunk_size: int = 1000,
+        timeout: float = 2.0,
+        connect_timeout: float = 2.0,
+        retries: int = 2,
+        cas_retries: int = 20,
+    ) -> None:
+        super().__init__(namespace=namespace, lifetime=lifetime, clock=clock)
+        for name, value in (("chunk_size", chunk_size), ("cas_retries", cas_retries)):
+            if type(value) is not int or value < 1:
+                raise ValueError(f"{name} must be a positive int, not {value!r}")
+        self.chunk_size = chunk_size
+        self.cas_retries = cas_retries
+        self._owned = isinstance(client_or_url, str)
+        if isinstance(client_or_url, str):
+            self._client: Client = _client_from_url(client_or_url, timeout, connect_timeout, retries)
+        elif isinstance(client_or_url, Client):
+            if client_or_url.get_encoder().decode_responses:
+                raise ValueError("a Redis client with decode_responses=True would corrupt binary records")
+            self._client = client_or_url
+        else:
+            raise TypeError(f"expected a Redis URL or client, not {type(client_or_url).__qualname__}")
+        self._cluster = isinstance(self._client, RedisCluster)
+        self._sha: str | None = None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} namespace={self.namespace!r}>"
+
+    def close(self) -> None:
+        """Close the client if this store built it from a URL."""
+        if self._owned:
+            self._client.close()
+
+    # ------------------------------------------------------------------ key names
+
+    def _prefix(self, family: Family) -> str:
+        name = _text(family.name)
+        # A family with alternate keys keeps all its keys in one hash slot, so one script
+        # can change a record and its pointers together on a cluster too.
+        return f"{_text(self.namespace)}:{{{name}}}:" if len(family.keys) > 1 else f"{_text(self.namespace)}:{name}:"
+
+    def _record_keys(self, family: Family, keys: Sequence[bytes]) -> list[str]:
+        prefix = self._prefix(family) + "r:"
+        return [prefix + key_text(k) for k in keys]
+
+    # ------------------------------------------------------------------ commands
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except StoreError:
+            raise
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailableError(f"Redis failed: {type(exc).__name__}: {exc}") from exc
+
+    def _pipeline(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Send *commands* in one pipeline; replies aligned, errors in place.
+
+        Scripts a server has lost (a restart, a failover) are loaded again and the
+        affected commands re-sent.
+        """
+        replies = self._send(commands)
+        lost = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+        if lost:
+            self._sha = None
+            again = self._send([(c[0], self._script_sha(), *c[2:]) for c in (commands[i] for i in lost)])
+            for i, reply in zip(lost, again, strict=True):
+                replies[i] = reply
+        return replies
+
+    def _send(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        pipe = self._client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return pipe.execute(raise_on_error=False)
+
+    def _script_sha(self) -> str:
+        if self._sha is None:
+            self._sha = str(self._client.script_load(_SCRIPT))
+        return self._sha
+
+    def _call(
+        self,
+        family: Family,
+        mode: str,
+        key: bytes,
+        now_ms: float,
+        *,
+        version: int = 0,
+        expires: int | None = None,
+        alternates: Sequence[bytes | None] = (),
+        expected: bytes = b"",
+        body: Sequence[bytes] = (),
+    ) -> tuple[Any, ...]:
+        """One EVALSHA of the record script (stockstore/backends/redis.lua documents ARGV)."""
+        prefix = self._prefix(family)
+        me = key_text(key)
+        pointers = [""] * (len(family.keys) - 1)
+        for index, alt in enumerate(alternates, 1):
+            pointers[index - 1] = "" if alt is None else f"{prefix}a{index}:{key_text(alt)}"
+        return (
+            "EVALSHA", self._script_sha(), 1, prefix + "r:" + me, self._layout, mode, int(now_ms), version,
+            expires or 0, expected, prefix, me, len(pointers), *pointers, *body,
+        )  # fmt: skip
+
+    def _entry_call(self, family: Family, mode: str, entry: Entry, now_ms: float, **options: Any) -> tuple[Any, ...]:
+        return self._call(
+            family, mode, entry.key, now_ms, version=entry.version, expires=entry.expires_ms,
+            alternates=entry.alternates, **options,
+        )  # fmt: skip
+
+    def _check(self, reply: Any, what: str) -> Any:
+        if isinstance(reply, ResponseError) and "WRONGTYPE" in str(reply):
+            raise SerializationError(f"a value under a stockstore key is not a stockstore record ({what})")
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    # ------------------------------------------------------------------ layout
+
+    def _fetch(self, family: Family, keys: Sequence[bytes]) -> list[Stored | None]:
+        """What is held under these keys, tombstones and expired copies included."""
+        raise NotImplementedError
+
+    def _body(self, entry: Entry) -> tuple[bytes, ...]:
+        """The script's body arguments for a whole record."""
+        raise NotImplementedError
+
+    def _patch_body(self, current: Stored | None, entry: Entry) -> tuple[str, tuple[bytes, ...]]:
+        """The mode and body that turn *current* (as read) into *entry*."""
+        return "c", self._body(entry)
+
+    def _header_reads(self, keys: Sequence[str]) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ primitives
+
+    def _read(self, family: Family, keys: Sequence[bytes], now_ms: float) -> list[Stored | None]:
+        return [s if s is not None and s.live(now_ms) else None for s in self._fetch(family, keys)]
+
+    def _resolve(self, family: Family, index: int, keys: Sequence[bytes], now_ms: float) -> list[bytes | None]:
+        prefix = self._prefix(family)
+        out: list[bytes | None] = []
+        for chunk in _chunks(keys, self.chunk_size):
+            calls = [
+                ("EVALSHA", self._script_sha(), 1, f"{prefix}a{index}:{key_text(alt)}", self._layout, "r", int(now_ms),
+                 0, 0, b"", prefix, "", index)
+                for alt in chunk
+            ]  # fmt: skip
+            for reply in self._pipeline(calls):
+                holder = self._check(reply, "read")
+                out.append(None if holder is None else key_bytes(holder.decode()))
+        return out
+
+    def _write(self, family: Family, entries: Sequence[Entry], now_ms: float) -> list[int]:
+        stored: list[int] = []
+        failed: dict[bytes, StoreError] = {}
+        for done, chunk in enumerate(_chunks(entries, self.chunk_size)):
+            calls = [self._entry_call(family, "w", e, now_ms, body=self._body(e)) for e in chunk]
+            try:
+                replies = self._pipeline(calls)
+            except (RedisError, OSError) as exc:
+                # Outcomes unknown from here on: every remaining entry counts as not applied.
+                failed.update((e.key, _unavailable(exc)) for e in entries[done * self.chunk_size :])
+                break
+            for entry, reply in zip(chunk, replies, strict=True):
+                try:
+                    code, *version = self._check(reply, "write")
+                except StoreError as exc:
+                    code, failed[entry.key] = 0, exc
+                if code == -1:
+                    failed[entry.key] = InvalidKeyError(
+                        f"{family.name}: an alternate key {list(family.keys[1:])} is already held by another record"
+                    )
+                stored.append(int(version[0]) if code == 1 else 0)
+        if failed:
+            raise PartialWrite(list(failed), next(iter(failed.values())))
+        return stored
+
+    def _remove(self, family: Family, keys: Sequence[bytes], now_ms: float) -> int:
+        removed = 0
+        for chunk in _chunks(keys, self.chunk_size):
+            calls = [self._call(family, "d", k, now_ms) for k in chunk]
+            removed += sum(self._check(r, "delete")[0] for r in self._pipeline(calls))
+        return removed
+
+    def _patch(self, family: Family, keys: Sequence[bytes], merge: Merge, now_ms: float) -> list[Entry]:
+        """Read, merge here (exactly, with the codec), write back only if nothing changed meanwhile.
+
+        The write is one script per record guarded by the version read, so a
+        concurrent write in between is never lost: that record is read and merged
+        again, up to *cas_retries* times.  A chunk costs two round trips.
+        """
+        merged: dict[bytes, Entry] = {}
+        failed: dict[bytes, StoreError] = {}
+        for chunk in _chunks(list(dict.fromkeys(keys)), self.chunk_size):
+            pending = chunk
+            for attempt in range(self.cas_retries):
+                pending = self._patch_once(family, pending, merge, now_ms, merged, failed)
+                if not pending:
+                    break
+                time.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # let the other writer finish
+            for key in pending:
+                failed[key] = StoreError(f"{family.name} record kept changing; gave up after {self.cas_retries} tries")
+        if failed:
+            raise PartialWrite(list(failed), next(iter(failed.values())))
+        return [merged[k] for k in keys]
+
+    def _patch_once(
+        self,
+        family: Family,
+        keys: list[bytes],
+        merge: Merge,
+        now_ms: float,
+        merged: dict[bytes, Entry],
+        failed: dict[bytes, StoreError],
+    ) -> list[bytes]:
+        """One read-merge-write round over *keys*; returns the keys that changed meanwhile."""
+        calls: list[tuple[Any, ...]] = []
+        planned: list[Entry] = []
+        for key, current in zip(keys, self._fetch(family, keys), strict=True):
+            try:
+                entry = merge(key, current if current is not None and current.live(now_ms) else None)
+            except SerializationError as exc:
+                failed[key] = exc
+                continue
+            expected = b"" if current is None else _VERSION.pack(current.version)
+            mode, body = self._patch_body(current if current is not None and current.live(now_ms) else None, entry)
+            calls.append(self._entry_call(family, mode, entry, now_ms, expected=expected, body=body))
+            planned.append(entry)
+        contended: list[bytes] = []
+        for entry, reply in zip(planned, self._pipeline(calls), strict=True):
+            reply = self._check(reply, "patch")
+            if reply[0] == 1:
+                merged[entry.key] = replace(entry, version=int(reply[1]))
+            elif reply[0] == 0:
+                contended.append(entry.key)
+            else:
+                failed[entry.key] = InvalidKeyError(
+                    f"{family.name}: an alternate key is already held by another record"
+                )
+        return contended
+
+    def _fill(self, family: Family, entries: Sequence[Entry], now_ms: float) -> None:
+        for chunk in _chunks(entries, self.chunk_size):
+            calls = [self._entry_call(family, "f", e, now_ms, body=self._body(e)) for e in chunk]
+            for reply in self._pipeline(calls):
+                self._check(reply, "fill")
+
+    def _invalidate(self, family: Family, keys: Sequence[bytes], version: int, until_ms: int) -> None:
+        now_ms = self.clock() * 1000
+        for chunk in _chunks(keys, self.chunk_size):
+            calls = [self._call(family, "i", k, now_ms, version=version, expires=until_ms) for k in chunk]
+            for reply in self._pipeline(calls):
+                self._check(reply, "invalidate")
+
+    def _scan(self, family: Family, now_ms: float) -> Iterator[bytes]:
+        """Every live key: ``SCAN MATCH`` over the family's records (never ``KEYS``), headers checked."""
+        prefix = self._prefix(family) + "r:"
+        found = self._client.scan_iter(match=prefix + "*", count=self.chunk_size)
+        for chunk in _chunks((k.decode() for k in found), self.chunk_size):
+            heads = self._pipeline(self._header_reads(chunk))
+            for name, head in zip(chunk, heads, strict=True):
+                head = self._check(head, "scan")
+                if head is not None and len(head) > _HEADER.size:
+                    expires = _HEADER.unpack_from(head)[1]
+                    if expires == 0 or expires > now_ms:
+                        yield key_bytes(name[len(prefix) :])
+
+    def _clear(self, family: Family, now_ms: float) -> int:
+        removed = 0
+        for chunk in _chunks(self._scan_all(family), self.chunk_size):
+            removed += self._remove(family, chunk, now_ms)
+        return removed
+
+    def _scan_all(self, family: Family) -> Iterator[bytes]:
+        prefix = self._prefix(family) + "r:"
+        for name in self._client.scan_iter(match=prefix + "*", count=self.chunk_size):
+            yield key_bytes(name.decode()[len(prefix) :])
+
+
+class RedisMsgpackStore(_RedisStore):
+    """Records in Redis, one string per record: ``RedisMsgpackStore("redis://localhost:6379/0")``.
+
+    The value is a 16-byte header (version, expiry) followed by the codec's bytes;
+    the key expires with the record (``PXAT``).  The compact, fast layout.
+    *client_or_url* is a ``redis.Redis`` / ``redis.cluster.RedisCluster`` (left
+    open by `close`) or a ``redis://``, ``rediss://`` or ``redis+cluster://`` URL.
+    """
+
+    _layout = "m"
+
+    def _fetch(self, family: Family, keys: Sequence[bytes]) -> list[Stored | None]:
+        names = self._record_keys(family, keys)
+        if self._cluster:
+            values = self._pipeline([("GET", n) for n in names])
+        else:
+            values = [v for c in _chunks(names, self.chunk_size) for v in self._pipeline([("MGET", *c)])[0]]
+        return [None if v is None else _stored(self._check(v, "read")) for v in values]
+
+    def _body(self, entry: Entry) -> tuple[bytes, ...]:
+        assert entry.payload is not None
+        return (_HEADER.pack(entry.version, entry.expires_ms or 0) + entry.payload,)
+
+    def _header_reads(self, keys: Sequence[str]) -> list[tuple[Any, ...]]:
+        return [("GETRANGE", k, 0, _HEADER.size) for k in keys]
+
+
+class RedisHashStore(_RedisStore):
+    """Records in Redis, one hash per record, one field per attribute.
+
+    Each field holds that attribute's value encoded with the codec, so types
+    round-trip; the field ``"\\xff"`` (never a UTF-8 name) holds the header and the
+    stored class.  Other tools can read single attributes with ``HGET``; a patch
+    writes only the fields that changed.  Attribute order is not kept (Redis hashes
+    are unordered), and the layout costs more memory than `RedisMsgpackStore`
+    (docs/performance.md).
+    """
+
+    _layout = "h"
+
+    def _fetch(self, family: Family, keys: Sequence[bytes]) -> list[Stored | None]:
+        replies = self._pipeline([("HGETALL", n) for n in self._record_keys(family, keys)])
+        return [self._from_hash(self._check(r, "read")) for r in replies]
+
+    @staticmethod
+    def _from_hash(fields: dict[bytes, bytes]) -> Stored | None:
+        if not fields:
+            return None
+        meta = fields.pop(_META, None)
+        if meta is None or len(meta) < _HEADER.size:
+            raise SerializationError("a Redis hash under a stockstore key is not a stockstore record")
+        version, expires = _HEADER.unpack_from(meta)
+        payload = None
+        if len(meta) > _HEADER.size:
+            tag = meta[_HEADER.size :].decode("utf-8", errors="strict")
+            payload = _codec.join_record(tag, list(fields.items()))
+        return Stored(payload, version, expires or None)
+
+    def _body(self, entry: Entry) -> tuple[bytes, ...]:
+        assert entry.payload is not None
+        tag, pairs = _codec.split_record(entry.payload)
+        meta = _HEADER.pack(entry.version, entry.expires_ms or 0) + tag.encode()
+        return (meta, *(part for name, value in pairs for part in (name.encode(), value)))
+
+    def _patch_body(self, current: Stored | None, entry: Entry) -> tuple[str, tuple[bytes, ...]]:
+        if current is None or current.payload is None:
+            return "c", self._body(entry)
+        assert entry.payload is not None
+        held = dict(_codec.split_record(current.payload)[1])
+        tag, pairs = _codec.split_record(entry.payload)
+        meta = _HEADER.pack(entry.version, entry.expires_ms or 0) + tag.encode()
+        changed = (part for name, value in pairs if held.get(name) != value for part in (name.encode(), value))
+        return "p", (meta, *changed)
+
+    def _header_reads(self, keys: Sequence[str]) -> list[tuple[Any, ...]]:
+        return [("HGET", k, _META) for k in keys]
+
+
+def _stored(value: bytes) -> Stored:
+    if len(value) < _HEADER.size:
+        raise SerializationError("a Redis value under a stockstore key is not a stockstore record")
+    version, expires = _HEADER.unpack_from(value)
+    return Stored(value[_HEADER.size :] if len(value) > _HEADER.size else None, version, expires or None)
+
+
+def _unavailable(exc: BaseException) -> BackendUnavailableError:
+    error = BackendUnavailableError(f"Redis failed: {type(exc).__name__}: {exc}")
+    error.__cause__ = exc
+    return error
+
+
+def _client_from_url(url: str, timeout: float, connect_timeout: float, retries: int) -> Client:
+    """A client with explicit timeouts and a bounded `Retry` (redis-py's default retries 10 times).
+
+    Options in the URL's query string win, as in ``redis.Redis.from_url``.
+    """
+    retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), retries)
+    options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": connect_timeout}
+    parts = urlsplit(url)
+    scheme, _, cluster = parts.scheme.partition("+")
+    if scheme not in ("redis", "rediss") or cluster not in ("", "cluster"):
+        raise StoreError(f"expected a redis://, rediss:// or redis+cluster:// URL, got scheme {parts.scheme!r}")
+    if not cluster:
+        return redis.Redis.from_url(url, retry=retry, **options)
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    nodes = [h.strip() for h in hosts.split(",") if h.strip()]
+    if not nodes:
+        raise StoreError("a redis+cluster:// URL names no node")
+    first = urlunsplit((scheme, f"{userinfo}@{nodes[0]}" if userinfo else nodes[0], parts.path, parts.query, ""))
+    startup = []
+    for node in nodes[1:]:
+        host, _, port = node.rpartition(":")
+        startup.append(ClusterNode(host.strip("[]"), int(port)))  # type: ignore[no-untyped-call]
+    return RedisCluster(url=first, startup_nodes=startup, retry=retry, **options)

@@ -1,0 +1,210 @@
+"""Real redis-server processes for the tests, each on a free loopback port.
+
+``STOCKSTORE_TEST_REDIS_URL`` / ``STOCKSTORE_TEST_REDIS_CLUSTER_URL`` point the tests at
+servers already running instead.  Without them, ``redis-server`` processes are started
+here (a cluster is made with ``redis-cli --cluster create``) and stopped at the end.  A
+missing binary skips the tests, unless ``CI`` or ``STOCKSTORE_REQUIRE_SERVERS`` is set:
+then the environment promised it, and the tests fail.
+
+`RedisProcess` can also be killed, paused and restarted, for the fault tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+URL_ENV = "STOCKSTORE_TEST_REDIS_URL"
+CLUSTER_ENV = "STOCKSTORE_TEST_REDIS_CLUSTER_URL"
+
+
+def _required() -> bool:
+    return bool(os.environ.get("CI") or os.environ.get("STOCKSTORE_REQUIRE_SERVERS"))
+
+
+def _binary(name: str) -> str:
+    found = shutil.which(name) or next(
+        (p for p in (f"/usr/bin/{name}", f"/usr/local/bin/{name}") if os.path.exists(p)), None
+    )
+    if found is None:
+        message = f"{name} is not installed (scripts/test installs it)"
+        if _required():
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _ping(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+        sock.sendall(b"PING\r\n")
+        return sock.recv(64).startswith(b"+PONG")
+    return False
+
+
+class RedisProcess:
+    """One ``redis-server`` on 127.0.0.1 with its own directory; *args* are extra server options."""
+
+    def __init__(self, *args: str, port: int | None = None) -> None:
+        self.binary = _binary("redis-server")
+        self.args = list(args)
+        self.dir = Path(tempfile.mkdtemp(prefix="stockstore-redis-"))
+        self.process: subprocess.Popen[bytes] | None = None
+        for _ in range(5):  # another process may take the free port before redis binds it
+            self.port = port or free_port()
+            if self.start():
+                return
+            if port is not None:
+                break
+        pytest.fail(f"redis-server did not start; see {self.dir}/redis.log")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> bool:
+        """Start (or restart) the server on its port; True once it answers PING."""
+        command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir)]
+        command += ["--save", "", "--appendonly", "no", "--logfile", "redis.log", *self.args]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                return False
+            if _ping(self.port):
+                return True
+            time.sleep(0.02)
+        self.stop()
+        return False
+
+    def kill(self) -> None:
+        """SIGKILL: the server dies without saving anything."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def pause(self) -> None:
+        """SIGSTOP: the server keeps its connections open but answers nothing."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGCONT)  # a paused server cannot act on SIGTERM
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class RedisCluster:
+    """A Redis Cluster of *masters* masters and *replicas* replicas each, on free loopback ports."""
+
+    def __init__(self, masters: int = 3, replicas: int = 0) -> None:
+        self.nodes: list[RedisProcess] = []
+        try:
+            for _ in range(masters * (1 + replicas)):
+                node = RedisProcess("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+                self.nodes.append(node)
+            create = [_binary("redis-cli"), "--cluster", "create"]
+            create += [f"127.0.0.1:{n.port}" for n in self.nodes]
+            create += ["--cluster-replicas", str(replicas), "--cluster-yes"]
+            subprocess.run(create, check=True, capture_output=True, timeout=60)
+            self.wait_ok()
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    def wait_ok(self, timeout: float = 30) -> None:
+        """Wait until every live node reports ``cluster_state:ok`` and knows every slot."""
+        cli = _binary("redis-cli")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            states = []
+            for node in self.nodes:
+                if node.process is None or node.process.poll() is not None:
+                    continue
+                out = subprocess.run(
+                    [cli, "-p", str(node.port), "cluster", "info"], capture_output=True, text=True, timeout=5
+                ).stdout
+                states.append("cluster_state:ok" in out and "cluster_slots_assigned:16384" in out)
+            if states and all(states):
+                return
+            time.sleep(0.1)
+        pytest.fail("the Redis cluster did not reach cluster_state:ok")
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[str]:
+    """A Redis URL: from the environment, or a server started here."""
+    configured = os.environ.get(URL_ENV)
+    if configured:
+        yield configured
+        return
+    server = RedisProcess()
+    try:
+        yield server.url
+    finally:
+        server.close()
+
+
+@contextlib.contextmanager
+def redis_cluster() -> Iterator[str]:
+    """A ``redis+cluster://`` URL: from the environment, or a 3-master cluster started here."""
+    configured = os.environ.get(CLUSTER_ENV)
+    if configured:
+        yield configured
+        return
+    cluster = RedisCluster(masters=3)
+    try:
+        yield cluster.url
+    finally:
+        cluster.close()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """One Redis server for the whole session."""
+    with redis_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> Iterator[str]:
+    """One 3-master Redis Cluster for the whole session."""
+    with redis_cluster() as url:
+        yield url
