@@ -374,7 +374,14 @@ class RedisMsgpackStore(_RedisStore):
         if self._cluster:
             values = self._pipeline([("GET", n) for n in names])
         else:
-            values = [v for c in _chunks(names, self.chunk_size) for v in self._pipeline([("MGET", *c)])[0]]
+            values = []
+            for chunk in _chunks(names, self.chunk_size):
+                got = self._check(self._pipeline([("MGET", *chunk)])[0], "read")
+                missed = [n for n, v in zip(chunk, got, strict=True) if v is None]
+                # MGET answers nil for a key of another type: only a miss if nothing is there.
+                if missed and self._check(self._pipeline([("EXISTS", *missed)])[0], "read"):
+                    raise SerializationError("a value under a stockstore key is not a stockstore record")
+                values.extend(got)
         return [None if v is None else _stored(self._check(v, "read")) for v in values]
 
     def _body(self, entry: Entry) -> tuple[bytes, ...]:

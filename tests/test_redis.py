@@ -1,0 +1,298 @@
+"""The Redis stores on real servers: what the conformance suite cannot see from outside.
+
+Key layout and escaping, expiry on the server, patches that leave every other
+attribute byte for byte, listing without ``KEYS``, client ownership, timeouts
+against a server that never answers, and data not written by stockstore.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import pytest
+import redis
+from exact import assert_record, assert_same
+from redis.cluster import RedisCluster
+from redis.crc import key_slot
+
+import stockstore as ss
+from stockstore.backends import RedisHashStore, RedisMsgpackStore
+from stockstore.backends.redis import key_bytes, key_text
+from stockstore.errors import BackendUnavailableError, SerializationError, StoreError
+
+pytestmark = pytest.mark.redis
+
+LAYOUTS = [RedisMsgpackStore, RedisHashStore]
+
+
+class Security(ss.Record):
+    __stockstore_keys__: ClassVar[list[Any]] = ["ssm_id"]
+
+
+class Listing(ss.Record):
+    __stockstore_keys__: ClassVar[list[Any]] = [("exchange", "ticker"), "isin"]
+
+
+@pytest.fixture
+def raw(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture(params=LAYOUTS, ids=["msgpack", "hash"])
+def store(request: pytest.FixtureRequest, redis_url: str) -> Iterator[Any]:
+    with request.param(redis_url, namespace=f"t{uuid.uuid4().hex[:12]}") as store:
+        yield store
+
+
+def _names(raw: redis.Redis, namespace: str) -> set[str]:
+    return {k.decode() for k in raw.scan_iter(match=f"{namespace}:*", count=1000)}
+
+
+class TestKeyLayout:
+    def test_keys_are_readable(self, store: Any, raw: redis.Redis) -> None:
+        store.batch_put([Security(ssm_id="US0378331005"), Security(ssm_id=42), Listing(exchange="XNAS", ticker="AAPL")])
+        ns = store.namespace
+        assert _names(raw, ns) == {
+            f"{ns}:Security:r:US0378331005",
+            f"{ns}:Security:r:#42",
+            f"{ns}:{{Listing}}:r:XNAS,AAPL",
+        }
+
+    def test_alternate_keys_are_pointers_in_the_records_slot(self, store: Any, raw: redis.Redis) -> None:
+        store.put(Listing(exchange="XNAS", ticker="AAPL", isin="US0378331005"))
+        ns = store.namespace
+        pointer = f"{ns}:{{Listing}}:a1:US0378331005"
+        assert raw.get(pointer) == b"XNAS,AAPL"
+        slots = {key_slot(name.encode()) for name in _names(raw, ns)}
+        assert len(slots) == 1
+        store.patch(Listing, ("XNAS", "AAPL"), {"isin": "NEW"})
+        assert raw.get(pointer) is None
+        assert raw.get(f"{ns}:{{Listing}}:a1:NEW") == b"XNAS,AAPL"
+
+    @pytest.mark.parametrize(
+        "key",
+        ["*", "a*", "?", "[a-z]", "\\", "{x}", "}{", ":", "a:b", "#1", "%", "%2A", ",", " ", "\n", "\x00", "é😀", ""],
+    )
+    def test_hostile_key_values_are_escaped(self, store: Any, raw: redis.Redis, key: str) -> None:
+        store.batch_put([Security(ssm_id=key, v=1), Security(ssm_id="plain", v=2)])
+        (name,) = _names(raw, store.namespace) - {f"{store.namespace}:Security:r:plain"}
+        suffix = name.removeprefix(f"{store.namespace}:Security:r:")
+        assert not set(suffix) & set("*?[]\\{}:, \n\x00#") or suffix.startswith("#")
+        assert suffix.isascii()
+        assert key_bytes(suffix) == ss._keys.encode_key((key,))  # type: ignore[attr-defined]
+        # The escaped name is a literal in SCAN MATCH: it finds exactly this record.
+        assert [k.decode() for k in raw.scan_iter(match=name)] == [name]
+
+    def test_key_text_is_injective_for_awkward_tuples(self) -> None:
+        tuples = [("a,b",), ("a", "b"), ("",), ("", ""), (1,), ("1",), ("#1",), (-1, "x"), ("x", -1), ("%2C",), (",",)]
+        texts = [key_text(ss._keys.encode_key(t)) for t in tuples]  # type: ignore[attr-defined]
+        assert len(set(texts)) == len(texts)
+        assert [key_bytes(t) for t in texts] == [ss._keys.encode_key(t) for t in tuples]  # type: ignore[attr-defined]
+
+    def test_awkward_namespace_stays_inside_its_prefix(self, redis_url: str, raw: redis.Redis) -> None:
+        base = f"t{uuid.uuid4().hex[:12]}"
+        with (
+            RedisMsgpackStore(redis_url, namespace=base) as plain,
+            RedisMsgpackStore(redis_url, namespace=base + ":*{x}") as awkward,
+        ):
+            plain.put(Security(ssm_id="a"))
+            awkward.put(Security(ssm_id="b"))
+            assert _names(raw, base) == {f"{base}:Security:r:a"}
+            assert _names(raw, base + "%3A%2A%7Bx%7D") == {f"{base}%3A%2A%7Bx%7D:Security:r:b"}
+            assert list(plain.keys(Security)) == ["a"]
+            assert plain.clear(Security) == 1
+            assert list(awkward.keys(Security)) == ["b"]
+
+
+class TestServerSide:
+    def test_lifetime_is_redis_expiry(self, store: Any, raw: redis.Redis) -> None:
+        timed = type(store)(raw, namespace=store.namespace, lifetime=100)
+        timed.put(Security(ssm_id="x", a=1.0))
+        name = f"{store.namespace}:Security:r:x"
+        assert 99_000 < raw.pttl(name) <= 100_001  # whole ms, rounded up: never early
+        # A store without a lifetime keeps the record's expiry on patch ...
+        time.sleep(0.05)
+        store.patch(Security, "x", {"a": 2.0})
+        assert 95_000 < raw.pttl(name) < 99_990
+        # ... one with a lifetime applies it afresh, in the same atomic step.
+        type(store)(raw, namespace=store.namespace, lifetime=500).patch(Security, "x", {"a": 3.0})
+        assert 499_000 < raw.pttl(name) <= 500_001
+        store.put(Security(ssm_id="x"))
+        assert raw.pttl(name) == -1
+
+    def test_patch_created_record_gets_its_expiry_with_the_write(self, store: Any, raw: redis.Redis) -> None:
+        timed = type(store)(raw, namespace=store.namespace, lifetime=60)
+        timed.batch_patch(Security, [{"ssm_id": f"s{i}", "a": 1.0} for i in range(20)])
+        assert all(50_000 < raw.pttl(f"{store.namespace}:Security:r:s{i}") <= 60_001 for i in range(20))
+
+    # Values Redis' Lua cmsgpack would turn into something else.
+    LOSSY: ClassVar[dict[str, Any]] = {
+        "one": 1.0,
+        "neg_zero": -0.0,
+        "above_2_53": 2**53 + 1,
+        "big": 2**62 + 1,
+        "int64_max": 2**63 - 1,
+        "empty_map": {},
+        "empty_list": [],
+        "raw": b"\x00\xff",
+        "nan": math.nan,
+        "nested": {"a": [1, {"b": -0.0, "c": b""}], "d": {}},
+    }
+
+    def test_patch_leaves_every_other_attribute_as_it_was(self, store: Any, raw: redis.Redis) -> None:
+        store.put(Security(ssm_id="x", a1=0.5, **self.LOSSY))
+        name = f"{store.namespace}:Security:r:x"
+        before = raw.hgetall(name) if isinstance(store, RedisHashStore) else None
+        store.patch(Security, "x", {"a1": 9.99, "new_attr": 4.3})
+        assert_record(store.get(Security, "x"), Security(ssm_id="x", a1=9.99, new_attr=4.3, **self.LOSSY))
+        if before is not None:  # the hash layout writes only the changed fields
+            after = raw.hgetall(name)
+            assert {k: v for k, v in after.items() if k not in (b"\xff", b"a1", b"new_attr")} == {
+                k: v for k, v in before.items() if k not in (b"\xff", b"a1")
+            }
+
+    def test_listing_never_uses_keys(self, store: Any, raw: redis.Redis) -> None:
+        def keys_calls() -> int:
+            return int(raw.info("commandstats").get("cmdstat_keys", {}).get("calls", 0))
+
+        before = keys_calls()
+        store.batch_put([Security(ssm_id=i) for i in range(2500)])
+        assert sorted(store.keys(Security)) == list(range(2500))
+        assert store.count(Security) == 2500
+        assert store.clear(Security) == 2500
+        assert keys_calls() == before
+
+    def test_batches_are_pipelined_in_chunks(self, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        store = RedisMsgpackStore(redis_url, namespace=f"t{uuid.uuid4().hex[:12]}", chunk_size=500)
+        sent: list[int] = []
+        real = store._send
+
+        def counting(commands: Any) -> list[Any]:
+            sent.append(len(commands))
+            return real(commands)
+
+        monkeypatch.setattr(store, "_send", counting)
+        store.batch_put([Security(ssm_id=i, v=1.0) for i in range(2000)])
+        store.batch_get(Security, range(2000))
+        store.batch_patch(Security, [{"ssm_id": i, "w": 2} for i in range(2000)])
+        assert sent == [500] * 4 + [1] * 4 + [1, 500] * 4  # put; an MGET a chunk; patch: read, write a chunk
+        store.close()
+
+    def test_foreign_values_are_serialization_errors(self, store: Any, raw: redis.Redis) -> None:
+        name = f"{store.namespace}:Security:r:x"
+        for foreign in (
+            lambda: raw.set(name, b"not ours"),
+            lambda: raw.hset(name, "f", "v"),
+            lambda: raw.rpush(name, 1),
+        ):
+            raw.delete(name)
+            foreign()
+            with pytest.raises(SerializationError):
+                store.get(Security, "x")
+        raw.delete(name)
+        raw.set(name, b"\x00" * 16 + b"\xc1")  # a header and bytes msgpack never writes
+        if isinstance(store, RedisMsgpackStore):
+            with pytest.raises(SerializationError):
+                store.get(Security, "x")
+        raw.delete(name)
+
+
+class TestClients:
+    def test_a_given_client_stays_open_a_url_client_is_closed(self, redis_url: str) -> None:
+        client = redis.Redis.from_url(redis_url)
+        with RedisMsgpackStore(client) as store:
+            store.put(Security(ssm_id="x"))
+        assert client.ping()
+        built = RedisMsgpackStore(redis_url)
+        pool = built._client.connection_pool  # type: ignore[union-attr]
+        built.get(Security, "x")
+        built.close()
+        assert pool._created_connections == 0 or not pool._in_use_connections
+
+    def test_decode_responses_is_refused(self, redis_url: str) -> None:
+        with pytest.raises(ValueError, match="decode_responses"):
+            RedisMsgpackStore(redis.Redis.from_url(redis_url, decode_responses=True))
+
+    def test_hiredis_parses_replies(self, store: Any) -> None:
+        from redis.utils import HIREDIS_AVAILABLE
+
+        assert HIREDIS_AVAILABLE
+
+    def test_from_url(self, redis_url: str) -> None:
+        namespace = f"t{uuid.uuid4().hex[:12]}"
+        with ss.from_url(f"{redis_url}?layout=hash&namespace={namespace}&chunk_size=7") as store:
+            assert type(store) is RedisHashStore
+            assert (store.namespace, store.chunk_size) == (namespace, 7)
+            store.put(Security(ssm_id="x", v=1.5))
+        with ss.from_url(redis_url, namespace=namespace) as store:
+            assert type(store) is RedisMsgpackStore
+            with pytest.raises(SerializationError):  # the other layout's record is a hash, not a string
+                store.get(Security, "x")
+        with pytest.raises(StoreError, match="layout"):
+            ss.from_url(f"{redis_url}?layout=json")
+
+    def test_acl_user_and_password(self, redis_url: str, raw: redis.Redis) -> None:
+        user = f"u{uuid.uuid4().hex[:8]}"
+        raw.acl_setuser(user, enabled=True, passwords=["+s3cret-pw"], keys=["*"], commands=["+@all"])
+        try:
+            host = redis_url.removeprefix("redis://")
+            with RedisMsgpackStore(f"redis://{user}:s3cret-pw@{host}") as store:
+                store.put(Security(ssm_id="x"))
+                assert store.get(Security, "x") is not None
+            with pytest.raises(BackendUnavailableError) as info:
+                RedisMsgpackStore(f"redis://{user}:wrong-pw@{host}", retries=0).get(Security, "x")
+            assert "wrong-pw" not in str(info.value)
+            assert "wrong-pw" not in repr(info.value)
+        finally:
+            raw.acl_deluser(user)
+
+    def test_unreachable_server(self) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        store = RedisMsgpackStore(f"redis://127.0.0.1:{port}/0", timeout=0.2, connect_timeout=0.2, retries=1)
+        with pytest.raises(BackendUnavailableError) as info:
+            store.put(Security(ssm_id="x"))
+        assert isinstance(info.value.__cause__, redis.RedisError)
+
+    @pytest.mark.parametrize("retries", [0, 2])
+    def test_a_server_that_never_answers_fails_within_the_bound(self, retries: int) -> None:
+        """Connections are accepted (by the kernel's backlog) and never answered."""
+        timeout = 0.3
+        with socket.socket() as silent:
+            silent.bind(("127.0.0.1", 0))
+            silent.listen(64)
+            url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+            store = RedisMsgpackStore(url, timeout=timeout, connect_timeout=timeout, retries=retries)
+            started = time.monotonic()
+            with pytest.raises(BackendUnavailableError):
+                store.batch_put([Security(ssm_id=i) for i in range(5000)])
+            took = time.monotonic() - started
+        # (retries + 1) attempts of one timeout each, plus backoff of at most 0.5 s a retry.
+        assert timeout * (retries + 1) * 0.9 <= took <= timeout * (retries + 1) + 0.5 * retries + 0.5
+
+
+@pytest.mark.redis_cluster
+class TestCluster:
+    def test_alternate_key_families_live_in_one_slot_others_spread(self, redis_cluster_url: str) -> None:
+        with RedisMsgpackStore(redis_cluster_url, namespace=f"t{uuid.uuid4().hex[:12]}") as store:
+            client = store._client
+            assert isinstance(client, RedisCluster)
+            store.batch_put([Security(ssm_id=i) for i in range(300)])
+            store.batch_put([Listing(exchange="X", ticker=i, isin=f"I{i}") for i in range(50)])
+            nodes = {
+                client.get_node_from_key(k.decode()).name  # type: ignore[union-attr]
+                for k in client.scan_iter(match=f"{store.namespace}:Security:*")
+            }
+            assert len(nodes) == 3
+            slots = {client.keyslot(k) for k in client.scan_iter(match=f"{store.namespace}:{{Listing}}:*")}
+            assert len(slots) == 1
+            assert_same(store.count(Security), 300)
+            assert store.get(Listing, {"isin": "I7"}) == Listing(exchange="X", ticker=7, isin="I7")
