@@ -21,7 +21,7 @@ from ._entry import Entry, Stored, versions
 from ._keys import Family, KeyValue, check_key_part, decode_key, encode_key, family_of
 from ._lifetime import Lifetime, check_lifetime, expiry_ms
 from ._record import attributes_of, rebuild
-from .errors import BatchError, InvalidKeyError, StoreError
+from .errors import BackendUnavailableError, BatchError, InvalidKeyError, StoreError
 
 T = TypeVar("T")
 Merge = Callable[[bytes, Stored | None], Entry]
@@ -357,12 +357,8 @@ class BaseStore(ABC):
                     if live:
                         self._write(family, live, now_ms)
             except PartialWrite as exc:
-                if single and isinstance(exc.__cause__, StoreError):
-                    raise exc.__cause__ from None
-                raise BatchError(
-                    f"{len(exc.failed)} of {len(entries)} {family.name} records were not written: {exc}",
-                    self._public_keys(family, exc.failed),
-                ) from exc.__cause__
+                failure = self._failure(family, exc, len(entries), "records were not written", single=single)
+                raise failure from failure.__cause__
 
     def _remove_keys(self, family: Family, keys: list[bytes]) -> int:
         if not keys:
@@ -397,12 +393,26 @@ class BaseStore(ABC):
             with self._errors():
                 self._patch(family, list(changes), merge, now_ms)
         except PartialWrite as exc:
-            if single and isinstance(exc.__cause__, StoreError):
-                raise exc.__cause__ from None
-            raise BatchError(
-                f"{len(exc.failed)} of {len(changes)} {family.name} patches were not applied: {exc}",
-                self._public_keys(family, exc.failed),
-            ) from exc.__cause__
+            failure = self._failure(family, exc, len(changes), "patches were not applied", single=single)
+            raise failure from failure.__cause__
+
+    def _failure(self, family: Family, exc: PartialWrite, total: int, what: str, *, single: bool) -> StoreError:
+        """What a write that was applied only in part raises.
+
+        A single record raises the cause itself; so does a batch of which nothing is
+        known to be applied because the backend was unreachable.  Anything else is a
+        `BatchError` naming the keys not applied.
+        """
+        cause = exc.__cause__
+        if isinstance(cause, StoreError) and (
+            single or (len(exc.failed) == total and isinstance(cause, BackendUnavailableError))
+        ):
+            return cause
+        failure = BatchError(
+            f"{len(exc.failed)} of {total} {family.name} {what}: {exc}", self._public_keys(family, exc.failed)
+        )
+        failure.__cause__ = cause
+        return failure
 
 
 def _group_by_family(objs: Sequence[Any]) -> list[tuple[Family, list[Any]]]:

@@ -169,20 +169,25 @@ class TestServerSide:
         assert store.clear(Security) == 2500
         assert keys_calls() == before
 
-    def test_batches_are_pipelined_in_chunks(self, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_batches_cost_a_round_trip_a_chunk(self, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
         store = RedisMsgpackStore(redis_url, namespace=f"t{uuid.uuid4().hex[:12]}", chunk_size=500)
-        sent: list[int] = []
+        sent: list[str] = []
         real = store._send
 
         def counting(commands: Any) -> list[Any]:
-            sent.append(len(commands))
+            sent.append(" ".join(sorted({str(c[0]) for c in commands})))
             return real(commands)
 
         monkeypatch.setattr(store, "_send", counting)
         store.batch_put([Security(ssm_id=i, v=1.0) for i in range(2000)])
-        store.batch_get(Security, range(2000))
+        assert sent == ["EVALSHA"] * 4
+        sent.clear()
+        assert len([r for r in store.batch_get(Security, range(2000)) if r is not None]) == 2000
+        assert sent == ["MGET"] * 4
+        sent.clear()
         store.batch_patch(Security, [{"ssm_id": i, "w": 2} for i in range(2000)])
-        assert sent == [500] * 4 + [1] * 4 + [1, 500] * 4  # put; an MGET a chunk; patch: read, write a chunk
+        assert sent == ["MGET", "EVALSHA"] * 4  # read, then a guarded write, a chunk
+        assert store.get(Security, 1999) == Security(ssm_id=1999, v=1.0, w=2)
         store.close()
 
     def test_foreign_values_are_serialization_errors(self, store: Any, raw: redis.Redis) -> None:

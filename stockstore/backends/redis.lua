@@ -1,4 +1,4 @@
--- One record operation of stockstore's Redis stores, atomic on the server.
+-- Record operations of stockstore's Redis stores, each atomic on the server.
 --
 -- User values are never decoded here (Redis' cmsgpack is lossy): a record is opaque
 -- bytes behind a 16-byte header, big-endian version and expiry in epoch ms (0: never).
@@ -6,22 +6,22 @@
 -- holds header .. class tag and whose other fields are the encoded attributes.  A
 -- header alone is a tombstone: it keeps its version so that older fills are refused.
 --
--- KEYS[1]  the record key (mode 'r': the alternate-key pointer); the rest only declare
---          the keys touched, for Redis Cluster (they share the record's hash slot)
--- ARGV     1 layout 'm'|'h'   2 mode   3 now (ms, the client's clock)   4 version
---          5 expiry or tombstone end (ms, '0': never)   6 expected version bytes ('c', 'p')
---          7 key prefix   8 this record's key part   9 number of alternate keys
---          10.. one pointer key per alternate key ('' where unset), then the body:
---          'm' the value; 'h' the meta field, then attribute field / value pairs
--- modes    'w' write   'c' write if the version is still ARGV[6]   'p' as 'c', writing
---          only the given fields ('h')   'f' fill if newer   'i' tombstone   'd' delete
---          'r' resolve an alternate-key pointer (ARGV[9]: its index)
--- returns  {1, stored version} | {0} refused, not newer or changed | {-1} alternate key
---          held by another live record; 'd' {1 if it was live}; 'r' the holder or false
+-- One call handles many records (KEYS, one per record; on a cluster all in one slot).
+-- ARGV  1 layout 'm'|'h'   2 mode   3 now (ms, the client's clock)   4 key prefix
+--       5 number of alternate keys, then per record: version, expiry or tombstone end
+--       (ms, '0': never), expected version bytes ('c', 'p'), key part, one pointer key
+--       per alternate key ('' where unset), number of body arguments, the body: 'm' the
+--       value; 'h' the meta field, then attribute field / value pairs
+-- modes 'w' write   'c' write if the version is still the expected one   'p' as 'c',
+--       writing only the given fields ('h')   'f' fill if newer   'i' tombstone
+--       'd' delete   'r' resolve: KEYS are pointers, the record group's key part is the
+--       pointer's alternate-key index
+-- reply per record: 1 and the stored version | 0 refused (not newer, or changed since
+--       read) | -1 an alternate key is held by another live record; 'd' 1 if it was live;
+--       'r' the holder's key part or false
 
-local layout, mode, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local prefix, me, nalt = ARGV[7], ARGV[8], tonumber(ARGV[9])
-local body = 10 + nalt
+local layout, mode, now, prefix = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local nalt = tonumber(ARGV[5])
 local META = '\255'
 
 local function u64(s, at)
@@ -62,19 +62,6 @@ local function ttl(expires)
   return string.format('%d', math.max(1, tonumber(expires) - now))
 end
 
-local function store(key, first, expires, partial)
-  if layout == 'm' then
-    if expires ~= '0' then redis.call('SET', key, first, 'PX', ttl(expires)) else redis.call('SET', key, first) end
-    return
-  end
-  if not partial then redis.call('DEL', key) end
-  redis.call('HSET', key, META, first)
-  for i = body + 1, #ARGV, 500 do
-    redis.call('HSET', key, unpack(ARGV, i, math.min(i + 499, #ARGV)))
-  end
-  if expires ~= '0' then redis.call('PEXPIRE', key, ttl(expires)) else redis.call('PERSIST', key) end
-end
-
 -- Does the live record `holder` hold pointer `ptr` as its alternate key `index`?
 local function holds(holder, index, ptr)
   return live(head(prefix .. 'r:' .. holder)) and redis.call('HGET', prefix .. 'x:' .. holder, index) == ptr
@@ -90,73 +77,99 @@ local function free(owner)
   redis.call('DEL', list)
 end
 
-local function claim(expires)
-  free(me)
-  local list = prefix .. 'x:' .. me
-  for i = 1, nalt do
-    local ptr = ARGV[9 + i]
-    if ptr ~= '' then
-      if expires ~= '0' then redis.call('SET', ptr, me, 'PX', ttl(expires)) else redis.call('SET', ptr, me) end
-      redis.call('HSET', list, i, ptr)
+-- One record: its key and where its group starts in ARGV.
+local function record(key, at)
+  local v, expires, expected, me = tonumber(ARGV[at]), ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
+  local ptrs = at + 3  -- ARGV[ptrs + i] is the pointer of alternate key i
+  local body = ptrs + nalt + 2
+  local last = body + tonumber(ARGV[ptrs + nalt + 1]) - 1
+
+  if mode == 'r' then
+    local holder = redis.call('GET', key)
+    if holder and holds(holder, me, key) then return holder end
+    return false
+  end
+
+  local h = head(key)
+  local old = version(h)
+
+  local function store(first, partial)
+    if layout == 'm' then
+      if expires ~= '0' then redis.call('SET', key, first, 'PX', ttl(expires)) else redis.call('SET', key, first) end
+      return
+    end
+    if not partial then redis.call('DEL', key) end
+    redis.call('HSET', key, META, first)
+    for i = body + 1, last, 500 do
+      redis.call('HSET', key, unpack(ARGV, i, math.min(i + 499, last)))
+    end
+    if expires ~= '0' then redis.call('PEXPIRE', key, ttl(expires)) else redis.call('PERSIST', key) end
+  end
+
+  local function claim()
+    free(me)
+    local list = prefix .. 'x:' .. me
+    for i = 1, nalt do
+      local ptr = ARGV[ptrs + i]
+      if ptr ~= '' then
+        if expires ~= '0' then redis.call('SET', ptr, me, 'PX', ttl(expires)) else redis.call('SET', ptr, me) end
+        redis.call('HSET', list, i, ptr)
+      end
+    end
+    if expires ~= '0' and redis.call('EXISTS', list) == 1 then redis.call('PEXPIRE', list, ttl(expires)) end
+  end
+
+  local function conflict()
+    for i = 1, nalt do
+      local ptr = ARGV[ptrs + i]
+      if ptr ~= '' then
+        local holder = redis.call('GET', ptr)
+        if holder and holder ~= me and holds(holder, tostring(i), ptr) then return true end
+      end
+    end
+    return false
+  end
+
+  if mode == 'd' then
+    if nalt > 0 then free(me) end
+    redis.call('DEL', key)
+    return live(h) and 1 or 0
+  end
+
+  if mode == 'i' then
+    if nalt > 0 then free(me) end
+    store(be64(math.max(v, old)) .. be64(tonumber(expires)), false)
+    return 1
+  end
+
+  local first = ARGV[body]
+  if mode == 'f' then
+    if #h >= 16 and not (old < v or (old == v and #h == 17 and not live(h))) then return 0 end
+    for i = 1, nalt do  -- a cache yields alternate keys to the newer record it is filled with
+      local ptr = ARGV[ptrs + i]
+      local holder = ptr ~= '' and redis.call('GET', ptr)
+      if holder and holder ~= me then
+        free(holder)
+        redis.call('DEL', prefix .. 'r:' .. holder)
+      end
+    end
+  else
+    if (mode == 'c' or mode == 'p') and string.sub(h, 1, 8) ~= expected then return 0 end
+    if nalt > 0 and conflict() then return -1 end
+    if v <= old then
+      v = old + 1
+      first = be64(v) .. string.sub(first, 9)
     end
   end
-  if expires ~= '0' and redis.call('EXISTS', list) == 1 then redis.call('PEXPIRE', list, ttl(expires)) end
+  if nalt > 0 then claim() end
+  store(first, mode == 'p')
+  return {1, v}
 end
 
-local function conflict()
-  for i = 1, nalt do
-    local ptr = ARGV[9 + i]
-    if ptr ~= '' then
-      local holder = redis.call('GET', ptr)
-      if holder and holder ~= me and holds(holder, tostring(i), ptr) then return true end
-    end
-  end
-  return false
+local replies = {}
+local at = 6
+for r = 1, #KEYS do
+  replies[r] = record(KEYS[r], at)
+  at = at + 5 + nalt + tonumber(ARGV[at + 4 + nalt])
 end
-
-local key = KEYS[1]
-if mode == 'r' then
-  local holder = redis.call('GET', key)
-  if holder and holds(holder, ARGV[9], key) then return holder end
-  return false
-end
-
-local h = head(key)
-local old = version(h)
-local expires = ARGV[5]
-
-if mode == 'd' then
-  if nalt > 0 then free(me) end
-  redis.call('DEL', key)
-  return {live(h) and 1 or 0}
-end
-
-if mode == 'i' then
-  if nalt > 0 then free(me) end
-  store(key, be64(math.max(tonumber(ARGV[4]), old)) .. be64(tonumber(expires)), expires, false)
-  return {1}
-end
-
-local first = ARGV[body]
-local v = tonumber(ARGV[4])
-if mode == 'f' then
-  if #h >= 16 and not (old < v or (old == v and #h == 17 and not live(h))) then return {0} end
-  for i = 1, nalt do  -- a cache yields alternate keys to the newer record it is filled with
-    local ptr = ARGV[9 + i]
-    local holder = ptr ~= '' and redis.call('GET', ptr)
-    if holder and holder ~= me then
-      free(holder)
-      redis.call('DEL', prefix .. 'r:' .. holder)
-    end
-  end
-else
-  if (mode == 'c' or mode == 'p') and string.sub(h, 1, 8) ~= ARGV[6] then return {0} end
-  if nalt > 0 and conflict() then return {-1} end
-  if v <= old then
-    v = old + 1
-    first = be64(v) .. string.sub(first, 9)
-  end
-end
-if nalt > 0 then claim(expires) end
-store(key, first, expires, mode == 'p')
-return {1, v}
+return replies

@@ -32,6 +32,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.cluster import ClusterNode, RedisCluster
+from redis.crc import key_slot
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.retry import Retry
 
@@ -43,6 +44,7 @@ from .._store import BaseStore, Merge, PartialWrite, _chunks
 from ..errors import BackendUnavailableError, InvalidKeyError, SerializationError, StoreError
 
 Client = redis.Redis | RedisCluster
+_Item = tuple[str, list[Any]]  # a record's key name and its argument group for the script
 
 _SCRIPT = files(__package__).joinpath("redis.lua").read_text()
 _HEADER = struct.Struct(">QQ")  # version, expiry in epoch ms (0: never)
@@ -158,35 +160,62 @@ class _RedisStore(BaseStore):
             self._sha = str(self._client.script_load(_SCRIPT))
         return self._sha
 
-    def _call(
+    def _item(
         self,
         family: Family,
-        mode: str,
         key: bytes,
-        now_ms: float,
         *,
         version: int = 0,
         expires: int | None = None,
         alternates: Sequence[bytes | None] = (),
         expected: bytes = b"",
         body: Sequence[bytes] = (),
-    ) -> tuple[Any, ...]:
-        """One EVALSHA of the record script (stockstore/backends/redis.lua documents ARGV)."""
+    ) -> _Item:
+        """One record's key and argument group for the record script (redis.lua documents them)."""
         prefix = self._prefix(family)
         me = key_text(key)
         pointers = [""] * (len(family.keys) - 1)
         for index, alt in enumerate(alternates, 1):
             pointers[index - 1] = "" if alt is None else f"{prefix}a{index}:{key_text(alt)}"
-        return (
-            "EVALSHA", self._script_sha(), 1, prefix + "r:" + me, self._layout, mode, int(now_ms), version,
-            expires or 0, expected, prefix, me, len(pointers), *pointers, *body,
-        )  # fmt: skip
+        return prefix + "r:" + me, [version, expires or 0, expected, me, *pointers, len(body), *body]
 
-    def _entry_call(self, family: Family, mode: str, entry: Entry, now_ms: float, **options: Any) -> tuple[Any, ...]:
-        return self._call(
-            family, mode, entry.key, now_ms, version=entry.version, expires=entry.expires_ms,
-            alternates=entry.alternates, **options,
-        )  # fmt: skip
+    def _entry_item(self, family: Family, entry: Entry, **options: Any) -> _Item:
+        return self._item(
+            family, entry.key, version=entry.version, expires=entry.expires_ms, alternates=entry.alternates, **options
+        )
+
+    def _run(self, family: Family, mode: str, items: Sequence[_Item], now_ms: float) -> list[Any]:
+        """Run the record script over *items* in one pipeline; replies (or errors) aligned with them.
+
+        One script call takes the whole chunk on a single server; a cluster needs
+        one call per hash slot, sent in one pipeline, so a round trip per node.
+        """
+        groups: dict[int, list[int]] = {}
+        for position, (name, _) in enumerate(items):
+            groups.setdefault(key_slot(name.encode()) if self._cluster else 0, []).append(position)
+        head = (self._layout, mode, int(now_ms), self._prefix(family), len(family.keys) - 1)
+        commands = []
+        for positions in groups.values():
+            args = [arg for p in positions for arg in items[p][1]]
+            commands.append(
+                ("EVALSHA", self._script_sha(), len(positions), *(items[p][0] for p in positions), *head, *args)
+            )
+        replies: list[Any] = [None] * len(items)
+        for positions, reply in zip(groups.values(), self._pipeline(commands), strict=True):
+            for index, p in enumerate(positions):
+                replies[p] = reply if isinstance(reply, Exception) else reply[index]
+        return replies
+
+    def _outcome(self, family: Family, reply: Any, what: str) -> int | StoreError:
+        """One record's script reply: the stored version, 0 if refused, or the error that kept it out."""
+        try:
+            reply = self._check(reply, what)
+        except StoreError as exc:
+            return exc
+        if reply == -1:
+            held = list(family.keys[1:])
+            return InvalidKeyError(f"{family.name}: an alternate key {held} is already held by another record")
+        return 0 if reply == 0 else int(reply[1])
 
     def _check(self, reply: Any, what: str) -> Any:
         if isinstance(reply, ResponseError) and "WRONGTYPE" in str(reply):
@@ -218,15 +247,11 @@ class _RedisStore(BaseStore):
         return [s if s is not None and s.live(now_ms) else None for s in self._fetch(family, keys)]
 
     def _resolve(self, family: Family, index: int, keys: Sequence[bytes], now_ms: float) -> list[bytes | None]:
-        prefix = self._prefix(family)
+        prefix = f"{self._prefix(family)}a{index}:"
         out: list[bytes | None] = []
         for chunk in _chunks(keys, self.chunk_size):
-            calls = [
-                ("EVALSHA", self._script_sha(), 1, f"{prefix}a{index}:{key_text(alt)}", self._layout, "r", int(now_ms),
-                 0, 0, b"", prefix, "", index)
-                for alt in chunk
-            ]  # fmt: skip
-            for reply in self._pipeline(calls):
+            items = [(prefix + key_text(alt), [0, 0, b"", index, *[""] * (len(family.keys) - 1), 0]) for alt in chunk]
+            for reply in self._run(family, "r", items, now_ms):
                 holder = self._check(reply, "read")
                 out.append(None if holder is None else key_bytes(holder.decode()))
         return out
@@ -235,23 +260,18 @@ class _RedisStore(BaseStore):
         stored: list[int] = []
         failed: dict[bytes, StoreError] = {}
         for done, chunk in enumerate(_chunks(entries, self.chunk_size)):
-            calls = [self._entry_call(family, "w", e, now_ms, body=self._body(e)) for e in chunk]
+            items = [self._entry_item(family, e, body=self._body(e)) for e in chunk]
             try:
-                replies = self._pipeline(calls)
+                replies = self._run(family, "w", items, now_ms)
             except (RedisError, OSError) as exc:
                 # Outcomes unknown from here on: every remaining entry counts as not applied.
                 failed.update((e.key, _unavailable(exc)) for e in entries[done * self.chunk_size :])
                 break
             for entry, reply in zip(chunk, replies, strict=True):
-                try:
-                    code, *version = self._check(reply, "write")
-                except StoreError as exc:
-                    code, failed[entry.key] = 0, exc
-                if code == -1:
-                    failed[entry.key] = InvalidKeyError(
-                        f"{family.name}: an alternate key {list(family.keys[1:])} is already held by another record"
-                    )
-                stored.append(int(version[0]) if code == 1 else 0)
+                outcome = self._outcome(family, reply, "write")
+                if isinstance(outcome, StoreError):
+                    failed[entry.key] = outcome
+                stored.append(outcome if isinstance(outcome, int) else 0)
         if failed:
             raise PartialWrite(list(failed), next(iter(failed.values())))
         return stored
@@ -259,8 +279,8 @@ class _RedisStore(BaseStore):
     def _remove(self, family: Family, keys: Sequence[bytes], now_ms: float) -> int:
         removed = 0
         for chunk in _chunks(keys, self.chunk_size):
-            calls = [self._call(family, "d", k, now_ms) for k in chunk]
-            removed += sum(self._check(r, "delete")[0] for r in self._pipeline(calls))
+            replies = self._run(family, "d", [self._item(family, k) for k in chunk], now_ms)
+            removed += sum(self._check(r, "delete") for r in replies)
         return removed
 
     def _patch(self, family: Family, keys: Sequence[bytes], merge: Merge, now_ms: float) -> list[Entry]:
@@ -295,8 +315,7 @@ class _RedisStore(BaseStore):
         failed: dict[bytes, StoreError],
     ) -> list[bytes]:
         """One read-merge-write round over *keys*; returns the keys that changed meanwhile."""
-        calls: list[tuple[Any, ...]] = []
-        planned: list[Entry] = []
+        planned: dict[str, list[tuple[Entry, _Item]]] = {}  # by script mode
         for key, current in zip(keys, self._fetch(family, keys), strict=True):
             try:
                 entry = merge(key, current if current is not None and current.live(now_ms) else None)
@@ -305,32 +324,44 @@ class _RedisStore(BaseStore):
                 continue
             expected = b"" if current is None else _VERSION.pack(current.version)
             mode, body = self._patch_body(current if current is not None and current.live(now_ms) else None, entry)
-            calls.append(self._entry_call(family, mode, entry, now_ms, expected=expected, body=body))
-            planned.append(entry)
+            planned.setdefault(mode, []).append((entry, self._entry_item(family, entry, expected=expected, body=body)))
         contended: list[bytes] = []
-        for entry, reply in zip(planned, self._pipeline(calls), strict=True):
-            reply = self._check(reply, "patch")
-            if reply[0] == 1:
-                merged[entry.key] = replace(entry, version=int(reply[1]))
-            elif reply[0] == 0:
-                contended.append(entry.key)
+        for mode, plans in planned.items():
+            replies = self._run(family, mode, [item for _, item in plans], now_ms)
+            contended.extend(self._patched(family, [entry for entry, _ in plans], replies, merged, failed))
+        return contended
+
+    def _patched(
+        self,
+        family: Family,
+        entries: list[Entry],
+        replies: list[Any],
+        merged: dict[bytes, Entry],
+        failed: dict[bytes, StoreError],
+    ) -> list[bytes]:
+        contended: list[bytes] = []
+        for entry, reply in zip(entries, replies, strict=True):
+            outcome = self._outcome(family, reply, "patch")
+            if isinstance(outcome, StoreError):
+                failed[entry.key] = outcome
+            elif outcome:
+                merged[entry.key] = replace(entry, version=outcome)
             else:
-                failed[entry.key] = InvalidKeyError(
-                    f"{family.name}: an alternate key is already held by another record"
-                )
+                contended.append(entry.key)
         return contended
 
     def _fill(self, family: Family, entries: Sequence[Entry], now_ms: float) -> None:
         for chunk in _chunks(entries, self.chunk_size):
-            calls = [self._entry_call(family, "f", e, now_ms, body=self._body(e)) for e in chunk]
-            for reply in self._pipeline(calls):
+            for reply in self._run(
+                family, "f", [self._entry_item(family, e, body=self._body(e)) for e in chunk], now_ms
+            ):
                 self._check(reply, "fill")
 
     def _invalidate(self, family: Family, keys: Sequence[bytes], version: int, until_ms: int) -> None:
         now_ms = self.clock() * 1000
         for chunk in _chunks(keys, self.chunk_size):
-            calls = [self._call(family, "i", k, now_ms, version=version, expires=until_ms) for k in chunk]
-            for reply in self._pipeline(calls):
+            items = [self._item(family, k, version=version, expires=until_ms) for k in chunk]
+            for reply in self._run(family, "i", items, now_ms):
                 self._check(reply, "invalidate")
 
     def _scan(self, family: Family, now_ms: float) -> Iterator[bytes]:
@@ -377,12 +408,21 @@ class RedisMsgpackStore(_RedisStore):
             values = []
             for chunk in _chunks(names, self.chunk_size):
                 got = self._check(self._pipeline([("MGET", *chunk)])[0], "read")
-                missed = [n for n, v in zip(chunk, got, strict=True) if v is None]
-                # MGET answers nil for a key of another type: only a miss if nothing is there.
-                if missed and self._check(self._pipeline([("EXISTS", *missed)])[0], "read"):
-                    raise SerializationError("a value under a stockstore key is not a stockstore record")
+                self._check_misses([n for n, v in zip(chunk, got, strict=True) if v is None])
                 values.extend(got)
         return [None if v is None else _stored(self._check(v, "read")) for v in values]
+
+    def _check_misses(self, names: list[str]) -> None:
+        """MGET answers nil for a key of another type too: a miss only if no such key is there.
+
+        One EXISTS for the whole chunk; only when it finds some (a foreign value, or a
+        record written since the MGET) are their types asked.
+        """
+        if not names or not self._check(self._pipeline([("EXISTS", *names)])[0], "read"):
+            return
+        types = self._pipeline([("TYPE", n) for n in names])
+        if any(self._check(t, "read") not in (b"none", b"string") for t in types):
+            raise SerializationError("a value under a stockstore key is not a stockstore record")
 
     def _body(self, entry: Entry) -> tuple[bytes, ...]:
         assert entry.payload is not None
