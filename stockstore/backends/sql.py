@@ -1,0 +1,695 @@
+"""`SqlStore`: records in SQLite, PostgreSQL or MariaDB/MySQL, through SQLAlchemy Core.
+
+One table per (namespace, class family), created on first use::
+
+    id          sha256(encoded primary key)   PRIMARY KEY (a digest: key values can be
+                                              far longer than an index entry may be)
+    key         encoded primary key           returned by keys() and alternate look-ups
+    alt1..altN  sha256(encoded alternate key) UNIQUE, NULL where unset
+    payload     the codec's bytes, opaque     NULL for a tombstone
+    version     BIGINT                        grows per key (see ChainedStore)
+    expires_ms  BIGINT NULL                   compared with the store's clock, never the database's
+
+Attribute names never become column names and the record stays the codec's
+bytes: per-attribute, JSON or REAL columns each lose NaN, -0.0, big ints or
+types on some database.  Key values and attribute names only ever travel as
+bound parameters.  Every write primitive is one transaction that locks the
+rows it replaces (``SELECT ... FOR UPDATE`` in id order; ``BEGIN IMMEDIATE`` on
+SQLite), decides in Python, then writes in a few batched statements;
+deadlocks, serialization failures and racing inserts are retried.
+See docs/backends.md for the details.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import math
+import random
+import re
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, NamedTuple, TypeVar
+
+import msgpack
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+from sqlalchemy.pool import SingletonThreadPool, StaticPool
+
+from .._entry import Entry, Stored
+from .._keys import Family, family_of
+from .._lifetime import Lifetime
+from .._store import BaseStore, Merge, PartialWrite
+from ..errors import BackendUnavailableError, InvalidKeyError, StoreError
+
+logger = logging.getLogger(__name__)
+
+R = TypeVar("R")
+
+# A driverless URL gets the driver stockstore is tested with.
+_DRIVERS = {"postgresql": "postgresql+psycopg", "mysql": "mysql+pymysql", "mariadb": "mariadb+pymysql"}
+_SUPPORTED = {("sqlite", "pysqlite"), ("postgresql", "psycopg"), ("mysql", "pymysql"), ("mariadb", "pymysql")}
+_WRITE = "stockstore_write"  # execution option: this transaction writes (SQLite: BEGIN IMMEDIATE)
+_MYSQL = ("mysql", "mariadb")
+_BLOB = sa.LargeBinary().with_variant(mysql.LONGBLOB(), *_MYSQL)  # MySQL's BLOB stops at 64 KB
+_DIGEST = sa.LargeBinary(32).with_variant(mysql.BINARY(32), *_MYSQL)  # MySQL indexes no BLOB without a length
+# serialization failure, deadlock, unique violation, and what a racing CREATE TABLE IF NOT EXISTS meets
+_PG_RETRY = {"40001", "40P01", "23505", "42P07", "42710"}
+_MYSQL_RETRY = {1213, 1205, 1062}  # deadlock, lock wait timeout, duplicate key
+_SQLITE_RETRY = {"SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_UNIQUE"}
+_BACKOFF = 0.01  # seconds; doubled per attempt, randomised
+_NAME_ROOM = 63 - len("ss_") - len("_") - 20  # PostgreSQL truncates identifiers at 63 bytes
+
+_engine_locks: weakref.WeakKeyDictionary[sa.Engine, threading.RLock] = weakref.WeakKeyDictionary()
+_engine_locks_guard = threading.Lock()
+
+
+def table_name(namespace: str, family: str) -> str:
+    """The table of a (namespace, family) pair: ``ss_<readable prefix>_<digest>``.
+
+    The prefix is for people reading the schema (lowercase ``[a-z0-9_]``,
+    truncated); the digest of the exact pair keeps distinct pairs apart, so
+    the name is always valid, at most 63 ASCII bytes and case-insensitive-safe.
+    """
+    digest = hashlib.sha256(msgpack.packb([namespace, family])).hexdigest()[:20]
+    readable = re.sub(r"[^a-z0-9_]+", "_", f"{namespace}_{family}".lower())[:_NAME_ROOM]
+    return f"ss_{readable}_{digest}"
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+class _Held(NamedTuple):
+    """A locked row as the write primitives need it."""
+
+    version: int
+    expires_ms: int | None
+    filled: bool  # payload IS NOT NULL (False: a tombstone)
+    payload: bytes | None  # fetched only when a merge needs it
+
+    def live(self, now_ms: float) -> bool:
+        return self.filled and (self.expires_ms is None or self.expires_ms > now_ms)
+
+
+_Slot = tuple[int, bytes]  # (alternate key index, digest of its value)
+
+
+@dataclass
+class _Plan:
+    """What one write transaction changes."""
+
+    delete: set[bytes] = field(default_factory=set)  # ids of rows removed
+    release: dict[int, set[bytes]] = field(default_factory=dict)  # alt index -> ids whose column becomes NULL
+    replace: dict[bytes, dict[str, Any]] = field(default_factory=dict)  # id -> new row, for rows locked
+    insert: dict[bytes, dict[str, Any]] = field(default_factory=dict)  # id -> row, for ids not found
+
+
+class SqlStore(BaseStore):
+    """Records in a SQL database: ``SqlStore("postgresql://host/db")``, ``SqlStore("sqlite:///x.db")``.
+
+    *url_or_engine* is a SQLAlchemy URL (string or ``URL``) or a ready
+    ``Engine``, which `close` leaves open (a store that built its engine
+    disposes of it).  A driverless ``postgresql://`` uses psycopg 3 and
+    ``mysql://`` / ``mariadb://`` use PyMySQL.
+
+    *timeout* bounds, in seconds, connecting to a server, waiting for a pooled
+    connection, and (SQLite) waiting for another writer's lock.  *chunk_size*
+    is the most ids per ``IN (...)`` and rows per page of `keys`; *retries*
+    bounds how often a transaction that met a deadlock, a serialization failure
+    or a racing insert is run again.
+    """
+
+    def __init__(
+        self,
+        url_or_engine: str | sa.URL | sa.Engine,
+        *,
+        namespace: str = "stockstore",
+        lifetime: Lifetime = None,
+        clock: Callable[[], float] = time.time,
+        timeout: float = 10.0,
+        chunk_size: int = 1000,
+        retries: int = 5,
+    ) -> None:
+        super().__init__(namespace=namespace, lifetime=lifetime, clock=clock)
+        if type(chunk_size) is not int or chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive int, not {chunk_size!r}")
+        if type(retries) is not int or retries < 0:
+            raise ValueError(f"retries must be a non-negative int, not {retries!r}")
+        if not isinstance(timeout, int | float) or isinstance(timeout, bool) or not timeout > 0:
+            raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+        self.chunk_size = chunk_size
+        self.retries = retries
+        self.timeout = timeout
+        if isinstance(url_or_engine, sa.Engine):
+            self.engine = url_or_engine
+            self._owned = False
+        else:
+            self.engine = _build_engine(_url(url_or_engine), timeout)
+            self._owned = True
+        dialect = self.engine.dialect
+        _check_supported(dialect.name, dialect.driver)
+        self._dialect = "mysql" if dialect.name in _MYSQL else dialect.name
+        self._password = self.engine.url.password
+        self._serial: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+        self._work_engine = self.engine
+        if self._dialect == "sqlite":
+            self._serial = _prepare_sqlite(self.engine)
+        elif not self._owned:
+            # Connections of a given engine get READ COMMITTED on checkout (and back on return).
+            self._work_engine = self.engine.execution_options(isolation_level="READ COMMITTED")
+        self._metadata = sa.MetaData()
+        self._tables: dict[str, sa.Table] = {}
+        self._tables_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<SqlStore {self.engine.url.render_as_string(hide_password=True)} namespace={self.namespace!r}>"
+
+    def close(self) -> None:
+        """Dispose of the engine if this store built it."""
+        if self._owned:
+            self.engine.dispose()
+
+    def table_name(self, cls: type) -> str:
+        """The name of the table holding *cls*'s family in this store's namespace."""
+        return table_name(self.namespace, family_of(cls).name)
+
+    # ------------------------------------------------------------------ transactions
+
+    def _run(self, work: Callable[[sa.Connection], R], *, write: bool) -> R:
+        """Run *work* in one transaction, again (up to *retries* times) after a transient conflict."""
+        attempt = 0
+        while True:
+            try:
+                with self._serial, self._work_engine.connect() as conn:
+                    if write:
+                        conn.execution_options(**{_WRITE: True})
+                    with conn.begin():
+                        return work(conn)
+            except sa.exc.DBAPIError as exc:
+                if attempt >= self.retries or not _transient(exc):
+                    raise
+                logger.debug("retrying a %s transaction after %s", self._dialect, type(exc.orig).__name__)
+            time.sleep(random.uniform(0, _BACKOFF * 2**attempt))
+            attempt += 1
+
+    def _chunks(self, items: Sequence[bytes]) -> Iterator[Sequence[bytes]]:
+        for start in range(0, len(items), self.chunk_size):
+            yield items[start : start + self.chunk_size]
+
+    # ------------------------------------------------------------------ tables
+
+    def _table(self, family: Family) -> sa.Table:
+        """The family's table, created (or found) on first use."""
+        table = self._tables.get(family.name)
+        if table is not None:
+            return table
+        with self._tables_lock:
+            table = self._tables.get(family.name)
+            if table is not None:
+                return table
+            name = table_name(self.namespace, family.name)
+            alternates = len(family.keys) - 1
+            table = sa.Table(
+                name,
+                self._metadata,
+                sa.Column("id", _DIGEST, primary_key=True),
+                sa.Column("key", _BLOB, nullable=False),
+                *(sa.Column(f"alt{i}", _DIGEST, nullable=True, unique=True) for i in range(1, alternates + 1)),
+                sa.Column("payload", _BLOB, nullable=True),
+                sa.Column("version", sa.BigInteger, nullable=False),
+                sa.Column("expires_ms", sa.BigInteger, nullable=True),
+                mysql_engine="InnoDB",
+                mariadb_engine="InnoDB",
+            )
+
+            def create(conn: sa.Connection) -> None:
+                # IF NOT EXISTS, and a racing CREATE on PostgreSQL (a unique violation) is retried.
+                conn.execute(sa.schema.CreateTable(table, if_not_exists=True))
+                found = {c["name"] for c in sa.inspect(conn).get_columns(name)}
+                if found != set(table.columns.keys()):
+                    raise StoreError(
+                        f"table {name} of {family.name!r} has columns {sorted(found)}, but this class declares "
+                        f"{alternates} alternate key(s): migrate the table or use another namespace"
+                    )
+
+            self._run(create, write=True)
+            self._tables[family.name] = table
+            return table
+
+    # ------------------------------------------------------------------ SQL pieces
+
+    @staticmethod
+    def _live(table: sa.Table, now_ms: float) -> sa.ColumnElement[bool]:
+        # Integer expiries: e > now_ms exactly when e > floor(now_ms).
+        now = math.floor(now_ms)
+        return sa.and_(table.c.payload.is_not(None), sa.or_(table.c.expires_ms.is_(None), table.c.expires_ms > now))
+
+    def _lock(self, conn: sa.Connection, table: sa.Table, ids: Iterable[bytes], *, payload: bool) -> dict[bytes, _Held]:
+        """Lock and read the existing rows of *ids*, in id order so that concurrent batches cannot deadlock.
+
+        Only rows locked here are ever replaced or deleted; an id not found is
+        inserted, so a row that another transaction inserted meanwhile makes
+        the insert fail as a duplicate, and the whole transaction is retried.
+        """
+        columns = [table.c.id, table.c.version, table.c.expires_ms, table.c.payload.is_not(None).label("filled")]
+        if payload:
+            columns.append(table.c.payload)
+        held: dict[bytes, _Held] = {}
+        for chunk in self._chunks(sorted(set(ids))):
+            query = sa.select(*columns).where(table.c.id.in_(chunk)).order_by(table.c.id).with_for_update()
+            for row in conn.execute(query):
+                held[row.id] = _Held(row.version, row.expires_ms, bool(row.filled), row.payload if payload else None)
+        return held
+
+    def _holders(
+        self, conn: sa.Connection, table: sa.Table, wanted: Iterable[_Slot], now_ms: float
+    ) -> dict[_Slot, tuple[bytes, bool]]:
+        """Lock the rows holding these alternate-key values: slot -> (id, live)."""
+        by_index: dict[int, set[bytes]] = {}
+        for index, value in wanted:
+            by_index.setdefault(index, set()).add(value)
+        out: dict[_Slot, tuple[bytes, bool]] = {}
+        for index, values in sorted(by_index.items()):
+            column = table.c[f"alt{index}"]
+            for chunk in self._chunks(sorted(values)):
+                query = (
+                    sa.select(table.c.id, column, table.c.expires_ms, table.c.payload.is_not(None).label("filled"))
+                    .where(column.in_(chunk))
+                    .order_by(table.c.id)
+                    .with_for_update()
+                )
+                for row in conn.execute(query):
+                    live = bool(row.filled) and (row.expires_ms is None or row.expires_ms > now_ms)
+                    out[(index, row[1])] = (row.id, live)
+        return out
+
+    def _apply(self, conn: sa.Connection, table: sa.Table, plan: _Plan) -> None:
+        """Delete, release alternate keys, rewrite, insert: a few batched statements."""
+        in_place = self._dialect == "postgresql"
+        # PostgreSQL rewrites replaced rows in place: a transaction waiting to lock a row it
+        # saw would skip one that was deleted (even though its id was re-inserted) and then
+        # collide with it.  MySQL/MariaDB and SQLite hand the waiter the re-inserted row, and
+        # DELETE + INSERT spares PyMySQL's one-round-trip-per-row executemany of UPDATE.
+        gone = plan.delete if in_place else plan.delete | set(plan.replace)
+        for chunk in self._chunks(sorted(gone)):
+            conn.execute(table.delete().where(table.c.id.in_(chunk)))
+        for index, ids in sorted(plan.release.items()):
+            for chunk in self._chunks(sorted(ids - gone)):
+                conn.execute(table.update().where(table.c.id.in_(chunk)).values({f"alt{index}": None}))
+        rows = plan.insert if in_place else {**plan.insert, **plan.replace}
+        if in_place and plan.replace:
+            names = [c.name for c in table.columns if c.name not in ("id", "key")]
+            update = table.update().where(table.c.id == sa.bindparam("w_id"))
+            update = update.values({n: sa.bindparam(f"w_{n}") for n in names})
+            changes = [plan.replace[i] for i in sorted(plan.replace)]
+            conn.execute(update, [{f"w_{n}": row[n] for n in ("id", *names)} for row in changes])
+        if rows:
+            conn.execute(table.insert(), [rows[i] for i in sorted(rows)])
+
+    @staticmethod
+    def _release(plan: _Plan, holders: dict[_Slot, tuple[bytes, bool]], claims: dict[_Slot, bytes]) -> None:
+        """Free, before any row is written, each value whose holder in the table is not its holder after."""
+        for slot, (holder, _) in holders.items():
+            if claims.get(slot, holder) != holder:
+                plan.release.setdefault(slot[0], set()).add(holder)
+
+    @staticmethod
+    def _slots(entry: Entry) -> list[_Slot]:
+        return [(index, _digest(alt)) for index, alt in enumerate(entry.alternates, 1) if alt is not None]
+
+    def _row(self, family: Family, entry: Entry, slots: list[_Slot], now_ms: float) -> dict[str, Any]:
+        row: dict[str, Any] = {f"alt{i}": None for i in range(1, len(family.keys))}
+        if entry.live(now_ms):  # an expired row holds no alternate key: it can never be returned
+            row.update({f"alt{index}": value for index, value in slots})
+        row.update(
+            id=_digest(entry.key),
+            key=entry.key,
+            payload=entry.payload,
+            version=entry.version,
+            expires_ms=entry.expires_ms,
+        )
+        return row
+
+    def _write_locked(
+        self,
+        conn: sa.Connection,
+        table: sa.Table,
+        family: Family,
+        entries: Sequence[Entry],
+        held: dict[bytes, _Held],
+        now_ms: float,
+    ) -> tuple[list[Entry | None], str]:
+        """Write *entries* over the locked rows *held*, in order, as MemoryStore would.
+
+        An entry whose alternate key is held by another live record (in the
+        table, or by an earlier entry of this batch) is not written.  Returns
+        the entries written with their stored versions (``None`` where refused)
+        and the reason of the last refusal.
+        """
+        slots = [self._slots(e) for e in entries]
+        holders = self._holders(conn, table, (s for ss in slots for s in ss), now_ms) if len(family.keys) > 1 else {}
+        claims = {slot: holder for slot, (holder, live) in holders.items() if live}
+        owned: dict[bytes, set[_Slot]] = {}
+        for slot, holder in claims.items():
+            owned.setdefault(holder, set()).add(slot)
+        plan = _Plan()
+        written: list[Entry | None] = []
+        problem = ""
+        for entry, mine in zip(entries, slots, strict=True):
+            ident = _digest(entry.key)
+            if any(claims.get(slot, ident) != ident for slot in mine):
+                problem = f"{family.name}: an alternate key {list(family.keys[1:])} is already held by another record"
+                written.append(None)
+                continue
+            for slot in owned.pop(ident, set()):
+                del claims[slot]
+            if entry.live(now_ms):
+                claims.update((slot, ident) for slot in mine)
+                owned[ident] = set(mine)
+            old = held.get(ident)
+            if old is not None and old.version >= entry.version:
+                entry = replace(entry, version=old.version + 1)
+            (plan.insert if old is None else plan.replace)[ident] = self._row(family, entry, mine, now_ms)
+            written.append(entry)
+        self._release(plan, holders, claims)
+        self._apply(conn, table, plan)
+        return written, problem
+
+    # ------------------------------------------------------------------ primitives
+
+    def _read(self, family: Family, keys: Sequence[bytes], now_ms: float) -> list[Stored | None]:
+        if not keys:
+            return []
+        table = self._table(family)
+        ids = {_digest(k): k for k in keys}
+
+        def read(conn: sa.Connection) -> dict[bytes, Stored]:
+            found: dict[bytes, Stored] = {}
+            columns = (table.c.id, table.c.payload, table.c.version, table.c.expires_ms)
+            for chunk in self._chunks(list(ids)):
+                query = sa.select(*columns).where(table.c.id.in_(chunk), self._live(table, now_ms))
+                for row in conn.execute(query):
+                    found[ids[row.id]] = Stored(row.payload, row.version, row.expires_ms)
+            return found
+
+        found = self._run(read, write=False)
+        return [found.get(k) for k in keys]
+
+    def _resolve(self, family: Family, index: int, keys: Sequence[bytes], now_ms: float) -> list[bytes | None]:
+        if not keys:
+            return []
+        table = self._table(family)
+        column = table.c[f"alt{index}"]
+        values = {_digest(k): k for k in keys}
+
+        def resolve(conn: sa.Connection) -> dict[bytes, bytes]:
+            found: dict[bytes, bytes] = {}
+            for chunk in self._chunks(list(values)):
+                query = sa.select(column, table.c.key).where(column.in_(chunk), self._live(table, now_ms))
+                for row in conn.execute(query):
+                    found[values[row[0]]] = row.key
+            return found
+
+        found = self._run(resolve, write=False)
+        return [found.get(k) for k in keys]
+
+    def _write(self, family: Family, entries: Sequence[Entry], now_ms: float) -> list[int]:
+        table = self._table(family)
+
+        def write(conn: sa.Connection) -> tuple[list[Entry | None], str]:
+            held = self._lock(conn, table, (_digest(e.key) for e in entries), payload=False)
+            return self._write_locked(conn, table, family, entries, held, now_ms)
+
+        written, problem = self._run(write, write=True)
+        failed = [e.key for e, w in zip(entries, written, strict=True) if w is None]
+        if failed:
+            raise PartialWrite(failed, InvalidKeyError(problem))
+        return [0 if w is None else w.version for w in written]
+
+    def _patch(self, family: Family, keys: Sequence[bytes], merge: Merge, now_ms: float) -> list[Entry]:
+        table = self._table(family)
+
+        def patch(conn: sa.Connection) -> tuple[list[Entry | None], str]:
+            held = self._lock(conn, table, (_digest(k) for k in keys), payload=True)
+            merged = []
+            for key in keys:
+                old = held.get(_digest(key))
+                current = Stored(old.payload, old.version, old.expires_ms) if old and old.live(now_ms) else None
+                merged.append(merge(key, current))
+            # Merged first, written second: a record that fails to decode fails the batch before any write.
+            return self._write_locked(conn, table, family, merged, held, now_ms)
+
+        written, problem = self._run(patch, write=True)
+        failed = [k for k, w in zip(keys, written, strict=True) if w is None]
+        if failed:
+            raise PartialWrite(failed, InvalidKeyError(problem))
+        return [w for w in written if w is not None]
+
+    def _fill(self, family: Family, entries: Sequence[Entry], now_ms: float) -> None:
+        table = self._table(family)
+
+        def fill(conn: sa.Connection) -> None:
+            locked = self._lock(conn, table, (_digest(e.key) for e in entries), payload=False)
+            held: dict[bytes, _Held | None] = dict(locked)
+            slots = [self._slots(e) for e in entries]
+            holders = (
+                self._holders(conn, table, (s for ss in slots for s in ss), now_ms) if len(family.keys) > 1 else {}
+            )
+            claims = {slot: holder for slot, (holder, _) in holders.items()}
+            existing = set(locked) | set(claims.values())
+            owned: dict[bytes, set[_Slot]] = {}
+            for slot, holder in claims.items():
+                owned.setdefault(holder, set()).add(slot)
+            plan = _Plan()
+
+            def drop(ident: bytes) -> None:
+                for slot in owned.pop(ident, set()):
+                    del claims[slot]
+                plan.insert.pop(ident, None)
+                plan.replace.pop(ident, None)
+                held[ident] = None
+                if ident in existing:
+                    plan.delete.add(ident)
+
+            for entry, mine in zip(entries, slots, strict=True):
+                ident = _digest(entry.key)
+                old = held.get(ident)
+                # An expired copy of this very version is refreshed; tombstones still block (as MemoryStore).
+                refresh = old is not None and old.filled and old.version == entry.version and not old.live(now_ms)
+                if old is not None and old.version >= entry.version and not refresh:
+                    continue
+                # A cache yields alternate keys to the newer record it is filled with.
+                for slot in mine:
+                    other = claims.get(slot)
+                    if other is not None and other != ident:
+                        drop(other)
+                for slot in owned.pop(ident, set()):
+                    del claims[slot]
+                claims.update((slot, ident) for slot in mine)
+                owned[ident] = set(mine)
+                held[ident] = _Held(entry.version, entry.expires_ms, entry.payload is not None, None)
+                row = self._row(family, entry, mine, now_ms)
+                if ident in locked:
+                    plan.delete.discard(ident)
+                    plan.replace[ident] = row
+                else:
+                    plan.insert[ident] = row
+            self._release(plan, holders, claims)
+            self._apply(conn, table, plan)
+
+        self._run(fill, write=True)
+
+    def _invalidate(self, family: Family, keys: Sequence[bytes], version: int, until_ms: int) -> None:
+        table = self._table(family)
+
+        def invalidate(conn: sa.Connection) -> None:
+            held = self._lock(conn, table, (_digest(k) for k in keys), payload=False)
+            plan = _Plan()
+            for key in keys:
+                ident = _digest(key)
+                old = held.get(ident)
+                floor = version if old is None else max(version, old.version)
+                tombstone = self._row(family, Entry(None, floor, until_ms, key, ()), [], 0)
+                (plan.insert if old is None else plan.replace)[ident] = tombstone
+            self._apply(conn, table, plan)
+
+        self._run(invalidate, write=True)
+
+    def _remove(self, family: Family, keys: Sequence[bytes], now_ms: float) -> int:
+        if not keys:
+            return 0
+        table = self._table(family)
+        ids = sorted({_digest(k) for k in keys})
+
+        def remove(conn: sa.Connection) -> int:
+            live = 0
+            for chunk in self._chunks(ids):
+                # Live rows first, to count them; then what is left (expired rows, tombstones).
+                live += conn.execute(table.delete().where(table.c.id.in_(chunk), self._live(table, now_ms))).rowcount
+                conn.execute(table.delete().where(table.c.id.in_(chunk)))
+            return live
+
+        return self._run(remove, write=True)
+
+    def _scan(self, family: Family, now_ms: float) -> Iterator[bytes]:
+        table = self._table(family)
+        last: bytes | None = None
+
+        def page(conn: sa.Connection) -> list[sa.Row[Any]]:
+            query = sa.select(table.c.id, table.c.key).where(self._live(table, now_ms))
+            if last is not None:
+                query = query.where(table.c.id > last)
+            return list(conn.execute(query.order_by(table.c.id).limit(self.chunk_size)))
+
+        while True:
+            # Each page is its own short transaction: no connection is held between pages.
+            rows = self._run(page, write=False)
+            for row in rows:
+                yield row.key
+            if len(rows) < self.chunk_size:
+                return
+            last = rows[-1].id
+
+    def _count(self, family: Family, now_ms: float) -> int:
+        table = self._table(family)
+        query = sa.select(sa.func.count()).select_from(table).where(self._live(table, now_ms))
+        return self._run(lambda conn: int(conn.execute(query).scalar_one()), write=False)
+
+    def _clear(self, family: Family, now_ms: float) -> int:
+        table = self._table(family)
+
+        def clear(conn: sa.Connection) -> int:
+            live: int = conn.execute(table.delete().where(self._live(table, now_ms))).rowcount
+            conn.execute(table.delete())
+            return live
+
+        return self._run(clear, write=True)
+
+    # ------------------------------------------------------------------ errors
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except StoreError:
+            raise
+        except sa.exc.DBAPIError as exc:
+            raise BackendUnavailableError(self._scrub(f"{self._dialect} failed: {_describe(exc.orig)}")) from exc
+        except sa.exc.SQLAlchemyError as exc:  # e.g. no pooled connection within the timeout
+            raise BackendUnavailableError(self._scrub(f"{self._dialect} failed: {_describe(exc)}")) from exc
+
+    def _scrub(self, message: str) -> str:
+        """A message without the password, should a driver ever repeat it."""
+        return message.replace(self._password, "***") if self._password else message
+
+
+# ---------------------------------------------------------------------- engines and driver errors
+
+
+def _url(where: str | sa.URL) -> sa.URL:
+    try:
+        url = sa.make_url(where)
+    except sa.exc.ArgumentError:
+        raise StoreError("SqlStore needs a SQLAlchemy URL (sqlite:///path.db, postgresql://...) or an Engine") from None
+    driver = _DRIVERS.get(url.drivername)
+    return url if driver is None else url.set(drivername=driver)
+
+
+def _check_supported(name: str, driver: str) -> None:
+    if (name, driver) not in _SUPPORTED:
+        raise StoreError(
+            f"SqlStore works with sqlite, postgresql+psycopg and mysql/mariadb+pymysql, not {name}+{driver}"
+        )
+
+
+def _in_memory(url: sa.URL) -> bool:
+    return url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
+
+
+def _build_engine(url: sa.URL, timeout: float) -> sa.Engine:
+    """An engine with the options every store needs: hidden parameters, timeouts, READ COMMITTED."""
+    name, driver = url.get_backend_name(), url.get_driver_name()
+    _check_supported(name, driver)
+    if name == "sqlite":
+        connect_args: dict[str, Any] = {"timeout": timeout}  # sqlite3's busy timeout
+        if not _in_memory(url):
+            engine = sa.create_engine(url, hide_parameters=True, connect_args=connect_args)
+            sa.event.listen(engine, "connect", _wal)
+            return engine
+        # One shared connection, or every thread would see a database of its own.
+        connect_args["check_same_thread"] = False
+        return sa.create_engine(url, hide_parameters=True, poolclass=StaticPool, connect_args=connect_args)
+    if driver == "psycopg":
+        connect_args = {"connect_timeout": max(2, math.ceil(timeout))}  # libpq's minimum and unit
+    else:
+        connect_args = {"connect_timeout": timeout, "binary_prefix": True}  # bytes sent as _binary'...'
+    # READ COMMITTED: MariaDB's default REPEATABLE READ takes gap locks on missing keys, so
+    # concurrent inserts of new records deadlock; rows are locked explicitly anyway.
+    return sa.create_engine(
+        url,
+        hide_parameters=True,
+        pool_pre_ping=True,
+        pool_timeout=timeout,
+        isolation_level="READ COMMITTED",
+        connect_args=connect_args,
+    )
+
+
+def _wal(dbapi_connection: Any, record: Any) -> None:
+    """File databases in WAL mode: readers never wait for the writer."""
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+    finally:
+        cursor.close()
+
+
+def _sqlite_begin(conn: sa.Connection) -> None:
+    """SQLAlchemy's documented pysqlite recipe: emit BEGIN ourselves, IMMEDIATE for writes.
+
+    pysqlite would begin only at the first write, after the reads a
+    read-modify-write depends on; ``BEGIN IMMEDIATE`` takes the write lock
+    first (waiting up to the busy timeout) so no other writer comes between.
+    """
+    dbapi_connection = conn.connection.driver_connection
+    if dbapi_connection is not None and dbapi_connection.isolation_level is not None:
+        dbapi_connection.isolation_level = None
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "BEGIN")
+
+
+def _prepare_sqlite(engine: sa.Engine) -> contextlib.AbstractContextManager[Any]:
+    """Install the transaction recipe; return the lock that one shared connection needs."""
+    if not sa.event.contains(engine, "begin", _sqlite_begin):
+        sa.event.listen(engine, "begin", _sqlite_begin)
+    if isinstance(engine.pool, SingletonThreadPool) and _in_memory(engine.url):
+        raise StoreError(
+            "in-memory SQLite with a SingletonThreadPool gives each thread a database of its own: build the "
+            "engine with poolclass=StaticPool and connect_args={'check_same_thread': False}, or use SqlStore('sqlite://')"
+        )
+    if not isinstance(engine.pool, StaticPool):
+        return contextlib.nullcontext()
+    with _engine_locks_guard:
+        return _engine_locks.setdefault(engine, threading.RLock())
+
+
+def _transient(exc: sa.exc.DBAPIError) -> bool:
+    """A deadlock, serialization failure, busy database or racing insert: worth running again."""
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) in _PG_RETRY:
+        return True
+    name = getattr(orig, "sqlite_errorname", None)
+    if isinstance(name, str):
+        return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or name in _SQLITE_RETRY
+    args: tuple[Any, ...] = getattr(orig, "args", ())
+    return bool(args) and isinstance(args[0], int) and args[0] in _MYSQL_RETRY
+
+
+def _describe(exc: BaseException | None) -> str:
+    """The error's first line: PostgreSQL's DETAIL lines quote key and column values."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"

@@ -1,0 +1,616 @@
+"""SqlStore on SQLite and real PostgreSQL / MariaDB servers: what the conformance suite cannot show.
+
+Table names for awkward namespaces and families, SQL text free of key values and
+attribute names, statement counts of large batches, racing table creation and
+inserts, engine ownership, unreachable servers without leaked passwords, exact
+values through patches, lazy expiry, keyset pages, in-memory SQLite from threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import math
+import re
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import Any, ClassVar
+
+import pytest
+import sqlalchemy as sa
+from exact import assert_record, assert_same
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import stockstore as ss
+from stockstore._entry import Entry
+from stockstore._keys import encode_key, family_of
+from stockstore._store import PartialWrite
+from stockstore.backends import SqlStore
+from stockstore.backends.sql import table_name
+from stockstore.errors import BackendUnavailableError, BatchError, InvalidKeyError, StoreError
+
+
+class Security(ss.Record):
+    __stockstore_keys__: ClassVar[list[Any]] = ["ssm_id", "isin"]
+
+
+class Plain(ss.Record):
+    __stockstore_keys__: ClassVar[list[Any]] = ["k"]
+
+
+KINDS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgresql),
+    pytest.param("mysql", id="mysql", marks=pytest.mark.mysql),
+]
+
+
+@pytest.fixture(params=KINDS)
+def url(request: pytest.FixtureRequest) -> str:
+    """A database of each kind, for the whole session (tests keep apart by namespace)."""
+    return str(request.getfixturevalue(f"{request.param}_url"))
+
+
+@pytest.fixture
+def make(url: str, namespace: str) -> Iterator[Callable[..., SqlStore]]:
+    """Builds SqlStores on ``url`` in the test's namespace; all closed at the end."""
+    made: list[SqlStore] = []
+
+    def build(**options: Any) -> SqlStore:
+        store = SqlStore(url, **{"namespace": namespace, **options})
+        made.append(store)
+        return store
+
+    yield build
+    for store in made:
+        store.close()
+
+
+@pytest.fixture
+def store(make: Callable[..., SqlStore]) -> SqlStore:
+    return make()
+
+
+@contextlib.contextmanager
+def statements(engine: sa.Engine) -> Iterator[list[tuple[str, Any]]]:
+    """Every (statement text, parameters) the engine sends while the block runs."""
+    seen: list[tuple[str, Any]] = []
+
+    def listen(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        seen.append((statement, parameters))
+
+    sa.event.listen(engine, "before_cursor_execute", listen)
+    try:
+        yield seen
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", listen)
+
+
+def _values(params: Any) -> Iterator[Any]:
+    """Every scalar in a (nested) structure of bound parameters, binary ones as bytes."""
+    if isinstance(params, dict):
+        params = list(params.values())
+    if isinstance(params, list | tuple):
+        for p in params:
+            yield from _values(p)
+    else:
+        params = getattr(params, "obj", params)  # psycopg wraps bytes in Binary
+        yield bytes(params) if isinstance(params, memoryview | bytearray) else params
+
+
+def _rows(store: SqlStore, cls: type) -> int:
+    """How many rows the family's table holds, live or not."""
+    table = sa.table(store.table_name(cls))
+    with store.engine.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+
+
+# ---------------------------------------------------------------------------- identifiers and SQL text
+
+
+def _family(qualname: str) -> type:
+    return type("Fam", (ss.Record,), {"__stockstore_keys__": ["k"], "__qualname__": qualname})
+
+
+NAMESPACES = ["stockstore", "STOCKSTORE", "Stockstore", "a" * 300, "é€😀", "x;DROP TABLE y", "a b", "a_b", "a-b", "_"]
+FAMILIES = ["Security", "security", "SECURITY", "B" * 200, "test_x.<locals>.Row", "Ünï.Côdé", "a_b", "a.b"]
+
+
+def test_table_names_are_short_lowercase_and_distinct() -> None:
+    names = {table_name(ns, fam) for ns in NAMESPACES for fam in FAMILIES}
+    assert len(names) == len(NAMESPACES) * len(FAMILIES)
+    for name in names:
+        assert re.fullmatch(r"ss_[a-z0-9_]*_[0-9a-f]{20}", name), name
+        assert len(name.encode("ascii")) <= 63
+    assert table_name("ns", "Security").startswith("ss_ns_security_")
+
+
+def test_awkward_namespaces_and_families_make_valid_tables(url: str, namespace: str) -> None:
+    families = [_family(f) for f in FAMILIES]
+    stores = [SqlStore(url, namespace=namespace + ns) for ns in NAMESPACES[:6]]
+    try:
+        for i, store in enumerate(stores):
+            store.batch_put([cls(k="x", n=i, f=j) for j, cls in enumerate(families)])
+        for i, store in enumerate(stores):
+            for j, cls in enumerate(families):
+                assert_record(store.get(cls, "x"), cls(k="x", n=i, f=j))
+                assert store.count(cls) == 1
+        wanted = {s.table_name(cls) for s in stores for cls in families}
+        assert len(wanted) == len(stores) * len(families)
+        assert wanted <= set(sa.inspect(stores[0].engine).get_table_names())
+    finally:
+        for store in stores:
+            store.close()
+
+
+HOSTILE = [
+    "';DROP TABLE ss_x;--MARK",
+    '" OR 1=1 --MARK',
+    "Robert'); DROP TABLE students;--MARK",
+    "MARK\x00\n\\%s?:1",
+    "MARK" + "é" * 50,
+]
+
+
+def test_no_key_value_or_attribute_name_reaches_the_sql_text(store: SqlStore) -> None:
+    recs = [Security({"ssm_id": k, "isin": k + "-isin", k + "-attr": k}) for k in HOSTILE]
+    with statements(store.engine) as seen:
+        store.batch_put(recs)
+        store.batch_patch(Security, [{"ssm_id": k, "MARK'attr\"; --": 1.5} for k in HOSTILE])
+        got = store.batch_get(Security, HOSTILE)
+        by_isin = [store.get(Security, {"isin": k + "-isin"}) for k in HOSTILE]
+        listed = list(store.keys(Security))
+        assert store.batch_delete(Security, HOSTILE[:2]) == 2
+    for rec, one, two in zip(recs, got, by_isin, strict=True):
+        want = Security({**rec, "MARK'attr\"; --": 1.5})
+        assert_record(one, want)
+        assert_record(two, want)
+    assert sorted(listed) == sorted(HOSTILE)
+    assert store.count(Security) == len(HOSTILE) - 2
+    texts = [text for text, _ in seen]
+    assert texts, "the listener saw nothing"
+    assert not [t for t in texts if "MARK" in t or "DROP" in t]
+    # The values did travel, as bound parameters.
+    sent = set(_values([params for _, params in seen]))
+    assert {encode_key((k,)) for k in HOSTILE} <= sent
+
+
+def test_large_batches_cost_a_few_statements(make: Callable[..., SqlStore]) -> None:
+    store = make()
+    n = 2000
+    store.put(Security(ssm_id="warm-up"))  # the table is created outside the counts
+    recs = [Security(ssm_id=i, isin=f"I{i}", **{f"a{j}": i / (j + 1) for j in range(20)}) for i in range(n)]
+    counts: dict[str, int] = {}
+    for name, call in [
+        ("batch_put new", lambda: store.batch_put(recs)),
+        ("batch_put again", lambda: store.batch_put(recs)),
+        ("batch_get", lambda: store.batch_get(Security, range(n))),
+        ("batch_patch", lambda: store.batch_patch(Security, [{"ssm_id": i, "a0": -0.0} for i in range(n)])),
+        ("batch_get by isin", lambda: store.batch_get(Security, [{"isin": f"I{i}"} for i in range(n)])),
+        ("batch_delete", lambda: store.batch_delete(Security, range(n))),
+    ]:
+        with statements(store.engine) as seen:
+            call()
+        counts[name] = len(seen)
+    assert all(1 <= c <= 12 for c in counts.values()), counts
+    assert store.count(Security) == 1
+
+
+def test_keys_pages_hold_no_connection_between_pages(make: Callable[..., SqlStore], url: str) -> None:
+    store = make(chunk_size=7)
+    store.batch_put([Plain(k=i) for i in range(30)])
+    pool = store.engine.pool
+    seen_out: list[int] = []
+    with statements(store.engine) as seen:
+        listed = []
+        for key in store.keys(Plain):
+            listed.append(key)
+            if not url.startswith("sqlite"):
+                seen_out.append(pool.checkedout())  # type: ignore[attr-defined]
+    assert sorted(listed) == list(range(30))
+    assert len([t for t, _ in seen if t.lstrip().upper().startswith("SELECT")]) == 5  # 7+7+7+7+2
+    assert all(n == 0 for n in seen_out)
+
+
+# ---------------------------------------------------------------------------- concurrency
+
+
+def _at_once(work: Callable[[int], None], threads: int) -> list[BaseException]:
+    barrier = threading.Barrier(threads)
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            work(i)
+        except BaseException as exc:
+            errors.append(exc)
+
+    workers = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return errors
+
+
+def test_stores_created_at_once_all_find_the_table(url: str) -> None:
+    for _ in range(3):
+        namespace = f"race{uuid.uuid4().hex[:8]}"
+        stores = [SqlStore(url, namespace=namespace) for _ in range(6)]
+        try:
+            assert _at_once(lambda i, stores=stores: stores[i].put(Plain(k=i)), len(stores)) == []
+            assert sorted(stores[0].keys(Plain)) == list(range(len(stores)))
+        finally:
+            for store in stores:
+                store.close()
+
+
+def test_racing_inserts_of_new_records_are_retried_and_whole(make: Callable[..., SqlStore]) -> None:
+    stores = [make() for _ in range(4)]
+    for round_ in range(4):
+        keys = [f"r{round_}-{i}" for i in range(200)]
+
+        def put(i: int, keys: list[str] = keys) -> None:
+            stores[i].batch_put([Plain(k=k, writer=i, a=i, b=i) for k in keys])
+
+        assert _at_once(put, len(stores)) == []
+        got = stores[0].batch_get(Plain, keys)
+        for key, obj in zip(keys, got, strict=True):
+            assert obj is not None
+            writer = obj["writer"]
+            assert_record(obj, Plain(k=key, writer=writer, a=writer, b=writer))  # one writer's whole record
+
+
+def test_racing_claims_of_one_alternate_key_one_wins(make: Callable[..., SqlStore]) -> None:
+    stores = [make() for _ in range(3)]
+    for round_ in range(5):
+        isin = f"ISIN{round_}"
+        results: list[Any] = [None] * len(stores)
+
+        def claim(i: int, isin: str = isin, results: list[Any] = results) -> None:
+            try:
+                stores[i].put(Security(ssm_id=f"{isin}-{i}", isin=isin))
+                results[i] = "won"
+            except InvalidKeyError:
+                results[i] = "refused"
+
+        assert _at_once(claim, len(stores)) == []
+        assert sorted(results) == ["refused", "refused", "won"]
+        winner = results.index("won")
+        assert_record(stores[0].get(Security, {"isin": isin}), Security(ssm_id=f"{isin}-{winner}", isin=isin))
+
+
+BATCHES = [
+    [("a", "X"), ("b", "Y")],
+    [("a", "Y"), ("b", "X")],  # a swap: "a" asks for Y while "b" holds it, and "b" keeps X for "a"
+    [("a", "Z"), ("b", "X"), ("c", "Y")],  # moves: each value is free by the time it is asked for
+    [("d", "Z"), ("a", "W")],  # "a" still holds Z when "d" asks for it
+    [("e", "V"), ("f", "V"), ("a", "Z")],  # two new records want one value: the first wins
+    [("b", None), ("g", "X")],
+]
+
+
+def _outcome(store: ss.BaseStore, batch: list[tuple[str, str | None]]) -> list[Any]:
+    try:
+        store.batch_put([Security(ssm_id=k, isin=v) for k, v in batch])
+    except BatchError as exc:
+        return sorted(exc.failed)
+    return []
+
+
+def test_alternate_keys_in_batches_behave_as_in_memory(store: SqlStore) -> None:
+    """Entries claim alternate keys in batch order, exactly as MemoryStore (the reference) does."""
+    reference = ss.backends.MemoryStore()
+    values = sorted({v for batch in BATCHES for _, v in batch if v is not None})
+    for batch in BATCHES:
+        assert _outcome(store, batch) == _outcome(reference, batch), batch
+        for value in values:
+            assert store.get(Security, {"isin": value}) == reference.get(Security, {"isin": value}), (batch, value)
+    assert sorted(store.keys(Security)) == sorted(reference.keys(Security)) == list("abceg")
+    assert _outcome(store, BATCHES[1]) == ["a", "b"]
+
+
+# ---------------------------------------------------------------------------- values, lifetimes, layout
+
+EXACT: dict[str, Any] = {
+    "nan": math.nan,
+    "neg_zero": -0.0,
+    "int64_max": 2**63 - 1,
+    "int64_min": -(2**63),
+    "float_one": 1.0,
+    "int_one": 1,
+    "true": True,
+    "when": dt.datetime(2024, 2, 29, 12, 0, tzinfo=dt.UTC),
+    "blob": bytes(range(256)),
+}
+
+
+def test_exact_values_survive_a_patch_of_other_attributes(store: SqlStore) -> None:
+    store.put(Plain(k="x", **EXACT))
+    store.patch(Plain, "x", {"other": 2.5})
+    store.batch_patch(Plain, [{"k": "x", "more": [1, 1.0]}])
+    got = store.get(Plain, "x")
+    assert_record(got, Plain(k="x", **EXACT, other=2.5, more=[1, 1.0]))
+    assert got is not None
+    assert_same(got["float_one"], 1.0)
+    assert_same(got["int_one"], 1)
+
+
+def test_megabyte_keys_and_large_records(store: SqlStore) -> None:
+    long_keys = ["k" * 2**20, "k" * (2**20 - 1) + "l"]
+    store.batch_put([Plain(k=key, blob=b"\xff" * (4 * 2**20), n=i) for i, key in enumerate(long_keys)])
+    got = store.batch_get(Plain, long_keys)
+    for i, (key, obj) in enumerate(zip(long_keys, got, strict=True)):
+        assert_record(obj, Plain(k=key, blob=b"\xff" * (4 * 2**20), n=i))
+    assert sorted(store.keys(Plain)) == sorted(long_keys)
+
+
+def test_lifetimes_follow_the_store_clock_not_the_database(make: Callable[..., SqlStore]) -> None:
+    now = [time.time() - 100 * 365 * 86400]  # a century ago: the database's clock would say long expired
+    store = make(lifetime=10, clock=lambda: now[0])
+    store.put(Plain(k="x"))
+    assert_record(store.get(Plain, "x"), Plain(k="x"))
+    now[0] += 9.9
+    assert store.count(Plain) == 1
+    now[0] += 0.2
+    assert store.get(Plain, "x") is None
+    assert store.count(Plain) == 0
+
+
+def test_expired_rows_are_removed_lazily(make: Callable[..., SqlStore]) -> None:
+    now = [1_000_000.0]
+    store = make(lifetime=10, clock=lambda: now[0])
+    store.batch_put([Plain(k=i) for i in range(4)])
+    now[0] += 11
+    assert store.count(Plain) == 0
+    assert _rows(store, Plain) == 4  # nothing sweeps expired rows
+    store.put(Plain(k=0, v=1))  # a write to the same key replaces the row
+    assert _rows(store, Plain) == 4
+    assert store.batch_delete(Plain, [1]) == 0  # deleted, not counted
+    assert _rows(store, Plain) == 3
+    assert store.clear(Plain) == 1  # only the live one counts
+    assert _rows(store, Plain) == 0
+
+
+def test_a_table_of_another_layout_is_refused(url: str, namespace: str) -> None:
+    one = type("Asset", (ss.Record,), {"__stockstore_keys__": ["k", "isin"], "__qualname__": "Asset"})
+    two = type("Asset", (ss.Record,), {"__stockstore_keys__": ["k", "isin", "cusip"], "__qualname__": "Asset"})
+    with SqlStore(url, namespace=namespace) as first:
+        first.put(one(k="x", isin="I"))
+    with SqlStore(url, namespace=namespace) as second, pytest.raises(StoreError, match="alternate key"):
+        second.put(two(k="y", isin="J", cusip="C"))
+
+
+def test_a_write_that_fails_carries_no_record_bytes(store: SqlStore) -> None:
+    store.put(Plain(k="x"))
+    with store.engine.begin() as conn:
+        conn.execute(sa.text(f"DROP TABLE {store.table_name(Plain)}"))
+    with pytest.raises(BackendUnavailableError) as info:
+        store.put(Plain(k="SECRETKEY", v="SECRETVALUE"))
+    chain = [info.value, info.value.__cause__]
+    assert isinstance(info.value.__cause__, sa.exc.DBAPIError)
+    for exc in chain:
+        assert "SECRET" not in str(exc)
+        assert "SECRET" not in repr(exc)
+
+
+# ---------------------------------------------------------------------------- engines, URLs, errors
+
+
+def test_a_given_engine_is_left_open_and_a_built_one_is_disposed(url: str, namespace: str) -> None:
+    engine = sa.create_engine(url)
+    given = SqlStore(engine, namespace=namespace)
+    given.put(Plain(k="x"))
+    assert_record(given.get(Plain, "x"), Plain(k="x"))
+    given_pool = engine.pool
+    given.close()
+    assert engine.pool is given_pool
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT 1")).scalar_one() == 1
+    engine.dispose()
+
+    built = SqlStore(url, namespace=namespace)
+    assert_record(built.get(Plain, "x"), Plain(k="x"))
+    built_pool = built.engine.pool
+    built.close()
+    assert built.engine.pool is not built_pool  # dispose() replaced the pool, closing its connections
+    assert built_pool.checkedin() == 0  # type: ignore[attr-defined]
+
+
+def test_from_url_builds_a_sql_store(url: str, namespace: str) -> None:
+    store = ss.from_url(url, namespace=namespace)
+    assert isinstance(store, SqlStore)
+    store.put(Plain(k="u"))
+    assert_record(store.get(Plain, "u"), Plain(k="u"))
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("where", "driver"),
+    [
+        ("postgresql://u@db.example/x", "postgresql+psycopg"),
+        ("postgresql+psycopg://u@db.example/x", "postgresql+psycopg"),
+        ("mysql://u@db.example/x", "mysql+pymysql"),
+        ("mariadb://u@db.example/x", "mariadb+pymysql"),
+        ("sqlite://", "sqlite"),
+    ],
+)
+def test_driverless_urls_get_the_tested_drivers(where: str, driver: str) -> None:
+    with SqlStore(where) as store:  # engines connect lazily: nothing is reached here
+        assert store.engine.url.drivername == driver
+
+
+@pytest.mark.parametrize(
+    "where", ["postgresql+asyncpg://u@h/x", "mysql+mysqldb://u@h/x", "oracle://u@h/x", "not a url", ""]
+)
+def test_unsupported_urls_are_refused(where: str) -> None:
+    with pytest.raises(StoreError):
+        SqlStore(where)
+
+
+@pytest.mark.parametrize(
+    "options", [{"chunk_size": 0}, {"chunk_size": 1.5}, {"retries": -1}, {"timeout": 0}, {"timeout": "1"}]
+)
+def test_bad_options_are_refused(options: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match=next(iter(options))):
+        SqlStore("sqlite://", **options)
+
+
+def test_unknown_options_are_a_type_error() -> None:
+    with pytest.raises(TypeError):
+        SqlStore("sqlite://", chunksize=10)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A loopback port whose connections the kernel accepts and nobody ever answers."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        yield silent.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "postgresql+psycopg://u:secret@127.0.0.1:1/x",
+        "mysql+pymysql://u:secret@127.0.0.1:1/x",
+        "postgresql://u:secret@127.0.0.1:{silent}/x",  # accepted, never answered: only the timeout ends the wait
+    ],
+)
+def test_unreachable_server_fails_fast_without_the_password(
+    where: str, silent_port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    store = SqlStore(where.format(silent=silent_port), timeout=2)
+    assert "secret" not in repr(store)
+    assert "***" in repr(store)
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailableError) as info:
+        store.put(Plain(k="x"))
+    assert time.monotonic() - started < 8
+    with pytest.raises(BackendUnavailableError):
+        store.get(Plain, "x")
+    cause = info.value.__cause__
+    assert isinstance(cause, sa.exc.DBAPIError)
+    for text in (str(info.value), repr(info.value), str(cause), repr(cause), caplog.text):
+        assert "secret" not in text
+    store.close()
+
+
+# ---------------------------------------------------------------------------- SQLite
+
+
+def test_sqlite_file_is_in_wal_mode_and_writes_begin_immediate(sqlite_url: str, namespace: str) -> None:
+    with SqlStore(sqlite_url, namespace=namespace) as store:
+        store.put(Plain(k="x"))
+        with statements(store.engine) as seen:
+            store.put(Plain(k="y"))
+            store.get(Plain, "y")
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
+    begins = [t for t, _ in seen if t.startswith("BEGIN")]
+    assert begins == ["BEGIN IMMEDIATE", "BEGIN"]
+
+
+def test_in_memory_sqlite_from_several_threads() -> None:
+    with SqlStore("sqlite://") as store, SqlStore("sqlite://") as other:
+        store.put(Plain(k="shared", v=0))
+
+        def work(i: int) -> None:
+            for r in range(20):
+                store.put(Plain(k=f"t{i}-{r}", v=r))
+                store.patch(Plain, "shared", {f"t{i}": r})
+                assert_record(store.get(Plain, f"t{i}-{r}"), Plain(k=f"t{i}-{r}", v=r))
+
+        assert _at_once(work, 8) == []
+        assert store.count(Plain) == 1 + 8 * 20
+        assert_record(store.get(Plain, "shared"), Plain(k="shared", v=0, **{f"t{i}": 19 for i in range(8)}))
+        assert other.count(Plain) == 0  # each sqlite:// store is a database of its own
+
+
+def test_in_memory_sqlite_engine_without_a_static_pool_is_refused() -> None:
+    engine = sa.create_engine("sqlite://")  # SingletonThreadPool: a database per thread
+    with pytest.raises(StoreError, match="StaticPool"):
+        SqlStore(engine)
+    engine.dispose()
+
+
+# ---------------------------------------------------------------------------- as a cache tier
+
+
+NOW_MS = 1_000_000_000_000.0
+OPS_KEYS = st.sampled_from(["a", "b", "c"])
+OPS_ISINS = st.sampled_from(["X", "Y", None])
+OPS_VERSIONS = st.integers(1, 4)
+OPS_EXPIRES = st.sampled_from([None, int(NOW_MS) - 1, int(NOW_MS) + 1000])
+ITEMS = st.lists(st.tuples(OPS_KEYS, OPS_ISINS, OPS_VERSIONS, OPS_EXPIRES), max_size=4, unique_by=lambda t: t[0])
+OPS = st.one_of(
+    st.tuples(st.just("fill"), ITEMS),
+    st.tuples(st.just("write"), ITEMS),
+    st.tuples(st.just("invalidate"), st.lists(OPS_KEYS, max_size=3, unique=True), OPS_VERSIONS),
+    st.tuples(st.just("remove"), st.lists(OPS_KEYS, max_size=3, unique=True)),
+)
+
+
+def _entries(store: ss.BaseStore, items: list[Any]) -> list[Entry]:
+    out = []
+    for key, isin, version, expires in items:
+        _, entry = store._entry(Security(ssm_id=key, isin=isin, v=version), NOW_MS / 1000)
+        out.append(replace(entry, version=version, expires_ms=expires))
+    return out
+
+
+def _apply_op(store: ss.BaseStore, op: tuple[Any, ...]) -> Any:
+    """One primitive call, as ChainedStore makes it; returns what can be compared."""
+    family = family_of(Security)
+    if op[0] == "fill":
+        return store._fill(family, _entries(store, op[1]), NOW_MS)
+    if op[0] == "write":
+        try:
+            return store._write(family, _entries(store, op[1]), NOW_MS)
+        except PartialWrite as exc:
+            return sorted(exc.failed)
+    keys = [encode_key((k,)) for k in op[1]]
+    if op[0] == "invalidate":
+        return store._invalidate(family, keys, op[2], int(NOW_MS) + 5000)
+    return store._remove(family, keys, NOW_MS)
+
+
+def _visible(store: ss.BaseStore) -> tuple[Any, ...]:
+    family = family_of(Security)
+    keys = [encode_key((k,)) for k in "abc"]
+    read = [None if s is None else (s.payload, s.version, s.expires_ms) for s in store._read(family, keys, NOW_MS)]
+    isins = [encode_key((v,)) for v in "XY"]
+    return tuple(read), tuple(store._resolve(family, 1, isins, NOW_MS)), sorted(store._scan(family, NOW_MS))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=st.lists(OPS, min_size=1, max_size=6))
+def test_primitives_agree_with_memory(url: str, ops: list[tuple[Any, ...]]) -> None:
+    """Fills, writes, invalidations and removes (what a chain asks of a tier) do what MemoryStore does."""
+    reference = ss.backends.MemoryStore()
+    with SqlStore(url, namespace=f"p{uuid.uuid4().hex[:12]}") as store:
+        for op in ops:
+            assert _apply_op(store, op) == _apply_op(reference, op), op
+            assert _visible(store) == _visible(reference), op
+
+
+def test_sql_store_as_an_upper_tier(url: str, namespace: str) -> None:
+    with SqlStore(url, namespace=namespace + "-cache") as cache:
+        source = ss.backends.MemoryStore()
+        chain = ss.ChainedStore([cache, source])
+        chain.batch_put([Security(ssm_id="a", isin="X"), Security(ssm_id="b", isin="Y")])
+        assert_record(cache.get(Security, {"isin": "X"}), Security(ssm_id="a", isin="X"))
+        chain.batch_put([Security(ssm_id="a", isin="Z"), Security(ssm_id="c", isin="X")])
+        assert_record(cache.get(Security, {"isin": "X"}), Security(ssm_id="c", isin="X"))
+        chain.delete(Security, "b")
+        assert cache.get(Security, "b") is None
+        assert_record(chain.get(Security, {"isin": "Z"}), Security(ssm_id="a", isin="Z"))
