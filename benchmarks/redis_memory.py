@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import random
 import uuid
+from typing import Any, ClassVar
 
 import msgpack
 import redis
@@ -20,7 +21,7 @@ from stockstore.backends import RedisHashStore, RedisMsgpackStore
 
 
 class Security(ss.Record):
-    __stockstore_keys__ = ["ssm_id"]
+    __stockstore_keys__: ClassVar[list[Any]] = ["ssm_id"]
 
 
 def used_memory(client: redis.Redis) -> int:
@@ -50,7 +51,7 @@ def main() -> None:
     for cls in (RedisMsgpackStore, RedisHashStore):
         namespace = f"mem{uuid.uuid4().hex[:8]}"
         store = cls(args.url, namespace=namespace)
-        measure(cls.__name__, lambda: store.batch_put(records))
+        measure(cls.__name__, lambda store=store: store.batch_put(records))
         store.clear(Security)
         store.close()
     prefix = f"plain{uuid.uuid4().hex[:8]}"

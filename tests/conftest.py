@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import pytest
 from memcached_servers import memcache_builder, memcached_server, memcached_two_servers  # noqa: F401 -- fixtures
-from redis_servers import redis_cluster_url, redis_url  # noqa: F401 -- fixtures
+from redis_servers import redis_cluster_url, redis_tls_url, redis_url  # noqa: F401 -- fixtures
 
 import stockstore as ss
 from stockstore.backends import MemoryStore, ThreadLocalStore
@@ -90,6 +90,30 @@ def _redis(layout: str, fixture: str) -> Builder:
     return build
 
 
+def _redis_namespace_user(layout: str) -> Builder:
+    """A store over TLS whose ACL user may touch only its namespace's keys and run no KEYS or FLUSH*."""
+
+    def build(request: pytest.FixtureRequest, *, namespace: str, **options: Any) -> ss.BaseStore:
+        import redis
+
+        from stockstore.backends import RedisHashStore, RedisMsgpackStore
+        from stockstore.backends.redis import quote
+
+        url = request.getfixturevalue("redis_tls_url")
+        cls = RedisHashStore if layout == "hash" else RedisMsgpackStore
+        if not isinstance(namespace, str):  # the store itself must refuse it
+            return cls(url, namespace=namespace, **options)
+        user, password = f"u{uuid.uuid4().hex[:12]}", uuid.uuid4().hex
+        with redis.Redis.from_url(url) as admin:
+            admin.acl_setuser(
+                user, enabled=True, passwords=[f"+{password}"], keys=[f"{quote(namespace, safe='')}:*"],
+                commands=["+@all", "-@dangerous"],
+            )  # fmt: skip
+        return cls(url.replace("rediss://", f"rediss://{user}:{password}@"), namespace=namespace, **options)
+
+    return build
+
+
 def _chain_memory_redis_sqlite(layout: str) -> Builder:
     def build(request: pytest.FixtureRequest, **options: Any) -> ss.BaseStore:
         tiers = [
@@ -116,6 +140,8 @@ BACKENDS: list[Any] = [
     pytest.param(_redis("hash", "redis_url"), id="redis-hash", marks=pytest.mark.redis),
     pytest.param(_redis("msgpack", "redis_cluster_url"), id="redis-msgpack-cluster", marks=pytest.mark.redis_cluster),
     pytest.param(_redis("hash", "redis_cluster_url"), id="redis-hash-cluster", marks=pytest.mark.redis_cluster),
+    pytest.param(_redis_namespace_user("msgpack"), id="redis-tls-acl", marks=pytest.mark.redis),
+    pytest.param(_redis_namespace_user("hash"), id="redishash-tls-acl", marks=pytest.mark.redis),
     pytest.param(_chain_memory_redis_sqlite("msgpack"), id="chain-memory-redis-sqlite", marks=pytest.mark.redis),
     pytest.param(_chain_memory_redis_sqlite("hash"), id="chain-memory-redishash-sqlite", marks=pytest.mark.redis),
 ]

@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -51,21 +52,43 @@ def free_port() -> int:
         return port
 
 
-def _ping(port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+def _ping(port: int, tls: ssl.SSLContext | None = None) -> bool:
+    with contextlib.suppress(OSError), contextlib.ExitStack() as stack:
+        sock = stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=0.5))
+        if tls is not None:
+            sock = stack.enter_context(tls.wrap_socket(sock, server_hostname="127.0.0.1"))
         sock.sendall(b"PING\r\n")
         return sock.recv(64).startswith(b"+PONG")
     return False
 
 
-class RedisProcess:
-    """One ``redis-server`` on 127.0.0.1 with its own directory; *args* are extra server options."""
+def _certificate(directory: Path) -> Path:
+    """A self-signed certificate for 127.0.0.1 (and its key) in *directory*; the certificate's path."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [_binary("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert
 
-    def __init__(self, *args: str, port: int | None = None) -> None:
+
+class RedisProcess:
+    """One ``redis-server`` on 127.0.0.1 with its own directory; *args* are extra server options.
+
+    With *tls*, it speaks only TLS, with a self-signed certificate made for it.
+    """
+
+    def __init__(self, *args: str, port: int | None = None, tls: bool = False) -> None:
         self.binary = _binary("redis-server")
         self.args = list(args)
         self.dir = Path(tempfile.mkdtemp(prefix="stockstore-redis-"))
         self.process: subprocess.Popen[bytes] | None = None
+        self.cert: Path | None = None
+        self._tls: ssl.SSLContext | None = None
+        if tls:
+            self.cert = _certificate(self.dir)
+            self._tls = ssl.create_default_context(cafile=str(self.cert))
         for _ in range(5):  # another process may take the free port before redis binds it
             self.port = port or free_port()
             if self.start():
@@ -76,18 +99,25 @@ class RedisProcess:
 
     @property
     def url(self) -> str:
+        if self.cert is not None:
+            return f"rediss://127.0.0.1:{self.port}/0?ssl_ca_certs={self.cert}"
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> bool:
         """Start (or restart) the server on its port; True once it answers PING."""
-        command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir)]
+        ports = ["--port", str(self.port)]
+        if self.cert is not None:
+            key = self.dir / "key.pem"
+            ports = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(self.cert)]
+            ports += ["--tls-key-file", str(key), "--tls-ca-cert-file", str(self.cert), "--tls-auth-clients", "no"]
+        command = [self.binary, *ports, "--bind", "127.0.0.1", "--dir", str(self.dir)]
         command += ["--save", "", "--appendonly", "no", "--logfile", "redis.log", *self.args]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 return False
-            if _ping(self.port):
+            if _ping(self.port, self._tls):
                 return True
             time.sleep(0.02)
         self.stop()
@@ -201,6 +231,16 @@ def redis_url() -> Iterator[str]:
     """One Redis server for the whole session."""
     with redis_server() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def redis_tls_url() -> Iterator[str]:
+    """A Redis server that speaks only TLS (a ``rediss://`` URL with its CA certificate)."""
+    server = RedisProcess(tls=True)
+    try:
+        yield server.url
+    finally:
+        server.close()
 
 
 @pytest.fixture(scope="session")

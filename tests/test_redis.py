@@ -301,3 +301,25 @@ class TestCluster:
             assert len(slots) == 1
             assert_same(store.count(Security), 300)
             assert store.get(Listing, {"isin": "I7"}) == Listing(exchange="X", ticker=7, isin="I7")
+
+
+def test_the_namespace_user_of_the_conformance_suite_is_really_confined(redis_tls_url: str) -> None:
+    """The ``redis-tls-acl`` params of the conformance suite have teeth: outside its namespace, nothing."""
+    from conftest import _redis_namespace_user
+
+    class Request:
+        def getfixturevalue(self, name: str) -> str:
+            return redis_tls_url
+
+    namespace = f"t{uuid.uuid4().hex[:12]}"
+    store = _redis_namespace_user("msgpack")(Request(), namespace=namespace)  # type: ignore[arg-type]
+    store.put(Security(ssm_id="x"))
+    client = store._client
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        client.get("elsewhere:Security:r:x")
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        client.keys(f"{namespace}:*")
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        client.flushdb()
+    assert client.connection_pool.connection_class.__name__ == "SSLConnection"
+    store.close()
