@@ -27,14 +27,14 @@ _INT64_MAX = 2**63 - 1
 
 # Types that need no look inside: msgpack packs them exactly as they are.
 _LEAVES = frozenset({float, str, bool, type(None), bytes})
-_CONTAINERS = (list, tuple, dict)
-_PACKED_AS_BYTES = frozenset({bytearray, memoryview})
+# Types carried as ext types (see _default).
+_EXTS = frozenset({dt.datetime, dt.date, decimal.Decimal})
 
 
 def _default(obj: Any) -> Any:
     # Called by the packer (strict_types) for anything that is not exactly a
-    # msgpack-native type, so subclasses such as IntEnum or numpy.float64 land
-    # here too and are refused rather than silently changing type.
+    # msgpack-native type.  check_value has refused everything else already,
+    # subclasses such as IntEnum, numpy.float64 or a str subclass included.
     kind = type(obj)
     if kind is tuple:
         return list(obj)
@@ -64,32 +64,36 @@ def _ext_hook(code: int, data: bytes) -> Any:
 def check_value(value: Any) -> None:
     """Raise `SerializationError` unless *value* round-trips exactly.
 
-    msgpack itself would accept ints up to 2**64-1 and non-str dict keys; the
-    contract promises neither, so containers are walked.  Leaves are checked
-    by type in bulk, which keeps wide flat records cheap.
+    Complete: a value that passes always packs, so a batch can be checked whole
+    before any of it is encoded and sent.  msgpack itself would take ints up to
+    2**64-1, non-str dict keys, bytearray and subclasses of its types; the
+    contract promises none of them.
     """
     kind = type(value)
-    if kind in _LEAVES:
+    if kind in _LEAVES or kind in _EXTS:
         return
-    if kind is int and not _INT64_MIN <= value <= _INT64_MAX:
-        raise SerializationError(f"int out of the 64-bit signed range: {value}")
-    if kind is dict:
+    if kind is int:
+        if not _INT64_MIN <= value <= _INT64_MAX:
+            raise SerializationError(f"int out of the 64-bit signed range: {value}")
+    elif kind is dict:
         check_attributes(value)
-    elif (kind is list or kind is tuple) and not set(map(type, value)) <= _LEAVES:
-        for item in value:
-            check_value(item)
-    elif kind in _PACKED_AS_BYTES:
-        # msgpack packs these natively even with strict_types; they would come back as bytes.
-        raise SerializationError(f"cannot store a value of type {kind.__qualname__}; use bytes")
-    # Anything else is judged by _default when packed.
+    elif kind is list or kind is tuple:
+        if not _LEAVES.issuperset(map(type, value)):
+            for item in value:
+                check_value(item)
+    else:
+        raise SerializationError(f"cannot store a value of type {kind.__qualname__}: {value!r:.80}")
 
 
 def check_attributes(attrs: Mapping[Any, Any]) -> None:
-    """Check a mapping of attribute name to value (see `check_value`)."""
+    """Check a mapping of attribute name to value (see `check_value`).
+
+    Wide flat records are checked in bulk, at C speed, by the set of their types.
+    """
     if not set(map(type, attrs)) <= {str}:
         bad = next(k for k in attrs if type(k) is not str)
         raise SerializationError(f"attribute and dict keys must be str, not {type(bad).__qualname__}: {bad!r:.80}")
-    if not set(map(type, attrs.values())) <= _LEAVES:
+    if not _LEAVES.issuperset(map(type, attrs.values())):
         for item in attrs.values():
             check_value(item)
 

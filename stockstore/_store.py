@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 from . import _codec
 from ._entry import Entry, Stored, versions
@@ -42,6 +42,9 @@ class PartialWrite(Exception):
 
 class BaseStore(ABC):
     """Base class of every store; subclass it to add a backend (see docs/extending.md)."""
+
+    #: Records a batch_put encodes and hands to `_write` at a time; a backend may chunk further.
+    put_chunk: ClassVar[int] = 10_000
 
     def __init__(
         self,
@@ -143,15 +146,6 @@ class BaseStore(ABC):
         if own is None or (entry.expires_ms is not None and entry.expires_ms <= own):
             return entry
         return replace(entry, expires_ms=own)
-
-    def _entry(self, obj: Any, now: float) -> tuple[Family, Entry]:
-        family = family_of(type(obj))
-        attrs = attributes_of(obj)
-        key = encode_key(family.primary_of(attrs))
-        alternates = family.alternates_of(attrs)  # a bad key value is a key error, checked before the codec
-        payload = _codec.encode_record(family.tag(type(obj)), attrs)
-        entry = Entry(payload, versions.next(), self._expiry(obj, now), key, alternates)
-        return family, entry
 
     def _decode(self, family: Family, cls: type, stored: Stored | None) -> Any:
         if stored is None or stored.payload is None:
@@ -336,29 +330,57 @@ class BaseStore(ABC):
         return changes
 
     def _put_many(self, objs: list[Any], *, single: bool) -> None:
+        """Check every record, then encode and write them `put_chunk` records at a time.
+
+        Nothing is written unless every record is valid (the codec's check is
+        complete: what passes it always encodes), and memory holds the encoded
+        bytes of one chunk, never of the whole batch.
+        """
         now, now_ms = self._now()
-        groups: list[tuple[Family, list[Entry]]] = []
+        plan: list[tuple[Family, list[tuple[bytes, _Put]]]] = []
         for family, group in _group_by_family(objs):
-            latest = {e.key: e for e in (self._entry(o, now)[1] for o in group)}
-            groups.append((family, list(latest.values())))
-        for family, entries in groups:
-            live: list[Entry] = []
-            expired: list[bytes] = []
-            for e in entries:
-                if e.expires_ms is None or e.expires_ms > now_ms:
-                    live.append(e)
-                else:
-                    expired.append(e.key)
-            try:
-                with self._errors():
-                    if expired:
-                        # An already-expired lifetime means "not kept here", and put replaces.
-                        self._remove(family, expired, now_ms)
-                    if live:
-                        self._write(family, live, now_ms)
-            except PartialWrite as exc:
-                failure = self._failure(family, exc, len(entries), "records were not written", single=single)
-                raise failure from failure.__cause__
+            latest: dict[bytes, _Put] = {}  # the last record of a key wins
+            for obj in group:
+                attrs = attributes_of(obj)
+                key = encode_key(family.primary_of(attrs))
+                alternates = family.alternates_of(attrs)  # a bad key value is a key error, before the codec's
+                _codec.check_attributes(attrs)
+                latest[key] = _Put(obj, attrs, alternates)
+            plan.append((family, list(latest.items())))
+        for number, (family, puts) in enumerate(plan):
+            for start in range(0, len(puts), self.put_chunk):
+                chunk = puts[start : start + self.put_chunk]
+                try:
+                    self._put_chunk(family, chunk, now, now_ms)
+                except (PartialWrite, StoreError) as exc:
+                    if not isinstance(exc, PartialWrite) and number == start == 0:
+                        raise  # the primitive applied nothing, and nothing was written before it
+                    # This chunk's failures, and everything not tried yet, were not applied.
+                    failed = exc.failed if isinstance(exc, PartialWrite) else [key for key, _ in chunk]
+                    later = [(family, [k for k, _ in puts[start + self.put_chunk :]])]
+                    later += [(f, [k for k, _ in p]) for f, p in plan[number + 1 :]]
+                    failure = self._failure(
+                        [(family, failed), *later], exc, len(objs), "records were not written", single=single
+                    )
+                    if failure is exc:
+                        raise
+                    raise failure from failure.__cause__
+
+    def _put_chunk(self, family: Family, chunk: list[tuple[bytes, _Put]], now: float, now_ms: float) -> None:
+        live: list[Entry] = []
+        expired: list[bytes] = []
+        for key, put in chunk:
+            expires = self._expiry(put.obj, now)
+            if expires is not None and expires <= now_ms:
+                expired.append(key)  # an already-expired lifetime means "not kept here", and put replaces
+            else:
+                payload = _codec.pack((family.tag(type(put.obj)), put.attrs))
+                live.append(Entry(payload, versions.next(), expires, key, put.alternates))
+        with self._errors():
+            if expired:
+                self._remove(family, expired, now_ms)
+            if live:
+                self._write(family, live, now_ms)
 
     def _remove_keys(self, family: Family, keys: list[bytes]) -> int:
         if not keys:
@@ -393,26 +415,43 @@ class BaseStore(ABC):
             with self._errors():
                 self._patch(family, list(changes), merge, now_ms)
         except PartialWrite as exc:
-            failure = self._failure(family, exc, len(changes), "patches were not applied", single=single)
+            failure = self._failure(
+                [(family, exc.failed)], exc, len(changes), "patches were not applied", single=single
+            )
             raise failure from failure.__cause__
 
-    def _failure(self, family: Family, exc: PartialWrite, total: int, what: str, *, single: bool) -> StoreError:
-        """What a write that was applied only in part raises.
+    def _failure(
+        self,
+        failed: list[tuple[Family, list[bytes]]],
+        exc: BaseException,
+        total: int,
+        what: str,
+        *,
+        single: bool,
+    ) -> BaseException:
+        """What a write that was applied only in part raises; *failed* lists what was not applied.
 
         A single record raises the cause itself; so does a batch of which nothing is
         known to be applied because the backend was unreachable.  Anything else is a
         `BatchError` naming the keys not applied.
         """
-        cause = exc.__cause__
+        cause = exc.__cause__ if isinstance(exc, PartialWrite) else exc
+        keys = [k for family, ks in failed for k in self._public_keys(family, ks)]
         if isinstance(cause, StoreError) and (
-            single or (len(exc.failed) == total and isinstance(cause, BackendUnavailableError))
+            single or (len(keys) == total and isinstance(cause, BackendUnavailableError))
         ):
             return cause
-        failure = BatchError(
-            f"{len(exc.failed)} of {total} {family.name} {what}: {exc}", self._public_keys(family, exc.failed)
-        )
+        failure = BatchError(f"{len(keys)} of {total} {what}: {cause}", keys)
         failure.__cause__ = cause
         return failure
+
+
+class _Put(NamedTuple):
+    """A checked record of a batch_put, waiting to be encoded."""
+
+    obj: Any
+    attrs: dict[str, Any]
+    alternates: tuple[bytes | None, ...]
 
 
 def _group_by_family(objs: Sequence[Any]) -> list[tuple[Family, list[Any]]]:

@@ -18,7 +18,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from typing import Any, ClassVar
 
 import pytest
@@ -28,6 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import stockstore as ss
+from stockstore._codec import encode_record
 from stockstore._entry import Entry
 from stockstore._keys import encode_key, family_of
 from stockstore._store import PartialWrite
@@ -561,10 +561,12 @@ OPS = st.one_of(
 
 
 def _entries(store: ss.BaseStore, items: list[Any]) -> list[Entry]:
+    family = family_of(Security)
     out = []
     for key, isin, version, expires in items:
-        _, entry = store._entry(Security(ssm_id=key, isin=isin, v=version), NOW_MS / 1000)
-        out.append(replace(entry, version=version, expires_ms=expires))
+        record = Security(ssm_id=key, isin=isin, v=version)
+        payload = encode_record(family.tag(Security), dict(record))
+        out.append(Entry(payload, version, expires, encode_key((key,)), family.alternates_of(record)))
     return out
 
 

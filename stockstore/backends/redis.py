@@ -83,7 +83,7 @@ class _RedisStore(BaseStore):
         timeout: float = 2.0,
         connect_timeout: float = 2.0,
         retries: int = 2,
-        cas_retries: int = 20,
+        cas_retries: int = 50,
     ) -> None:
         super().__init__(namespace=namespace, lifetime=lifetime, clock=clock)
         for name, value in (("chunk_size", chunk_size), ("cas_retries", cas_retries)):
@@ -298,7 +298,7 @@ class _RedisStore(BaseStore):
                 pending = self._patch_once(family, pending, merge, now_ms, merged, failed)
                 if not pending:
                     break
-                time.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # let the other writer finish
+                time.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))  # let the other writer finish
             for key in pending:
                 failed[key] = StoreError(f"{family.name} record kept changing; gave up after {self.cas_retries} tries")
         if failed:

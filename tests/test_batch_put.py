@@ -1,0 +1,85 @@
+"""How BaseStore.batch_put streams a large batch: check everything, then encode and write chunk by chunk.
+
+Pure logic of the base class, on MemoryStore subclasses that count or fail chunks;
+every backend's own `_write` is exercised by the conformance suite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import pytest
+from exact import assert_record
+
+import stockstore as ss
+from stockstore._entry import Entry
+from stockstore._keys import Family
+from stockstore.backends import MemoryStore
+from stockstore.errors import BackendUnavailableError, BatchError, SerializationError
+
+
+class Security(ss.Record):
+    __stockstore_keys__: ClassVar[list[Any]] = ["ssm_id"]
+
+
+class Quote(ss.Record):
+    __stockstore_keys__: ClassVar[list[Any]] = ["symbol"]
+
+
+class Chunked(MemoryStore):
+    """Writes three records at a time, remembers each chunk, and fails the chunks it is told to."""
+
+    put_chunk = 3
+
+    def __init__(self, fail: Sequence[int] = (), error: type[Exception] = BackendUnavailableError) -> None:
+        super().__init__()
+        self.chunks: list[list[Any]] = []
+        self.fail, self.error = set(fail), error
+
+    def _write(self, family: Family, entries: Sequence[Entry], now_ms: float) -> list[int]:
+        self.chunks.append([e.key for e in entries])
+        if len(self.chunks) - 1 in self.fail:
+            raise self.error("chunk lost")
+        return super()._write(family, entries, now_ms)
+
+
+def test_a_batch_is_written_a_chunk_at_a_time() -> None:
+    store = Chunked()
+    store.batch_put([Security(ssm_id=i) for i in range(8)])
+    assert [len(c) for c in store.chunks] == [3, 3, 2]
+    assert store.count(Security) == 8
+
+
+def test_one_bad_record_anywhere_writes_nothing() -> None:
+    store = Chunked()
+    batch = [Security(ssm_id=i, v=1.0) for i in range(8)] + [Security(ssm_id=8, v={1, 2})]
+    with pytest.raises(SerializationError):
+        store.batch_put(batch)
+    assert store.chunks == []
+    assert store.count(Security) == 0
+
+
+def test_a_failed_chunk_names_itself_and_everything_after_it() -> None:
+    store = Chunked(fail=[1])
+    with pytest.raises(BatchError) as info:
+        store.batch_put([Security(ssm_id=i) for i in range(8)] + [Quote(symbol="q")])
+    assert info.value.failed == [3, 4, 5, 6, 7, "q"]
+    assert isinstance(info.value.__cause__, BackendUnavailableError)
+    assert sorted(store.keys(Security)) == [0, 1, 2]
+    assert store.count(Quote) == 0
+
+
+def test_a_failed_first_chunk_is_the_error_itself() -> None:
+    store = Chunked(fail=[0])
+    with pytest.raises(BackendUnavailableError):
+        store.batch_put([Security(ssm_id=i) for i in range(8)])
+    assert store.count(Security) == 0
+
+
+def test_the_last_record_of_a_key_wins_across_chunks() -> None:
+    store = Chunked()
+    store.batch_put([Security(ssm_id=i % 4, v=i) for i in range(10)])
+    assert store.count(Security) == 4
+    for key in range(4):
+        assert_record(store.get(Security, key), Security(ssm_id=key, v=max(i for i in range(10) if i % 4 == key)))
