@@ -57,6 +57,9 @@ class ChainedStore(BaseStore):
     def __repr__(self) -> str:
         return f"<ChainedStore {self.tiers!r}>"
 
+    def _writes_from_any_thread(self) -> bool:
+        return all(tier._writes_from_any_thread() for tier in self.tiers)
+
     @property
     def _source(self) -> BaseStore:
         return self.tiers[-1]
@@ -146,6 +149,10 @@ class ChainedStore(BaseStore):
             hits = [(k, s) for k, s in zip(ask, got, strict=True) if s is not None and s.version > floor]
             if hits:
                 found.update(hits)
+                if level:
+                    # A tier may decode what it is filled with (a hash layout, a callable lifetime):
+                    # the row schemas of these records are read first, and fill the tiers above first.
+                    self._learn_schemas(s.payload for _, s in hits)
                 self._fill_above(family, level, hits, started)
                 hit_keys = {k for k, _ in hits}
                 missing = [k for k in missing if k not in hit_keys]

@@ -5,13 +5,25 @@ Redis is bit-for-bit the record that was written.  msgpack keeps float64 bits
 (NaN, ±inf, -0.0), tells ``1`` from ``1.0`` and carries 64-bit ints; the few
 types it lacks travel as ext types holding their canonical text form, which
 their own constructors parse back exactly.
+
+A record is the msgpack array ``[tag, attributes]``, or, as `put_frame` writes
+it, a *row record* ``[tag, attributes, row]``: ``row`` is ext type 4 holding a
+16-byte schema id and then the row's values packed little-endian (``<f8``,
+``<i8``) in the order of that `RowSchema`.  A schema is the ordered list of
+(name, kind) of those columnar attributes; its id is the BLAKE2b-128 digest of
+its msgpack bytes, so a schema never changes and the process-wide cache of
+schemas by id never goes stale.  Attribute names then cost nothing per record.
+Stores keep schemas as records of their own (see `BaseStore._schema`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import decimal
-from collections.abc import Mapping, Sequence
+import hashlib
+import struct
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -21,6 +33,7 @@ from .errors import SerializationError
 _EXT_DATETIME = 1
 _EXT_DATE = 2
 _EXT_DECIMAL = 3
+_EXT_ROW = 4  # a row record's values (see the module docstring)
 
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
@@ -32,14 +45,16 @@ _EXTS = frozenset({dt.datetime, dt.date, decimal.Decimal})
 
 
 def _default(obj: Any) -> Any:
-    # Called by the packer (strict_types) for anything that is not exactly a
-    # msgpack-native type.  check_value has refused everything else already,
-    # subclasses such as IntEnum, numpy.float64 or a str subclass included.
+    # Called by the packer for what msgpack has no type of.  check_value has refused
+    # everything else already, subclasses such as IntEnum or numpy.float64 included.
     kind = type(obj)
-    if kind is tuple:
-        return list(obj)
     if kind is dt.datetime:
-        return msgpack.ExtType(_EXT_DATETIME, obj.isoformat().encode())
+        offset = obj.utcoffset()
+        if offset is None:
+            return msgpack.ExtType(_EXT_DATETIME, obj.isoformat().encode())
+        # The offset in microseconds, not in isoformat: CPython 3.11 parses "+00:00:00.000001" as UTC.
+        naive = obj.replace(tzinfo=None).isoformat()
+        return msgpack.ExtType(_EXT_DATETIME, f"{naive} {offset // dt.timedelta(microseconds=1)}".encode())
     if kind is dt.date:
         return msgpack.ExtType(_EXT_DATE, obj.isoformat().encode())
     if kind is decimal.Decimal:
@@ -51,7 +66,11 @@ def _ext_hook(code: int, data: bytes) -> Any:
     try:
         text = data.decode()
         if code == _EXT_DATETIME:
-            return dt.datetime.fromisoformat(text)
+            naive, _, offset = text.partition(" ")
+            when = dt.datetime.fromisoformat(naive)
+            if not offset:
+                return when
+            return when.replace(tzinfo=dt.timezone(dt.timedelta(microseconds=int(offset))))
         if code == _EXT_DATE:
             return dt.date.fromisoformat(text)
         if code == _EXT_DECIMAL:
@@ -88,17 +107,23 @@ def check_value(value: Any) -> None:
 def check_attributes(attrs: Mapping[Any, Any]) -> None:
     """Check a mapping of attribute name to value (see `check_value`).
 
-    Wide flat records are checked in bulk, at C speed, by the set of their types.
+    Wide flat records are checked in bulk, at C speed: the names by joining them,
+    the values by the set of their types.
     """
-    if not set(map(type, attrs)) <= {str}:
-        bad = next(k for k in attrs if type(k) is not str)
-        raise SerializationError(f"attribute and dict keys must be str, not {type(bad).__qualname__}: {bad!r:.80}")
+    try:
+        "".join(attrs)  # every name a str; one of a str subclass is stored as the str it is
+    except TypeError:
+        bad = next(k for k in attrs if not isinstance(k, str))
+        message = f"attribute and dict keys must be str, not {type(bad).__qualname__}: {bad!r:.80}"
+        raise SerializationError(message) from None
     if not _LEAVES.issuperset(map(type, attrs.values())):
         for item in attrs.values():
             check_value(item)
 
 
-_packer_options: dict[str, Any] = {"default": _default, "strict_types": True, "use_bin_type": True}
+# Not strict_types: check_value has refused every subclass already, and a Record (a dict
+# subclass) then packs as the map it is, without a copy.
+_packer_options: dict[str, Any] = {"default": _default, "use_bin_type": True}
 
 
 def pack(obj: Any) -> bytes:
@@ -132,11 +157,15 @@ def split_record(data: bytes) -> tuple[str, list[tuple[str, bytes]]]:
 
     Values stay encoded (their exact bytes, sliced out without building them), so a
     backend can store one attribute per field and `join_record` can put them back.
+    A row record's values are encoded one by one: its schema must be known in this
+    process (`UnknownSchemaError` otherwise), and `join_record` makes an ordinary
+    record of the same attributes.
     """
     unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, max_buffer_size=max(len(data), 1))
     unpacker.feed(data)
     try:
-        if unpacker.read_array_header() != 2:
+        size = unpacker.read_array_header()
+        if size not in (2, 3):
             raise ValueError("not a pair")
         tag = unpacker.unpack()
         pairs: list[tuple[str, bytes]] = []
@@ -147,8 +176,17 @@ def split_record(data: bytes) -> tuple[str, list[tuple[str, bytes]]]:
             if type(name) is not str:
                 raise ValueError("attribute name is not a str")
             pairs.append((name, data[start : unpacker.tell()]))
+        if size == 3:
+            # A row record's values become attributes of their own, encoded as a map would hold them.
+            row = unpacker.unpack()
+            if type(row) is not msgpack.ExtType or row.code != _EXT_ROW:
+                raise ValueError("not a row")
+            names = {name for name, _ in pairs}
+            pairs.extend((name, pack(value)) for name, value in _row_values(row.data, known_schema, names))
         if type(tag) is not str or unpacker.tell() != len(data):
             raise ValueError("not a record")
+    except SerializationError:
+        raise
     except Exception as exc:  # msgpack raises a zoo of types for corrupt input
         raise SerializationError(f"stored bytes are not a stockstore record: {exc}") from exc
     return tag, pairs
@@ -167,9 +205,170 @@ def join_record(tag: str, pairs: Sequence[tuple[bytes, bytes]]) -> bytes:
     return b"".join(parts)
 
 
-def decode_record(data: bytes) -> tuple[str, dict[str, Any]]:
-    """Decode bytes written by `encode_record` into (class tag, attributes)."""
+def decode_record(data: bytes, schema_of: SchemaOf | None = None) -> tuple[str, dict[str, Any]]:
+    """Decode a record into (class tag, attributes).
+
+    A row record's values join its map's attributes, after them; *schema_of*
+    finds its schema by id (default: `known_schema`, this process's schemas only).
+    """
+    if data[:1] == _ROW_RECORD:  # one byte's look: ordinary records decode as fast as ever
+        tag, attrs, body = split_row(data)
+        attrs.update(_row_values(body, schema_of or known_schema, attrs))
+        return tag, attrs
     obj = unpack(data)
     if type(obj) is not list or len(obj) != 2 or type(obj[0]) is not str or type(obj[1]) is not dict:
         raise SerializationError("stored bytes are not a stockstore record")
     return obj[0], obj[1]
+
+
+def decode_head(data: bytes) -> tuple[str, dict[str, Any]]:
+    """A record's class tag and the attributes of its map, without resolving a row's schema.
+
+    For an ordinary record that is every attribute; a row record keeps every key
+    attribute in its map (`put_frame` never puts one in the row), so alternate
+    keys can be read from this alone.
+    """
+    if data[:1] == _ROW_RECORD:
+        tag, attrs, _ = split_row(data)
+        return tag, attrs
+    return decode_record(data)
+
+
+# ---------------------------------------------------------------------------- row records
+
+_ROW_RECORD = b"\x93"  # a msgpack array of three: only row records start so ([tag, attrs] is 0x92)
+SCHEMA_ID_SIZE = 16
+_KINDS = {"f8": "d", "i8": "q"}  # column kind -> struct code, 8 bytes little-endian each
+
+
+class UnknownSchemaError(SerializationError):
+    """A row record names a schema this process does not know (yet): find it, then decode again."""
+
+    def __init__(self, schema_id: bytes) -> None:
+        super().__init__(f"row record of unknown schema {schema_id.hex()}")
+        self.schema_id = schema_id
+
+
+@dataclass(frozen=True, eq=False)
+class RowSchema:
+    """The columnar attributes of row records: (name, kind) pairs in order, and their layout.
+
+    Content-addressed: ``id`` is the digest of ``data``, the schema's msgpack
+    bytes, which is what a store keeps.  Build one with `row_schema` or
+    `load_schema`; each id has one instance per process.
+    """
+
+    columns: tuple[tuple[str, str], ...]
+    data: bytes
+    id: bytes
+    names: frozenset[str]
+    row: struct.Struct  # one row's values
+    prefix: bytes  # what precedes a row's values in a record: the ext header and the id
+
+    @property
+    def size(self) -> int:
+        """Bytes of a row's ext body: the id and the values."""
+        return SCHEMA_ID_SIZE + self.row.size
+
+
+SchemaOf = Callable[[bytes], RowSchema]
+
+_schemas: dict[bytes, RowSchema] = {}  # by id; never stale, so never invalidated
+
+
+def row_schema(columns: Sequence[tuple[str, str]]) -> RowSchema:
+    """The schema of these ``(name, kind)`` columns (kind ``"f8"`` or ``"i8"``), known process-wide."""
+    columns = tuple((name, kind) for name, kind in columns)
+    return _register(columns, msgpack.packb([list(c) for c in columns], use_bin_type=True))
+
+
+def load_schema(data: bytes) -> RowSchema:
+    """The schema whose stored bytes are *data*, known process-wide; malformed bytes raise."""
+    parsed = unpack(data)
+    if type(parsed) is not list or not all(type(c) is list and len(c) == 2 for c in parsed):
+        raise SerializationError("stored bytes are not a stockstore row schema")
+    return _register(tuple((name, kind) for name, kind in parsed), data)
+
+
+def _register(columns: tuple[tuple[str, str], ...], data: bytes) -> RowSchema:
+    names = [name for name, _ in columns]
+    if not columns or not all(type(n) is str for n in names) or len(set(names)) != len(names):
+        raise SerializationError("a row schema needs distinct str names")
+    if not all(type(k) is str and k in _KINDS for _, k in columns):
+        raise SerializationError(f"a row schema's kinds are {sorted(_KINDS)}")
+    schema_id = hashlib.blake2b(data, digest_size=SCHEMA_ID_SIZE).digest()
+    known = _schemas.get(schema_id)
+    if known is not None:
+        return known
+    layout = struct.Struct("<" + "".join(_KINDS[k] for _, k in columns))
+    size = SCHEMA_ID_SIZE + layout.size
+    header = msgpack.packb(msgpack.ExtType(_EXT_ROW, bytes(size)))[:-size]
+    schema = RowSchema(columns, data, schema_id, frozenset(names), layout, header + schema_id)
+    return _schemas.setdefault(schema_id, schema)
+
+
+def is_row_record(data: bytes) -> bool:
+    """Whether *data* is a row record (else an ordinary one, or not a record at all)."""
+    return data[:1] == _ROW_RECORD
+
+
+def known_schema(schema_id: bytes) -> RowSchema:
+    """The schema of this id if this process has seen it, else `UnknownSchemaError`."""
+    try:
+        return _schemas[schema_id]
+    except KeyError:
+        raise UnknownSchemaError(schema_id) from None
+
+
+def row_head(tag: str) -> bytes:
+    """How every row record of class *tag* begins; then come its map, ``schema.prefix`` and values."""
+    return _ROW_RECORD + pack(tag)
+
+
+def encode_row_record(tag: str, attrs: Mapping[str, Any], schema: RowSchema, values: bytes) -> bytes:
+    """A row record: *attrs* in its map, *values* (``schema.row`` packed) in its row."""
+    check_attributes(attrs)
+    if len(values) != schema.row.size or not schema.names.isdisjoint(attrs):
+        raise SerializationError("row values do not fit the schema, or repeat a map attribute")
+    return b"".join((row_head(tag), pack(attrs), schema.prefix, values))
+
+
+class _Slot:
+    """Where the row stood in a row record being unpacked (see `split_row`)."""
+
+
+_SLOT = _Slot()
+
+
+def split_row(data: bytes) -> tuple[str, dict[str, Any], bytes]:
+    """A row record's class tag, map attributes and row body (schema id, then values), unresolved."""
+    bodies: list[bytes] = []
+
+    def hook(code: int, body: bytes) -> Any:
+        if code == _EXT_ROW:
+            bodies.append(body)
+            return _SLOT
+        return _ext_hook(code, body)
+
+    try:
+        obj = msgpack.unpackb(data, ext_hook=hook, raw=False, strict_map_key=True, use_list=True)
+    except SerializationError:
+        raise
+    except Exception as exc:  # msgpack raises a zoo of types for corrupt input
+        raise SerializationError(f"stored bytes are not a stockstore record: {exc}") from exc
+    # Exactly one row, in third place (a second one hidden in the map would be corrupt).
+    if type(obj) is not list or len(obj) != 3 or obj[2] is not _SLOT or len(bodies) != 1:
+        raise SerializationError("stored bytes are not a stockstore row record")
+    if type(obj[0]) is not str or type(obj[1]) is not dict or len(bodies[0]) < SCHEMA_ID_SIZE:
+        raise SerializationError("stored bytes are not a stockstore row record")
+    return obj[0], obj[1], bodies[0]
+
+
+def _row_values(body: bytes, schema_of: SchemaOf, taken: Mapping[str, Any] | set[str]) -> zip[tuple[str, Any]]:
+    """A row body's (name, value) pairs; struct keeps every float's bits (NaN payloads, -0.0)."""
+    schema = schema_of(body[:SCHEMA_ID_SIZE])
+    if len(body) != schema.size:
+        raise SerializationError(f"corrupt row record: {len(body)} bytes for a row of {len(schema.columns)} values")
+    if not schema.names.isdisjoint(taken):
+        raise SerializationError("corrupt row record: an attribute is both in its map and in its row")
+    return zip((name for name, _ in schema.columns), schema.row.unpack_from(body, SCHEMA_ID_SIZE), strict=True)

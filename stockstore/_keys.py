@@ -36,7 +36,10 @@ def check_key_part(name: str, value: Any) -> None:
 
 def encode_key(values: tuple[KeyValue, ...]) -> bytes:
     """The byte form of an already-checked key tuple."""
-    packed: bytes = msgpack.packb(values)
+    try:
+        packed: bytes = msgpack.packb(values)
+    except UnicodeEncodeError as exc:  # a lone surrogate: no UTF-8 form, so no key
+        raise InvalidKeyError(f"a key value is not valid Unicode: {exc}") from None
     return packed
 
 
@@ -89,6 +92,14 @@ class Family:
         missing or ``None`` is simply not indexed (as a NULL in a SQL UNIQUE column).
         """
         names = self.keys[index]
+        if len(names) == 1:  # the common case, without a generator
+            value = get(names[0])
+            if value is None and index:
+                return None
+            if value is None:
+                raise InvalidKeyError(f"{self.name}: primary key attribute {names[0]!r} is missing")
+            check_key_part(names[0], value)
+            return (value,)
         values = tuple(get(name) for name in names)
         if index and any(v is None for v in values):
             return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from .errors import SerializationError
@@ -31,10 +32,13 @@ def _slot_names(cls: type) -> list[str]:
     return [n for n in names if n not in ("__dict__", "__weakref__")]
 
 
-def attributes_of(obj: Any) -> dict[str, Any]:
-    """The attributes to store for *obj*: a fresh dict the caller may keep."""
+def attributes_of(obj: Any) -> Mapping[str, Any]:
+    """The attributes to store for *obj*, to read, never to change.
+
+    A dict record is its own attributes: a batch of wide records is not copied.
+    """
     if isinstance(obj, dict):
-        return dict(obj)
+        return obj
     attrs: dict[str, Any] = {}
     for name in _slot_names(type(obj)):
         if hasattr(obj, name):

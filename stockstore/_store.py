@@ -9,19 +9,24 @@ fast backend can batch; a minimal one may loop.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from types import TracebackType
-from typing import Any, ClassVar, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from . import _codec
 from ._entry import Entry, Stored, versions
 from ._keys import Family, KeyValue, check_key_part, decode_key, encode_key, family_of
 from ._lifetime import Lifetime, check_lifetime, expiry_ms
-from ._record import attributes_of, rebuild
-from .errors import BackendUnavailableError, BatchError, InvalidKeyError, StoreError
+from ._record import Record, attributes_of, rebuild
+from .errors import BackendUnavailableError, BatchError, InvalidKeyError, SerializationError, StoreError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 T = TypeVar("T")
 Merge = Callable[[bytes, Stored | None], Entry]
@@ -38,6 +43,20 @@ class PartialWrite(Exception):
         super().__init__(str(cause))
         self.failed = list(failed)
         self.__cause__ = cause
+
+
+class _Schema(Record):
+    """A row schema (see `_codec.RowSchema`), kept in the store as a record of stockstore's own.
+
+    Its family name has a ``:``, which no class's ``__qualname__`` has, so it can
+    never meet a user's records; it is keyed by the schema id in hex and never expires.
+    """
+
+    __qualname__ = "stockstore:schema"
+    __stockstore_keys__: ClassVar[list[str]] = ["id"]
+
+
+SCHEMAS = family_of(_Schema)
 
 
 class BaseStore(ABC):
@@ -59,6 +78,7 @@ class BaseStore(ABC):
         self.namespace = namespace
         self.lifetime = lifetime
         self.clock = clock
+        self._saved_schemas: set[bytes] = set()  # ids of the row schemas this store has written
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} namespace={self.namespace!r}>"
@@ -134,11 +154,14 @@ class BaseStore(ABC):
         return expiry_ms(self.lifetime, obj, now)
 
     def _apply_lifetime(self, family: Family, entry: Entry, now: float) -> Entry:
-        """*entry* with this store's lifetime applied, never outliving its own expiry."""
-        if self.lifetime is None or entry.payload is None:
+        """*entry* with this store's lifetime applied, never outliving its own expiry.
+
+        Row schemas never expire: the records that need them may live on.
+        """
+        if self.lifetime is None or entry.payload is None or family is SCHEMAS:
             return entry
         if callable(self.lifetime):
-            tag, attrs = _codec.decode_record(entry.payload)
+            tag, attrs = _codec.decode_record(entry.payload, self._schema)
             obj: Any = rebuild(family.class_for(tag, family.root) or family.root, attrs)
         else:
             obj = None
@@ -150,9 +173,55 @@ class BaseStore(ABC):
     def _decode(self, family: Family, cls: type, stored: Stored | None) -> Any:
         if stored is None or stored.payload is None:
             return None
-        tag, attrs = _codec.decode_record(stored.payload)
+        tag, attrs = _codec.decode_record(stored.payload, self._schema)
         found = family.class_for(tag, cls)
         return None if found is None else rebuild(found, attrs)
+
+    # ------------------------------------------------------------------ row schemas
+
+    def _schema(self, schema_id: bytes) -> _codec.RowSchema:
+        """The row schema of this id: known in this process, or read from this store.
+
+        Read through `_read`, so a `ChainedStore` asks its tiers in turn and fills
+        the ones above, as for any record.
+        """
+        try:
+            return _codec.known_schema(schema_id)
+        except _codec.UnknownSchemaError:
+            pass
+        _, now_ms = self._now()
+        with self._errors():
+            [stored] = self._read(SCHEMAS, [encode_key((schema_id.hex(),))], now_ms)
+        if stored is None or stored.payload is None:
+            raise SerializationError(
+                f"row schema {schema_id.hex()} is not in this store (a memcached or max_items store may have "
+                "evicted it; written through a ChainedStore, the tiers below still hold it)"
+            )
+        _, attrs = _codec.decode_record(stored.payload)
+        data = attrs.get("schema")
+        if type(data) is not bytes:
+            raise SerializationError(f"stored row schema {schema_id.hex()} is not a stockstore schema")
+        schema = _codec.load_schema(data)
+        if schema.id != schema_id:
+            raise SerializationError(f"stored row schema {schema_id.hex()} does not match its id")
+        return schema
+
+    def _save_schema(self, schema: _codec.RowSchema) -> None:
+        """Write *schema* as a record, once per store, before any row record that uses it."""
+        if schema.id in self._saved_schemas:
+            return
+        key = schema.id.hex()
+        payload = _codec.pack((SCHEMAS.tag(_Schema), {"id": key, "schema": schema.data}))
+        _, now_ms = self._now()
+        with self._errors():
+            self._write(SCHEMAS, [Entry(payload, versions.next(), None, encode_key((key,)), ())], now_ms)
+        self._saved_schemas.add(schema.id)
+
+    def _learn_schemas(self, payloads: Iterable[bytes | None]) -> None:
+        """Make the schemas of these records known in this process (see `ChainedStore._read`)."""
+        for payload in payloads:
+            if payload is not None and _codec.is_row_record(payload):
+                self._schema(_codec.split_row(payload)[2][: _codec.SCHEMA_ID_SIZE])
 
     def _public_keys(self, family: Family, keys: Iterable[bytes]) -> list[Any]:
         return [family.public_key(decode_key(k)) for k in keys]
@@ -261,6 +330,30 @@ class BaseStore(ABC):
             merged.setdefault(encode_key(values), {}).update(self._changes(family, values, changes))
         self._patch_many(family, cls, merged, single=False)
 
+    # ------------------------------------------------------------------ frames
+
+    def put_frame(self, cls: type, df: pd.DataFrame) -> None:
+        """Store one record of *cls* per row of *df* (extra ``stockstore[pandas]``).
+
+        The key attributes are columns or named index levels; every other column is
+        an attribute.  Float and int columns are written as compact row records
+        (docs/frames.md), in chunks, as `batch_put` writes: everything is checked
+        before anything is written, and `BatchError` names what was not.
+        """
+        _frames().put_frame(self, cls, df)
+
+    def get_frame(
+        self, cls: type, keys: Iterable[Any] | None = None, columns: Iterable[str] | None = None
+    ) -> pd.DataFrame:
+        """The records of *cls* as a DataFrame indexed by primary key (extra ``stockstore[pandas]``).
+
+        *keys* (any declared key form, as for `batch_get`) defaults to every record
+        of *cls*; keys not found are left out.  *columns* defaults to every attribute.
+        Float and int attributes held by every record come back float64 / int64,
+        bit for bit.
+        """
+        return _frames().get_frame(self, cls, keys, columns)
+
     # ------------------------------------------------------------------ listing
 
     def keys(self, cls: type) -> Iterator[Any]:
@@ -334,53 +427,89 @@ class BaseStore(ABC):
 
         Nothing is written unless every record is valid (the codec's check is
         complete: what passes it always encodes), and memory holds the encoded
-        bytes of one chunk, never of the whole batch.
+        bytes of about two chunks, never of the whole batch.
         """
         now, now_ms = self._now()
-        plan: list[tuple[Family, list[tuple[bytes, _Put]]]] = []
+        chunks: list[_Chunk] = []
         for family, group in _group_by_family(objs):
             latest: dict[bytes, _Put] = {}  # the last record of a key wins
             for obj in group:
                 attrs = attributes_of(obj)
                 key = encode_key(family.primary_of(attrs))
-                alternates = family.alternates_of(attrs)  # a bad key value is a key error, before the codec's
+                # A bad key value is a key error, before the codec's check.
+                alternates = family.alternates_of(attrs) if len(family.keys) > 1 else ()
                 _codec.check_attributes(attrs)
-                latest[key] = _Put(obj, attrs, alternates)
-            plan.append((family, list(latest.items())))
-        for number, (family, puts) in enumerate(plan):
+                latest[key] = (obj, attrs, alternates)
+            puts = list(latest.items())
             for start in range(0, len(puts), self.put_chunk):
-                chunk = puts[start : start + self.put_chunk]
-                try:
-                    self._put_chunk(family, chunk, now, now_ms)
-                except (PartialWrite, StoreError) as exc:
-                    if not isinstance(exc, PartialWrite) and number == start == 0:
-                        raise  # the primitive applied nothing, and nothing was written before it
-                    # This chunk's failures, and everything not tried yet, were not applied.
-                    failed = exc.failed if isinstance(exc, PartialWrite) else [key for key, _ in chunk]
-                    later = [(family, [k for k, _ in puts[start + self.put_chunk :]])]
-                    later += [(f, [k for k, _ in p]) for f, p in plan[number + 1 :]]
-                    failure = self._failure(
-                        [(family, failed), *later], exc, len(objs), "records were not written", single=single
-                    )
-                    if failure is exc:
-                        raise
-                    raise failure from failure.__cause__
+                part = puts[start : start + self.put_chunk]
+                encode = functools.partial(self._encode_puts, family, part, now, now_ms)
+                chunks.append((family, [key for key, _ in part], encode))
+        self._write_chunks(chunks, now_ms, len(objs), "records were not written", single=single)
 
-    def _put_chunk(self, family: Family, chunk: list[tuple[bytes, _Put]], now: float, now_ms: float) -> None:
+    def _encode_puts(self, family: Family, puts: list[tuple[bytes, _Put]], now: float, now_ms: float) -> _Encoded:
         live: list[Entry] = []
         expired: list[bytes] = []
-        for key, put in chunk:
-            expires = self._expiry(put.obj, now)
+        lifetime = self.lifetime
+        for key, (obj, attrs, alternates) in puts:
+            expires = None if lifetime is None else self._expiry(obj, now)
             if expires is not None and expires <= now_ms:
                 expired.append(key)  # an already-expired lifetime means "not kept here", and put replaces
             else:
-                payload = _codec.pack((family.tag(type(put.obj)), put.attrs))
-                live.append(Entry(payload, versions.next(), expires, key, put.alternates))
+                payload = _codec.pack((family.tag(type(obj)), attrs))
+                live.append(Entry(payload, versions.next(), expires, key, alternates))
+        return live, expired
+
+    def _write_chunks(self, chunks: Sequence[_Chunk], now_ms: float, total: int, what: str, *, single: bool) -> None:
+        """Encode and write *chunks* in order, the next one encoded while the last one is written.
+
+        With several chunks the writes run on one writer thread: it waits for the
+        server with the GIL released, so the server's work overlaps the encoding of
+        the next chunk (both cores busy).  A chunk that fails names itself and every
+        chunk after it, encoded or not, in the error: none of those were written.
+        """
+        with contextlib.ExitStack() as stack:
+            pool = None
+            if len(chunks) > 1 and self._writes_from_any_thread():
+                pool = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="stockstore-writer"))
+            pending: tuple[int, Future[None]] | None = None
+            for index, (family, _, encode) in enumerate(chunks):
+                encoded = encode()
+                if pending is not None:
+                    self._settle(chunks, *pending, total, what, single=single)
+                write = functools.partial(self._write_encoded, family, encoded, now_ms)
+                pending = (index, _run_now(write) if pool is None else pool.submit(write))
+            if pending is not None:
+                self._settle(chunks, *pending, total, what, single=single)
+
+    def _write_encoded(self, family: Family, encoded: _Encoded, now_ms: float) -> None:
+        live, expired = encoded
         with self._errors():
             if expired:
                 self._remove(family, expired, now_ms)
             if live:
                 self._write(family, live, now_ms)
+
+    def _settle(
+        self, chunks: Sequence[_Chunk], index: int, write: Future[None], total: int, what: str, *, single: bool
+    ) -> None:
+        """Wait for the write of chunk *index*; if it failed, raise for it and every chunk after it."""
+        try:
+            write.result()
+        except (PartialWrite, StoreError) as exc:
+            if not isinstance(exc, PartialWrite) and index == 0:
+                raise  # the primitive applied nothing, and nothing was written before it
+            family, keys, _ = chunks[index]
+            failed = [(family, exc.failed if isinstance(exc, PartialWrite) else keys)]
+            failed += [(f, ks) for f, ks, _ in chunks[index + 1 :]]
+            failure = self._failure(failed, exc, total, what, single=single)
+            if failure is exc:
+                raise
+            raise failure from failure.__cause__
+
+    def _writes_from_any_thread(self) -> bool:
+        """Whether `_write` may run on another thread than the caller's (see `_write_chunks`)."""
+        return True
 
     def _remove_keys(self, family: Family, keys: list[bytes]) -> int:
         if not keys:
@@ -394,10 +523,15 @@ class BaseStore(ABC):
             return
         now, now_ms = self._now()
         tag = family.tag(cls)
+        missing: set[bytes] = set()  # ids of row schemas a merge met that this process did not know
 
         def merge(key: bytes, current: Stored | None) -> Entry:
             if current is not None and current.payload is not None:
-                stored_tag, attrs = _codec.decode_record(current.payload)
+                try:
+                    stored_tag, attrs = _codec.decode_record(current.payload)
+                except _codec.UnknownSchemaError as exc:
+                    missing.add(exc.schema_id)
+                    raise
                 version, expires = max(versions.next(), current.version + 1), current.expires_ms
             else:
                 stored_tag, attrs = tag, dict(zip(family.primary, decode_key(key), strict=True))
@@ -411,13 +545,33 @@ class BaseStore(ABC):
                 expires = self._expiry(obj, now)
             return Entry(_codec.pack((stored_tag, attrs)), version, expires, key, family.alternates_of(attrs))
 
-        try:
-            with self._errors():
-                self._patch(family, list(changes), merge, now_ms)
-        except PartialWrite as exc:
-            failure = self._failure(
-                [(family, exc.failed)], exc, len(changes), "patches were not applied", single=single
-            )
+        # A merge runs inside the backend's primitive (a transaction, a lock), no place to read
+        # a schema from the store: a row record of a schema this process does not know fails
+        # its merge, the schema is read here, and what was not applied is patched again.
+        # Each round learns a schema, so the rounds end.
+        keys, partly = list(changes), False  # partly: some of the batch may have been applied
+        while True:
+            missing.clear()
+            try:
+                with self._errors():
+                    self._patch(family, keys, merge, now_ms)
+                return
+            except (PartialWrite, StoreError) as exc:
+                error: BaseException = exc
+                if isinstance(exc, PartialWrite):
+                    keys, partly = exc.failed, True
+                elif not (missing or partly):
+                    raise
+            if missing:
+                try:
+                    for schema_id in missing:
+                        self._schema(schema_id)
+                    continue
+                except StoreError as unreadable:
+                    error = unreadable
+            if not partly:
+                raise error
+            failure = self._failure([(family, keys)], error, len(changes), "patches were not applied", single=single)
             raise failure from failure.__cause__
 
     def _failure(
@@ -446,12 +600,36 @@ class BaseStore(ABC):
         return failure
 
 
-class _Put(NamedTuple):
-    """A checked record of a batch_put, waiting to be encoded."""
+# A checked record of a batch_put, waiting to be encoded: the object, its attributes and
+# its encoded alternate keys.  A plain tuple: a batch makes one per record.
+_Put = tuple[Any, Mapping[str, Any], tuple[bytes | None, ...]]
+# A chunk's entries to write, and the keys whose lifetime has already ended (to remove).
+_Encoded = tuple[list[Entry], list[bytes]]
+# A chunk of a batch write: its family, its primary keys, and how to encode it.
+_Chunk = tuple[Family, list[bytes], Callable[[], _Encoded]]
 
-    obj: Any
-    attrs: dict[str, Any]
-    alternates: tuple[bytes | None, ...]
+
+def _run_now(call: Callable[[], None]) -> Future[None]:
+    """*call* run here and now, as a finished future (what the writer thread would return)."""
+    done: Future[None] = Future()
+    try:
+        call()
+    except BaseException as exc:  # handed on through the future, as from the writer thread
+        done.set_exception(exc)
+    else:
+        done.set_result(None)
+    return done
+
+
+def _frames() -> Any:
+    """The DataFrame module, imported on first use: ``import stockstore`` loads no pandas."""
+    try:
+        from . import _frame
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("pandas", "numpy"):
+            raise
+        raise ImportError("put_frame and get_frame need pandas and numpy: pip install 'stockstore[pandas]'") from exc
+    return _frame
 
 
 def _group_by_family(objs: Sequence[Any]) -> list[tuple[Family, list[Any]]]:

@@ -64,4 +64,4 @@ def assert_record(got: Any, want: Any) -> None:
     assert got is not None, f"expected a {type(want).__qualname__}, got None"
     assert type(got) is type(want), f"{type(got).__qualname__} is not {type(want).__qualname__}"
     assert got is not want
-    assert_same(attributes_of(got), expected(attributes_of(want)))
+    assert_same(dict(attributes_of(got)), expected(dict(attributes_of(want))))

@@ -73,6 +73,19 @@ def test_named_values_round_trip(name: str) -> None:
     assert_same(round_trip({"v": VALUES[name]})["v"], expected(VALUES[name]))
 
 
+@pytest.mark.parametrize(
+    "offset",
+    [dt.timedelta(microseconds=1), dt.timedelta(microseconds=-1), dt.timedelta(hours=-23, minutes=-59, seconds=-59)],
+    ids=repr,
+)
+def test_sub_minute_utc_offsets_round_trip(offset: dt.timedelta) -> None:
+    """CPython 3.11's fromisoformat reads "+00:00:00.000001" as UTC; the codec must not."""
+    value = dt.datetime(2000, 1, 1, 12, tzinfo=dt.timezone(offset))
+    got = _codec.unpack(_codec.pack(value))
+    assert_same(got, value)
+    assert got.utcoffset() == offset
+
+
 @pytest.mark.parametrize("name", list(UNSUPPORTED))
 def test_unsupported_values_raise(name: str) -> None:
     with pytest.raises(SerializationError):

@@ -213,6 +213,9 @@ class ThreadLocalStore(MemoryStore):
         super().__init__(namespace=namespace, lifetime=lifetime, max_items=max_items, clock=clock)
         self._local = threading.local()
 
+    def _writes_from_any_thread(self) -> bool:
+        return False  # a writer thread would write into its own records, not the caller's
+
     @property
     def _state(self) -> _State:
         try:

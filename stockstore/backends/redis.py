@@ -102,6 +102,7 @@ class _RedisStore(BaseStore):
             raise TypeError(f"expected a Redis URL or client, not {type(client_or_url).__qualname__}")
         self._cluster = isinstance(self._client, RedisCluster)
         self._sha: str | None = None
+        self._prefixes: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} namespace={self.namespace!r}>"
@@ -114,10 +115,16 @@ class _RedisStore(BaseStore):
     # ------------------------------------------------------------------ key names
 
     def _prefix(self, family: Family) -> str:
-        name = _text(family.name)
-        # A family with alternate keys keeps all its keys in one hash slot, so one script
-        # can change a record and its pointers together on a cluster too.
-        return f"{_text(self.namespace)}:{{{name}}}:" if len(family.keys) > 1 else f"{_text(self.namespace)}:{name}:"
+        prefix = self._prefixes.get(family.name)
+        if prefix is None:
+            name = _text(family.name)
+            # A family with alternate keys keeps all its keys in one hash slot, so one script
+            # can change a record and its pointers together on a cluster too.
+            prefix = (
+                f"{_text(self.namespace)}:{{{name}}}:" if len(family.keys) > 1 else f"{_text(self.namespace)}:{name}:"
+            )
+            self._prefixes[family.name] = prefix
+        return prefix
 
     def _record_keys(self, family: Family, keys: Sequence[bytes]) -> list[str]:
         prefix = self._prefix(family) + "r:"
@@ -174,6 +181,8 @@ class _RedisStore(BaseStore):
         """One record's key and argument group for the record script (redis.lua documents them)."""
         prefix = self._prefix(family)
         me = key_text(key)
+        if len(family.keys) == 1:
+            return prefix + "r:" + me, [version, expires or 0, expected, me, len(body), *body]
         pointers = [""] * (len(family.keys) - 1)
         for index, alt in enumerate(alternates, 1):
             pointers[index - 1] = "" if alt is None else f"{prefix}a{index}:{key_text(alt)}"
