@@ -1,8 +1,9 @@
 """The ``stockstore`` command: a click group whose subcommands are thin shells over library code.
 
 ``stockstore bench`` runs the securities analyst's morning (`stockstore._bench`)
-and prints its timings.  Only the console script imports this module, so
-``import stockstore`` never pays for click or tqdm.
+and prints its timings; ``stockstore bench --compare`` runs every backend next to
+plain redis-py baselines (`stockstore._compare`).  Only the console script imports
+this module, so ``import stockstore`` never pays for click or tqdm.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ except ImportError as exc:  # pragma: no cover -- exercised in a subprocess by t
         f"the stockstore command needs {exc.name!r}: pip install 'stockstore[cli]'", name=exc.name
     ) from exc
 
-from . import _bench
+from . import _bench, _compare
 from .errors import BackendUnavailableError, StoreError
 
 
@@ -50,6 +51,19 @@ def _progress(disabled: bool) -> _bench.Progress:
     return bar
 
 
+# Parameter -> option, for the options that belong to one mode of `bench` only.
+_OPTION = {
+    "urls": "--store",
+    "db": "--db",
+    "namespace": "--namespace",
+    "redis_url": "--redis",
+    "postgresql_url": "--postgresql",
+    "legacy_n": "--legacy-n",
+    "repeat": "--repeat",
+    "markdown": "--markdown",
+}
+
+
 @main.command()
 @click.option("--n", "n", type=click.IntRange(min=1), default=100_000, show_default=True, help="Securities to store.")
 @click.option("--attrs", type=click.IntRange(min=2), default=200, show_default=True, help="Float attributes each.")
@@ -76,6 +90,35 @@ def _progress(disabled: bool) -> _bench.Progress:
 )
 @click.option("--namespace", default=None, help="Namespace to run in.  [default: a fresh random one]")
 @click.option("--no-progress", is_flag=True, help="Show no progress bars.")
+@click.option(
+    "--compare",
+    is_flag=True,
+    help="Run every backend next to plain redis-py baselines instead (see docs/performance.md).",
+)
+@click.option(
+    "--redis",
+    "redis_url",
+    metavar="URL",
+    default=_compare.DEFAULT_REDIS,
+    show_default=True,
+    help="With --compare: the Redis of the baselines and Redis stores.",
+)
+@click.option("--postgresql", "postgresql_url", metavar="URL", help="With --compare: also SqlStore on this PostgreSQL.")
+@click.option(
+    "--legacy-n",
+    type=click.IntRange(min=1),
+    default=_compare.DEFAULT_LEGACY_N,
+    show_default=True,
+    help="With --compare: securities for the slow legacy baseline (b).",
+)
+@click.option(
+    "--repeat",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="With --compare: runs of each backend; the medians are printed.",
+)
+@click.option("--markdown", is_flag=True, help="With --compare: print Markdown tables.")
 def bench(
     n: int,
     attrs: int,
@@ -86,6 +129,12 @@ def bench(
     db: Path | None,
     namespace: str | None,
     no_progress: bool,
+    compare: bool,
+    redis_url: str,
+    postgresql_url: str | None,
+    legacy_n: int,
+    repeat: int,
+    markdown: bool,
 ) -> None:
     """Time the analyst's morning on a store, checking every step.
 
@@ -94,7 +143,22 @@ def bench(
     exactly against the generated data; the exit code is 1 if any check
     fails.  The run writes only in its own namespace and deletes what it
     wrote, also after a failed check.
+
+    With --compare, every backend runs the same steps in this one process,
+    next to a hand-written redis-py pipeline of msgpack blobs (a) and the
+    legacy one HSET per security (b); records/s is printed with its ratio to (a).
     """
+    source = click.get_current_context().get_parameter_source
+    given = [name for name in _OPTION if source(name) is not click.core.ParameterSource.DEFAULT]
+    if compare:
+        for name in set(given) & {"urls", "db", "namespace"}:
+            raise click.UsageError(f"{_OPTION[name]} does not go with --compare: it picks its own stores")
+        settings = _compare.Settings(n=n, attrs=attrs, get_n=get_n, patch_n=patch_n, seed=seed, repeat=repeat)
+        progress = _progress(no_progress or not sys.stderr.isatty())
+        _run_compare(settings, redis_url, postgresql_url, legacy_n, markdown, progress)
+        return
+    for name in set(given) & {"redis_url", "postgresql_url", "legacy_n", "repeat", "markdown"}:
+        raise click.UsageError(f"{_OPTION[name]} needs --compare")
     if db is not None and urls:
         raise click.UsageError("--db is the embedded default's SQLite file; with --store give a sqlite:/// URL instead")
     namespace = namespace or _bench.fresh_namespace()
@@ -126,3 +190,26 @@ def bench(
     click.echo(_bench.render(results))
     deleted = next(r.records for r in results if r.step == "delete")
     click.echo(f"deleted {deleted:,} securities; every check passed")
+
+
+def _run_compare(
+    settings: _compare.Settings,
+    redis_url: str,
+    postgresql_url: str | None,
+    legacy_n: int,
+    markdown: bool,
+    progress: _bench.Progress,
+) -> None:
+    """``bench --compare``: print the comparison, and exit 1 if a check failed."""
+    header = _compare.describe(settings, legacy_n=legacy_n, redis_url=redis_url)
+    with _compare.open_contenders(redis_url=redis_url, postgresql_url=postgresql_url, legacy_n=legacy_n) as (
+        contenders,
+        notes,
+    ):
+        report = _compare.run_compare(contenders, settings, header=header, notes=notes, progress=progress)
+    click.echo(_compare.render(report, markdown=markdown))
+    for failure in report.failures:
+        click.echo(f"check failed: {failure.backend}: {failure.step}: {failure.detail}", err=True)
+    if report.failures:
+        sys.exit(1)
+    click.echo(f"\nevery check passed ({len({r.backend for r in report.rows})} backends)")

@@ -1,0 +1,323 @@
+"""`stockstore bench --compare`: every backend's rows and ratios, and checks with teeth.
+
+Small runs (2,000 securities x 20 floats, the legacy baseline on 200) against a
+redis-server of the test session; what is asserted is the table's structure and the
+checks, never a timing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+import types
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import msgpack
+import pytest
+import redis
+from click.testing import CliRunner, Result
+from redis_servers import free_port
+
+import stockstore as ss
+from stockstore import _compare
+from stockstore._compare import (
+    BASELINE,
+    LEGACY,
+    STEPS,
+    Contender,
+    PlainMsgpack,
+    RedisMemory,
+    Report,
+    Settings,
+    StoreContender,
+    render,
+    run_compare,
+)
+from stockstore.backends import MemoryStore
+
+SMALL = ["--n", "2000", "--attrs", "20", "--legacy-n", "200"]
+REDIS_BACKENDS = [BASELINE, LEGACY, "RedisMsgpackStore", "RedisHashStore", "chain mem>redis>sqlite"]
+LOCAL_BACKENDS = ["MemoryStore", "SqlStore sqlite"]
+# Records per step of a SMALL run: get random is 1,000 and patch is bounded by n (or legacy-n).
+RECORDS = {"store": 2000, "get random": 1000, "get all": 2000, "patch": 2000, "list+delete": 2000}
+LEGACY_RECORDS = dict.fromkeys(STEPS, 200)
+FRAMES_BUILT_IN = hasattr(ss.BaseStore, "put_frame") and hasattr(ss.BaseStore, "get_frame")
+
+
+@pytest.fixture(scope="module")
+def cli() -> types.ModuleType:
+    import stockstore.cli as module
+
+    return module
+
+
+def compare(cli: types.ModuleType, *args: str) -> Result:
+    return CliRunner().invoke(cli.main, ["bench", "--compare", "--no-progress", *args])
+
+
+def markdown_rows(output: str) -> list[dict[str, str]]:
+    """The rows of the first Markdown table in *output*, as header -> cell."""
+    lines = [line for line in output.splitlines() if line.startswith("|")]
+    head = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    rows = []
+    for line in lines[2:]:
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if len(cells) != len(head):
+            break  # the next table (Redis memory) begins
+        rows.append(dict(zip(head, cells, strict=True)))
+    return rows
+
+
+def bench_keys(url: str) -> list[bytes]:
+    with redis.Redis.from_url(url) as client:
+        return list(client.scan_iter(match="bench-*"))
+
+
+def small(**options: Any) -> Settings:
+    return Settings(**{"n": 300, "attrs": 5, "get_n": 50, "patch_n": 40, **options})
+
+
+# ---------------------------------------------------------------------------- the whole field
+
+
+@pytest.mark.redis
+def test_small_run_prints_every_backends_rows_with_ratios(cli: types.ModuleType, redis_url: str) -> None:
+    result = compare(cli, *SMALL, "--redis", redis_url, "--markdown")
+
+    assert result.exit_code == 0, result.output
+    rows = markdown_rows(result.output)
+    backends = REDIS_BACKENDS + LOCAL_BACKENDS
+    frame_backends = [BASELINE] + ([b for b in backends if b not in (BASELINE, LEGACY)] if FRAMES_BUILT_IN else [])
+    expected = [(step, b) for step in STEPS for b in backends]
+    expected += [(step, b) for step in _compare.FRAME_STEPS for b in frame_backends]
+    assert [(r["step"], r["backend"]) for r in rows] == expected
+    for row in rows:
+        records = (LEGACY_RECORDS if row["backend"] == LEGACY else RECORDS).get(row["step"], 2000)
+        assert int(row["records"].replace(",", "")) == records, row
+        assert float(row["seconds"]) >= 0.0
+        if row["backend"] == BASELINE:
+            assert row["vs (a)"] == "1.00"
+        else:
+            assert float(row["vs (a)"]) > 0.0, row
+        assert int(row["peak RSS MB"].replace(",", "")) > 0  # Linux lets the run reset the peak per step
+    memory = result.output.split("Redis memory:")[1]
+    for backend in REDIS_BACKENDS:
+        cells = r"\| +[\d,]+ \| +[\d,]+ \| +\d+\.\d\d \| +[\d,]+ \|"
+        assert re.search(rf"^\| {re.escape(backend)} +{cells}$", memory, re.M), backend
+    assert re.search(r"^- code: [0-9a-f]{7,}", result.output, re.M)
+    assert "- peak RSS of the whole run: " in result.output
+    assert "every check passed (7 backends)" in result.output
+    assert bench_keys(redis_url) == []  # every namespace cleaned up
+
+
+@pytest.mark.redis
+def test_the_terminal_table_is_aligned(redis_url: str) -> None:
+    with _compare.open_contenders(redis_url=redis_url, legacy_n=50) as (contenders, notes):
+        report = run_compare(contenders[:2], small(), notes=notes)
+    text = render(report)
+    table = text.split("\n\n")[1].splitlines()
+    assert table[0].split() == ["step", "backend", "records", "seconds", "records/s", "vs", "(a)", "peak", "RSS", "MB"]
+    assert [line.split("  ")[0] for line in table[1 : 1 + 2 * len(STEPS) : 2]] == list(STEPS)
+    assert len({len(line) for line in table}) == 1
+
+
+@pytest.mark.redis
+def test_a_store_that_has_frames_gets_frame_rows(redis_url: str) -> None:
+    pytest.importorskip("pandas")
+    with _compare.open_contenders(redis_url=redis_url, legacy_n=50) as (contenders, _):
+        report = run_compare([contenders[0], StoreContender("framed", lambda ns: FramedStore(namespace=ns))], small())
+    assert report.failures == []
+    frames = [(r.step, r.backend) for r in report.rows if r.step in _compare.FRAME_STEPS]
+    assert frames == [(step, who) for step in _compare.FRAME_STEPS for who in (BASELINE, "framed")]
+    assert all(report.ratio(r) is not None for r in report.rows)
+
+
+# ---------------------------------------------------------------------------- checks with teeth
+
+
+class LossyBaseline(PlainMsgpack):
+    """Baseline (a) as someone might write it: msgpack floats as float32."""
+
+    def store(self, records: Any) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for record in records:
+            pipe.set(self.prefix + record["ssm_id"], msgpack.packb(dict(record), use_single_float=True))
+        pipe.execute()
+
+
+@pytest.mark.redis
+def test_a_lossy_baseline_fails_its_check_and_the_rest_still_runs(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    lossy = LossyBaseline(client)
+    memory = StoreContender("MemoryStore", lambda namespace: MemoryStore(namespace=namespace))
+    report = run_compare([lossy, memory], small())
+    client.close()
+
+    assert [(f.backend, f.step) for f in report.failures] == [(BASELINE, "get random")]
+    assert re.fullmatch(r"SEC\d{10}: attribute 'a0' is .* \(float\), expected .* \(float\)", report.failures[0].detail)
+    assert [r.step for r in report.rows if r.backend == "MemoryStore"] == [
+        *STEPS,
+        *(_compare.FRAME_STEPS if FRAMES_BUILT_IN else ()),
+    ]
+    assert [r.step for r in report.rows if r.backend == BASELINE] == ["store"]  # the step it passed
+    assert all(report.ratio(r) is None for r in report.rows if r.step != "store")  # no baseline, no ratios
+    assert bench_keys(redis_url) == []  # the failed run was cleaned up
+
+
+class PatchIgnored(MemoryStore):
+    """Acknowledges patches and applies none."""
+
+    def batch_patch(self, cls: type, patches: Iterable[Mapping[str, Any]]) -> None:
+        list(patches)
+
+
+@pytest.mark.redis
+def test_a_wrong_backend_fails_the_check_and_exits_1(
+    cli: types.ModuleType, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = _compare.open_contenders
+
+    @contextlib.contextmanager
+    def with_a_broken_one(**options: Any) -> Iterator[tuple[list[Contender], list[str]]]:
+        with real(**options) as (contenders, notes):
+            broken = StoreContender("broken", lambda namespace: PatchIgnored(namespace=namespace))
+            yield [*contenders[:1], broken], notes
+
+    monkeypatch.setattr(_compare, "open_contenders", with_a_broken_one)
+    result = compare(cli, *SMALL, "--redis", redis_url)
+
+    assert result.exit_code == 1, result.output
+    assert re.search(r"^check failed: broken: patch check: SEC\d{10}: attribute 'a0' is", result.output, re.M)
+    assert re.search(rf"^store +{re.escape(BASELINE)} +2,000 ", result.output, re.M)
+    assert re.search(r"^get all +broken +2,000 ", result.output, re.M)  # its steps before the failure are kept
+    assert not re.search(r"^patch +broken", result.output, re.M)
+    assert "every check passed" not in result.output
+
+
+class FramedStore(MemoryStore):
+    """A store with ``put_frame``/``get_frame`` as API.md describes them, written plainly for the test."""
+
+    def put_frame(self, cls: type, frame: Any) -> None:
+        records = frame.reset_index().to_dict("records")
+        self.batch_put([cls(record) for record in records])
+
+    def get_frame(self, cls: type) -> Any:
+        import pandas as pd
+
+        records = self.batch_get(cls, list(self.keys(cls)))
+        return pd.DataFrame.from_records([dict(r) for r in records if r is not None], index="ssm_id")
+
+
+class FrameNudged(FramedStore):
+    """Returns one value of the frame one ulp off."""
+
+    def get_frame(self, cls: type) -> Any:
+        frame = super().get_frame(cls)
+        frame.iloc[7, 3] = math.nextafter(frame.iloc[7, 3], math.inf)
+        return frame
+
+
+def test_a_wrong_frame_fails_the_frame_check() -> None:
+    pytest.importorskip("pandas")
+    report = run_compare([StoreContender("nudged", lambda namespace: FrameNudged(namespace=namespace))], small())
+    assert [(f.backend, f.step) for f in report.failures] == [("nudged", "get frame (all)")]
+    assert re.fullmatch(r"SEC\d{10}: attribute 'a3' is .*, expected .*", report.failures[0].detail)
+
+
+# ---------------------------------------------------------------------------- without servers
+
+
+def test_without_redis_the_rest_is_compared_and_the_run_says_so(cli: types.ModuleType) -> None:
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"
+    result = compare(cli, *SMALL, "--redis", nowhere, "--markdown")
+
+    assert result.exit_code == 0, result.output
+    assert f"Redis at {nowhere} is unreachable" in result.output
+    rows = markdown_rows(result.output)
+    assert sorted({r["backend"] for r in rows}) == LOCAL_BACKENDS
+    assert [r["step"] for r in rows if r["backend"] == "MemoryStore"][: len(STEPS)] == list(STEPS)
+    assert {r["vs (a)"] for r in rows} == {"-"}
+    assert "Redis memory" not in result.output
+    assert "every check passed (2 backends)" in result.output
+
+
+def test_an_unreachable_postgresql_is_skipped_with_a_note() -> None:
+    url = f"postgresql://someone:secret@127.0.0.1:{free_port()}/nothing"
+    with _compare.open_contenders(redis_url=None, postgresql_url=url) as (contenders, notes):
+        assert [c.name for c in contenders] == LOCAL_BACKENDS
+    assert len(notes) == 1
+    assert notes[0].startswith(f"SqlStore on postgresql://127.0.0.1:{url.rsplit(':', 1)[1]} is unavailable")
+    assert "secret" not in notes[0]
+
+
+@pytest.mark.postgresql
+def test_postgresql_joins_the_field(postgresql_url: str) -> None:
+    with _compare.open_contenders(redis_url=None, postgresql_url=postgresql_url) as (contenders, notes):
+        assert [c.name for c in contenders] == [*LOCAL_BACKENDS, "SqlStore postgresql"]
+        report = run_compare(contenders[-1:], small(), notes=notes)
+    assert report.failures == []
+    assert [r.step for r in report.rows][: len(STEPS)] == list(STEPS)
+    import sqlalchemy as sa
+
+    from stockstore.backends import SqlStore
+
+    with SqlStore(postgresql_url) as probe:  # every table of the run's namespace is gone, frame schemas too
+        assert [t for t in sa.inspect(probe.engine).get_table_names() if t.startswith("ss_bench_")] == []
+
+
+def test_repeats_report_one_median_row_per_step() -> None:
+    memory = StoreContender("MemoryStore", lambda namespace: MemoryStore(namespace=namespace))
+    report = run_compare([memory], small(repeat=3))
+    assert [r.step for r in report.rows][: len(STEPS)] == list(STEPS)
+    assert len(report.rows) == len({r.step for r in report.rows})
+    assert report.failures == []
+
+
+@pytest.mark.parametrize(
+    ("measured", "why"),
+    [
+        (RedisMemory("x", 100, 1000.0, 990.0, 100), None),
+        (RedisMemory("x", 100, 1000.0, None, 100), None),
+        (RedisMemory("x", 100, 1000.0, 990.0, 101), None),  # a schema key, say
+        (RedisMemory("x", 100, 1000.0, 990.0, 89), "the server's key count grew by 89, not 100"),
+        (RedisMemory("x", 100_000, 1000.0, 990.0, 200_000), "the server's key count grew by 200,000, not 100,000"),
+        (RedisMemory("x", 100, -475.0, 600.0, 100), "-475 B/record against 600 B of MEMORY USAGE a key"),
+        (RedisMemory("x", 100, 1783.0, 3180.0, 100), "1,783 B/record against 3,180 B of MEMORY USAGE a key"),
+    ],
+)
+def test_redis_memory_moved_by_another_client_is_flagged(measured: RedisMemory, why: str | None) -> None:
+    assert measured.disturbed() == why
+
+
+def test_report_ratio_is_records_per_second_over_the_baselines() -> None:
+    report = Report(Settings(n=10))
+    base = _compare.Row(BASELINE, "store", 1000, 2.0)
+    legacy = _compare.Row(LEGACY, "store", 100, 4.0)
+    report.rows = [base, legacy, _compare.Row("x", "get all", 10, 1.0)]
+    assert report.ratio(base) == 1.0
+    assert report.ratio(legacy) == pytest.approx(25 / 500)
+    assert report.ratio(report.rows[2]) is None  # (a) has no such step
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--compare", "--store", "memory://"],
+        ["--compare", "--db", "x.db"],
+        ["--compare", "--namespace", "mine"],
+        ["--compare", "--repeat", "0"],
+        ["--compare", "--legacy-n", "0"],
+        ["--redis", "redis://127.0.0.1:1/0"],
+        ["--markdown"],
+        ["--repeat", "2"],
+        ["--legacy-n", "5"],
+    ],
+    ids=" ".join,
+)
+def test_usage_errors_exit_2(cli: types.ModuleType, args: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_compare, "run_compare", lambda *a, **k: pytest.fail("ran despite a usage error"))
+    result = CliRunner().invoke(cli.main, ["bench", "--no-progress", *args])
+    assert result.exit_code == 2, result.output
+    assert "Error:" in result.output
