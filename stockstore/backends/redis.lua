@@ -6,16 +6,17 @@
 -- holds header .. class tag and whose other fields are the encoded attributes.  A
 -- header alone is a tombstone: it keeps its version so that older fills are refused.
 --
--- One call handles many records (KEYS, one per record; on a cluster all in one slot).
+-- One call handles many records: KEYS, one per record (on a cluster all in one slot).
 -- ARGV  1 layout 'm'|'h'   2 mode   3 now (ms, the client's clock)   4 key prefix
---       5 number of alternate keys, then per record: version, expiry or tombstone end
---       (ms, '0': never), expected version bytes ('c', 'p'), key part, one pointer key
---       per alternate key ('' where unset), number of body arguments, the body: 'm' the
---       value; 'h' the meta field, then attribute field / value pairs
+--       5 number of alternate keys ('r': the alternate key's index), then per record:
+--       the expected version bytes (modes 'c' and 'p' only), one pointer key per
+--       alternate key ('' where unset; modes 'w', 'c', 'p', 'f'), and the body ('d' and
+--       'r': none): layout 'm' one value; 'h' their number, the meta field, then
+--       attribute field / value pairs.  A body starts with its header: the record's
+--       version and expiry are read from there, and the record's key part from KEYS.
 -- modes 'w' write   'c' write if the version is still the expected one   'p' as 'c',
---       writing only the given fields ('h')   'f' fill if newer   'i' tombstone
---       'd' delete   'r' resolve: KEYS are pointers, the record group's key part is the
---       pointer's alternate-key index
+--       writing only the given fields ('h')   'f' fill if newer   'i' tombstone (body:
+--       its header)   'd' delete   'r' resolve: KEYS are pointers
 -- reply per record: 1 and the stored version | 0 refused (not newer, or changed since
 --       read) | -1 an alternate key is held by another live record; 'd' 1 if it was live;
 --       'r' the holder's key part or false
@@ -25,9 +26,8 @@ local nalt = tonumber(ARGV[5])
 local META = '\255'
 
 local function u64(s, at)
-  local n = 0
-  for i = at, at + 7 do n = n * 256 + string.byte(s, i) end
-  return n
+  local a, b, c, d, e, f, g, h = string.byte(s, at, at + 7)
+  return ((((((a * 256 + b) * 256 + c) * 256 + d) * 256 + e) * 256 + f) * 256 + g) * 256 + h
 end
 
 local function be64(n)
@@ -77,58 +77,57 @@ local function free(owner)
   redis.call('DEL', list)
 end
 
--- One record: its key and where its group starts in ARGV.
-local function record(key, at)
-  local v, expires, expected, me = tonumber(ARGV[at]), ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
-  local ptrs = at + 3  -- ARGV[ptrs + i] is the pointer of alternate key i
-  local body = ptrs + nalt + 2
-  local last = body + tonumber(ARGV[ptrs + nalt + 1]) - 1
+-- The record being handled, set for each one by the loop at the end (upvalues of the
+-- functions below, so that no closure is made per record): its key, key part, version
+-- and expiry (from the body's header), and where its pointers and body are in ARGV.
+local key, me, v, expires, ptrs, body, last
 
+local function store(first, partial)
+  if layout == 'm' then
+    if expires ~= 0 then redis.call('SET', key, first, 'PX', ttl(expires)) else redis.call('SET', key, first) end
+    return
+  end
+  if not partial then redis.call('DEL', key) end
+  redis.call('HSET', key, META, first)
+  for i = body + 1, last, 500 do
+    redis.call('HSET', key, unpack(ARGV, i, math.min(i + 499, last)))
+  end
+  if expires ~= 0 then redis.call('PEXPIRE', key, ttl(expires)) else redis.call('PERSIST', key) end
+end
+
+local function claim()
+  free(me)
+  local list = prefix .. 'x:' .. me
+  for i = 1, nalt do
+    local ptr = ARGV[ptrs + i]
+    if ptr ~= '' then
+      if expires ~= 0 then redis.call('SET', ptr, me, 'PX', ttl(expires)) else redis.call('SET', ptr, me) end
+      redis.call('HSET', list, i, ptr)
+    end
+  end
+  if expires ~= 0 and redis.call('EXISTS', list) == 1 then redis.call('PEXPIRE', list, ttl(expires)) end
+end
+
+local function conflict()
+  for i = 1, nalt do
+    local ptr = ARGV[ptrs + i]
+    if ptr ~= '' then
+      local holder = redis.call('GET', ptr)
+      if holder and holder ~= me and holds(holder, tostring(i), ptr) then return true end
+    end
+  end
+  return false
+end
+
+local function record(expected)
   if mode == 'r' then
     local holder = redis.call('GET', key)
-    if holder and holds(holder, me, key) then return holder end
+    if holder and holds(holder, ARGV[5], key) then return holder end
     return false
   end
 
   local h = head(key)
   local old = version(h)
-
-  local function store(first, partial)
-    if layout == 'm' then
-      if expires ~= '0' then redis.call('SET', key, first, 'PX', ttl(expires)) else redis.call('SET', key, first) end
-      return
-    end
-    if not partial then redis.call('DEL', key) end
-    redis.call('HSET', key, META, first)
-    for i = body + 1, last, 500 do
-      redis.call('HSET', key, unpack(ARGV, i, math.min(i + 499, last)))
-    end
-    if expires ~= '0' then redis.call('PEXPIRE', key, ttl(expires)) else redis.call('PERSIST', key) end
-  end
-
-  local function claim()
-    free(me)
-    local list = prefix .. 'x:' .. me
-    for i = 1, nalt do
-      local ptr = ARGV[ptrs + i]
-      if ptr ~= '' then
-        if expires ~= '0' then redis.call('SET', ptr, me, 'PX', ttl(expires)) else redis.call('SET', ptr, me) end
-        redis.call('HSET', list, i, ptr)
-      end
-    end
-    if expires ~= '0' and redis.call('EXISTS', list) == 1 then redis.call('PEXPIRE', list, ttl(expires)) end
-  end
-
-  local function conflict()
-    for i = 1, nalt do
-      local ptr = ARGV[ptrs + i]
-      if ptr ~= '' then
-        local holder = redis.call('GET', ptr)
-        if holder and holder ~= me and holds(holder, tostring(i), ptr) then return true end
-      end
-    end
-    return false
-  end
 
   if mode == 'd' then
     if nalt > 0 then free(me) end
@@ -136,13 +135,14 @@ local function record(key, at)
     return live(h) and 1 or 0
   end
 
+  local first = ARGV[body]
+  v, expires = u64(first, 1), u64(first, 9)
   if mode == 'i' then
     if nalt > 0 then free(me) end
-    store(be64(math.max(v, old)) .. be64(tonumber(expires)), false)
+    store(be64(math.max(v, old)) .. string.sub(first, 9, 16), false)
     return 1
   end
 
-  local first = ARGV[body]
   if mode == 'f' then
     if #h >= 16 and not (old < v or (old == v and #h == 17 and not live(h))) then return 0 end
     for i = 1, nalt do  -- a cache yields alternate keys to the newer record it is filled with
@@ -154,7 +154,7 @@ local function record(key, at)
       end
     end
   else
-    if (mode == 'c' or mode == 'p') and string.sub(h, 1, 8) ~= expected then return 0 end
+    if expected and string.sub(h, 1, 8) ~= expected then return 0 end
     if nalt > 0 and conflict() then return -1 end
     if v <= old then
       v = old + 1
@@ -166,10 +166,31 @@ local function record(key, at)
   return {1, v}
 end
 
+local guarded = mode == 'c' or mode == 'p'
+local pointed = mode == 'w' or mode == 'f' or guarded
+local bodied = mode ~= 'd' and mode ~= 'r'
+local skip = #prefix + 3  -- the key part follows prefix .. 'r:'
 local replies = {}
 local at = 6
 for r = 1, #KEYS do
-  replies[r] = record(KEYS[r], at)
-  at = at + 5 + nalt + tonumber(ARGV[at + 4 + nalt])
+  key = KEYS[r]
+  me = string.sub(key, skip)
+  local expected = nil
+  if guarded then
+    expected = ARGV[at]
+    at = at + 1
+  end
+  ptrs = at - 1  -- ARGV[ptrs + i] is the pointer of alternate key i
+  if pointed then at = at + nalt end
+  body, last = at, at - 1
+  if bodied and layout == 'm' then
+    last = at
+    at = at + 1
+  elseif bodied then
+    body = at + 1
+    last = body + tonumber(ARGV[at]) - 1
+    at = last + 1
+  end
+  replies[r] = record(expected)
 end
 return replies

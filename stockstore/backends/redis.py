@@ -24,6 +24,7 @@ import re
 import struct
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from importlib.resources import files
 from typing import Any, ClassVar
@@ -45,6 +46,7 @@ from ..errors import BackendUnavailableError, InvalidKeyError, SerializationErro
 
 Client = redis.Redis | RedisCluster
 _Item = tuple[str, list[Any]]  # a record's key name and its argument group for the script
+_Patched = list[tuple[Entry, "int | StoreError"]]  # entries written by a patch, each with its outcome
 
 _SCRIPT = files(__package__).joinpath("redis.lua").read_text()
 _HEADER = struct.Struct(">QQ")  # version, expiry in epoch ms (0: never)
@@ -172,28 +174,28 @@ class _RedisStore(BaseStore):
         family: Family,
         key: bytes,
         *,
-        version: int = 0,
-        expires: int | None = None,
-        alternates: Sequence[bytes | None] = (),
-        expected: bytes = b"",
+        expected: bytes | None = None,
+        alternates: Sequence[bytes | None] | None = None,
         body: Sequence[bytes] = (),
     ) -> _Item:
-        """One record's key and argument group for the record script (redis.lua documents them)."""
+        """One record's key and argument group for the record script (redis.lua documents them).
+
+        *expected* goes to the guarded modes, *alternates* to the modes that write
+        pointers, *body* (its header first) to every mode that stores something.
+        """
         prefix = self._prefix(family)
         me = key_text(key)
-        if len(family.keys) == 1:
-            return prefix + "r:" + me, [version, expires or 0, expected, me, len(body), *body]
-        pointers = [""] * (len(family.keys) - 1)
-        for index, alt in enumerate(alternates, 1):
-            pointers[index - 1] = "" if alt is None else f"{prefix}a{index}:{key_text(alt)}"
-        return prefix + "r:" + me, [version, expires or 0, expected, me, *pointers, len(body), *body]
+        group: list[Any] = [] if expected is None else [expected]
+        if alternates is not None and len(family.keys) > 1:
+            pointers = [""] * (len(family.keys) - 1)
+            for index, alt in enumerate(alternates, 1):
+                pointers[index - 1] = "" if alt is None else f"{prefix}a{index}:{key_text(alt)}"
+            group += pointers
+        if body:
+            group += body if self._layout == "m" else [len(body), *body]
+        return prefix + "r:" + me, group
 
-    def _entry_item(self, family: Family, entry: Entry, **options: Any) -> _Item:
-        return self._item(
-            family, entry.key, version=entry.version, expires=entry.expires_ms, alternates=entry.alternates, **options
-        )
-
-    def _run(self, family: Family, mode: str, items: Sequence[_Item], now_ms: float) -> list[Any]:
+    def _run(self, family: Family, mode: str, items: Sequence[_Item], now_ms: float, index: int = 0) -> list[Any]:
         """Run the record script over *items* in one pipeline; replies (or errors) aligned with them.
 
         One script call takes the whole chunk on a single server; a cluster needs
@@ -202,7 +204,7 @@ class _RedisStore(BaseStore):
         groups: dict[int, list[int]] = {}
         for position, (name, _) in enumerate(items):
             groups.setdefault(key_slot(name.encode()) if self._cluster else 0, []).append(position)
-        head = (self._layout, mode, int(now_ms), self._prefix(family), len(family.keys) - 1)
+        head = (self._layout, mode, int(now_ms), self._prefix(family), index or len(family.keys) - 1)
         commands = []
         for positions in groups.values():
             args = [arg for p in positions for arg in items[p][1]]
@@ -259,8 +261,8 @@ class _RedisStore(BaseStore):
         prefix = f"{self._prefix(family)}a{index}:"
         out: list[bytes | None] = []
         for chunk in _chunks(keys, self.chunk_size):
-            items = [(prefix + key_text(alt), [0, 0, b"", index, *[""] * (len(family.keys) - 1), 0]) for alt in chunk]
-            for reply in self._run(family, "r", items, now_ms):
+            items: list[_Item] = [(prefix + key_text(alt), []) for alt in chunk]
+            for reply in self._run(family, "r", items, now_ms, index):
                 holder = self._check(reply, "read")
                 out.append(None if holder is None else key_bytes(holder.decode()))
         return out
@@ -269,7 +271,7 @@ class _RedisStore(BaseStore):
         stored: list[int] = []
         failed: dict[bytes, StoreError] = {}
         for done, chunk in enumerate(_chunks(entries, self.chunk_size)):
-            items = [self._entry_item(family, e, body=self._body(e)) for e in chunk]
+            items = [self._item(family, e.key, alternates=e.alternates, body=self._body(e)) for e in chunk]
             try:
                 replies = self._run(family, "w", items, now_ms)
             except (RedisError, OSError) as exc:
@@ -297,24 +299,24 @@ class _RedisStore(BaseStore):
 
         The write is one script per record guarded by the version read, so a
         concurrent write in between is never lost: that record is read and merged
-        again, up to *cas_retries* times.  A chunk costs two round trips.
+        again, up to *cas_retries* times.  A chunk costs two round trips; the writes
+        of one chunk go out on a writer thread while the next chunk is read and merged.
         """
         merged: dict[bytes, Entry] = {}
         failed: dict[bytes, StoreError] = {}
-        for chunk in _chunks(list(dict.fromkeys(keys)), self.chunk_size):
-            pending = chunk
-            for attempt in range(self.cas_retries):
-                pending = self._patch_once(family, pending, merge, now_ms, merged, failed)
-                if not pending:
-                    break
-                time.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))  # let the other writer finish
-            for key in pending:
-                failed[key] = StoreError(f"{family.name} record kept changing; gave up after {self.cas_retries} tries")
+        pending = list(dict.fromkeys(keys))
+        for attempt in range(self.cas_retries):
+            pending = self._patch_round(family, pending, merge, now_ms, merged, failed)
+            if not pending:
+                break
+            time.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))  # let the other writer finish
+        for key in pending:
+            failed[key] = StoreError(f"{family.name} record kept changing; gave up after {self.cas_retries} tries")
         if failed:
             raise PartialWrite(list(failed), next(iter(failed.values())))
         return [merged[k] for k in keys]
 
-    def _patch_once(
+    def _patch_round(
         self,
         family: Family,
         keys: list[bytes],
@@ -323,34 +325,55 @@ class _RedisStore(BaseStore):
         merged: dict[bytes, Entry],
         failed: dict[bytes, StoreError],
     ) -> list[bytes]:
-        """One read-merge-write round over *keys*; returns the keys that changed meanwhile."""
-        planned: dict[str, list[tuple[Entry, _Item]]] = {}  # by script mode
+        """One read-merge-write pass over *keys*, a chunk at a time; the keys that changed meanwhile."""
+        chunks = list(_chunks(keys, self.chunk_size))
+        contended: list[bytes] = []
+        with contextlib.ExitStack() as stack:
+            pool = stack.enter_context(ThreadPoolExecutor(1)) if len(chunks) > 1 else None
+            writing: Future[_Patched] | None = None
+            for chunk in chunks:
+                planned = self._plan_patch(family, chunk, merge, now_ms, failed)
+                if writing is not None:
+                    contended.extend(self._settle_patch(writing.result(), merged, failed))
+                if pool is None:
+                    contended.extend(self._settle_patch(self._write_patch(family, planned, now_ms), merged, failed))
+                else:
+                    writing = pool.submit(self._write_patch, family, planned, now_ms)
+            if writing is not None:
+                contended.extend(self._settle_patch(writing.result(), merged, failed))
+        return contended
+
+    def _plan_patch(
+        self, family: Family, keys: list[bytes], merge: Merge, now_ms: float, failed: dict[bytes, StoreError]
+    ) -> dict[str, list[tuple[Entry, _Item]]]:
+        """Read *keys* and merge each: the guarded writes to make, by script mode."""
+        planned: dict[str, list[tuple[Entry, _Item]]] = {}
         for key, current in zip(keys, self._fetch(family, keys), strict=True):
+            live = current if current is not None and current.live(now_ms) else None
             try:
-                entry = merge(key, current if current is not None and current.live(now_ms) else None)
+                entry = merge(key, live)
             except SerializationError as exc:
                 failed[key] = exc
                 continue
             expected = b"" if current is None else _VERSION.pack(current.version)
-            mode, body = self._patch_body(current if current is not None and current.live(now_ms) else None, entry)
-            planned.setdefault(mode, []).append((entry, self._entry_item(family, entry, expected=expected, body=body)))
-        contended: list[bytes] = []
+            mode, body = self._patch_body(live, entry)
+            item = self._item(family, key, expected=expected, alternates=entry.alternates, body=body)
+            planned.setdefault(mode, []).append((entry, item))
+        return planned
+
+    def _write_patch(self, family: Family, planned: dict[str, list[tuple[Entry, _Item]]], now_ms: float) -> _Patched:
+        """Send the guarded writes; each entry with its outcome (see `_outcome`)."""
+        done: _Patched = []
         for mode, plans in planned.items():
             replies = self._run(family, mode, [item for _, item in plans], now_ms)
-            contended.extend(self._patched(family, [entry for entry, _ in plans], replies, merged, failed))
-        return contended
+            for (entry, _), reply in zip(plans, replies, strict=True):
+                done.append((entry, self._outcome(family, reply, "patch")))
+        return done
 
-    def _patched(
-        self,
-        family: Family,
-        entries: list[Entry],
-        replies: list[Any],
-        merged: dict[bytes, Entry],
-        failed: dict[bytes, StoreError],
-    ) -> list[bytes]:
+    @staticmethod
+    def _settle_patch(done: _Patched, merged: dict[bytes, Entry], failed: dict[bytes, StoreError]) -> list[bytes]:
         contended: list[bytes] = []
-        for entry, reply in zip(entries, replies, strict=True):
-            outcome = self._outcome(family, reply, "patch")
+        for entry, outcome in done:
             if isinstance(outcome, StoreError):
                 failed[entry.key] = outcome
             elif outcome:
@@ -362,14 +385,17 @@ class _RedisStore(BaseStore):
     def _fill(self, family: Family, entries: Sequence[Entry], now_ms: float) -> None:
         for chunk in _chunks(entries, self.chunk_size):
             for reply in self._run(
-                family, "f", [self._entry_item(family, e, body=self._body(e)) for e in chunk], now_ms
+                family,
+                "f",
+                [self._item(family, e.key, alternates=e.alternates, body=self._body(e)) for e in chunk],
+                now_ms,
             ):
                 self._check(reply, "fill")
 
     def _invalidate(self, family: Family, keys: Sequence[bytes], version: int, until_ms: int) -> None:
         now_ms = self.clock() * 1000
         for chunk in _chunks(keys, self.chunk_size):
-            items = [self._item(family, k, version=version, expires=until_ms) for k in chunk]
+            items = [self._item(family, k, body=(_HEADER.pack(version, until_ms),)) for k in chunk]
             for reply in self._run(family, "i", items, now_ms):
                 self._check(reply, "invalidate")
 
