@@ -166,10 +166,12 @@ class MemoryStore(BaseStore):
                 # lifetime ran out would never cache the record again); tombstones still block.
                 refresh = held is not None and held.payload is not None and held.version == entry.version
                 if held is None or held.version < entry.version or (refresh and not held.live(now_ms)):
-                    # A cache yields alternate keys to the newer record it is filled with.
+                    # A cache yields alternate keys to the newer record it is filled with; an
+                    # expired holder holds none (as in SQL), so it stays, unindexed by _set.
                     for index, alt in enumerate(entry.alternates, 1):
                         holder = state.alternates.get((family.name, index, alt)) if alt is not None else None
-                        if holder is not None and holder != entry.key:
+                        held_by = None if holder is None else state.records.get((family.name, holder))
+                        if holder != entry.key and held_by is not None and held_by.live(now_ms):
                             self._drop(state, family, holder)
                     self._set(state, family, entry)
 

@@ -148,7 +148,7 @@ local function record(expected)
     for i = 1, nalt do  -- a cache yields alternate keys to the newer record it is filled with
       local ptr = ARGV[ptrs + i]
       local holder = ptr ~= '' and redis.call('GET', ptr)
-      if holder and holder ~= me then
+      if holder and holder ~= me and live(head(prefix .. 'r:' .. holder)) then
         free(holder)
         redis.call('DEL', prefix .. 'r:' .. holder)
       end
