@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 
-from ._codec import decode_record
+from ._codec import decode_head
 from ._entry import Entry, Stored, versions
 from ._keys import Family
 from ._store import BaseStore, Merge, PartialWrite
@@ -282,4 +282,4 @@ class ChainedStore(BaseStore):
 def _alternates(family: Family, stored: Stored) -> tuple[bytes | None, ...]:
     if len(family.keys) == 1 or stored.payload is None:
         return ()
-    return family.alternates_of(decode_record(stored.payload)[1])
+    return family.alternates_of(decode_head(stored.payload)[1])  # key attributes are in the map

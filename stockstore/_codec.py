@@ -136,6 +136,15 @@ def pack(obj: Any) -> bytes:
         raise SerializationError(str(exc)) from exc
 
 
+def packer() -> msgpack.Packer:
+    """A packer with `pack`'s options, to pack many small checked values in one thread.
+
+    ``msgpack.packb`` makes a packer (and its buffer) per call, which costs more
+    than packing a short str.
+    """
+    return msgpack.Packer(**_packer_options)
+
+
 def unpack(data: bytes) -> Any:
     """Unpack stored bytes; anything malformed is a `SerializationError`."""
     try:
@@ -261,7 +270,8 @@ class RowSchema:
     columns: tuple[tuple[str, str], ...]
     data: bytes
     id: bytes
-    names: frozenset[str]
+    names: tuple[str, ...]  # in order
+    name_set: frozenset[str]
     row: struct.Struct  # one row's values
     prefix: bytes  # what precedes a row's values in a record: the ext header and the id
 
@@ -303,7 +313,7 @@ def _register(columns: tuple[tuple[str, str], ...], data: bytes) -> RowSchema:
     layout = struct.Struct("<" + "".join(_KINDS[k] for _, k in columns))
     size = SCHEMA_ID_SIZE + layout.size
     header = msgpack.packb(msgpack.ExtType(_EXT_ROW, bytes(size)))[:-size]
-    schema = RowSchema(columns, data, schema_id, frozenset(names), layout, header + schema_id)
+    schema = RowSchema(columns, data, schema_id, tuple(names), frozenset(names), layout, header + schema_id)
     return _schemas.setdefault(schema_id, schema)
 
 
@@ -328,7 +338,7 @@ def row_head(tag: str) -> bytes:
 def encode_row_record(tag: str, attrs: Mapping[str, Any], schema: RowSchema, values: bytes) -> bytes:
     """A row record: *attrs* in its map, *values* (``schema.row`` packed) in its row."""
     check_attributes(attrs)
-    if len(values) != schema.row.size or not schema.names.isdisjoint(attrs):
+    if len(values) != schema.row.size or not schema.name_set.isdisjoint(attrs):
         raise SerializationError("row values do not fit the schema, or repeat a map attribute")
     return b"".join((row_head(tag), pack(attrs), schema.prefix, values))
 
@@ -369,6 +379,6 @@ def _row_values(body: bytes, schema_of: SchemaOf, taken: Mapping[str, Any] | set
     schema = schema_of(body[:SCHEMA_ID_SIZE])
     if len(body) != schema.size:
         raise SerializationError(f"corrupt row record: {len(body)} bytes for a row of {len(schema.columns)} values")
-    if not schema.names.isdisjoint(taken):
+    if not schema.name_set.isdisjoint(taken):
         raise SerializationError("corrupt row record: an attribute is both in its map and in its row")
-    return zip((name for name, _ in schema.columns), schema.row.unpack_from(body, SCHEMA_ID_SIZE), strict=True)
+    return zip(schema.names, schema.row.unpack_from(body, SCHEMA_ID_SIZE), strict=True)

@@ -63,7 +63,7 @@ class BaseStore(ABC):
     """Base class of every store; subclass it to add a backend (see docs/extending.md)."""
 
     #: Records a batch_put encodes and hands to `_write` at a time; a backend may chunk further.
-    put_chunk: ClassVar[int] = 10_000
+    put_chunk: ClassVar[int] = 2_000
 
     def __init__(
         self,
@@ -158,7 +158,7 @@ class BaseStore(ABC):
 
         Row schemas never expire: the records that need them may live on.
         """
-        if self.lifetime is None or entry.payload is None or family is SCHEMAS:
+        if self.lifetime is None or entry.payload is None or family.name == SCHEMAS.name:
             return entry
         if callable(self.lifetime):
             tag, attrs = _codec.decode_record(entry.payload, self._schema)
@@ -194,8 +194,8 @@ class BaseStore(ABC):
             [stored] = self._read(SCHEMAS, [encode_key((schema_id.hex(),))], now_ms)
         if stored is None or stored.payload is None:
             raise SerializationError(
-                f"row schema {schema_id.hex()} is not in this store (a memcached or max_items store may have "
-                "evicted it; written through a ChainedStore, the tiers below still hold it)"
+                f"row schema {schema_id.hex()} is not in this store (memcached may have evicted it; "
+                "written through a ChainedStore, the tiers below still hold it)"
             )
         _, attrs = _codec.decode_record(stored.payload)
         data = attrs.get("schema")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import hashlib
 import math
+import struct
 from typing import Any
 
 import msgpack
@@ -150,9 +152,168 @@ def test_corrupt_bytes_raise_or_decode_to_a_record(attrs: dict[str, Any], data: 
         msgpack.packb(["T", {"v": msgpack.ExtType(1, b"not a date")}]),
         msgpack.packb(["T", {"v": msgpack.ExtType(2, b"\xff\xfe")}]),
         msgpack.packb(["T", {"v": msgpack.ExtType(3, b"1.2.3")}]),
+        msgpack.packb(["T", {"v": msgpack.ExtType(4, b"\0" * 24)}]),  # a row is no attribute value
         msgpack.packb(["T", {}]) + b"\x00",
     ],
 )
 def test_malformed_records_raise(data: bytes) -> None:
     with pytest.raises(SerializationError):
         _codec.decode_record(data)
+
+
+# ---------------------------------------------------------------------------- row records (put_frame's)
+
+NAMES = st.text(min_size=1, max_size=8)
+COLUMNS = st.lists(st.tuples(NAMES, st.sampled_from(["f8", "i8"])), min_size=1, max_size=12, unique_by=lambda c: c[0])
+BITS64 = st.integers(min_value=0, max_value=2**64 - 1)
+
+
+def row_values(columns: list[tuple[str, str]], data: st.DataObject) -> tuple[list[int], bytes]:
+    """Raw values for *columns* (float64 as any bit pattern) and their little-endian bytes."""
+    raw = [data.draw(BITS64 if kind == "f8" else INT64) for _, kind in columns]
+    packed = b"".join(struct.pack("<Q" if kind == "f8" else "<q", v) for v, (_, kind) in zip(raw, columns, strict=True))
+    return raw, packed
+
+
+def a_row_record(**attrs: Any) -> tuple[_codec.RowSchema, bytes]:
+    schema = _codec.row_schema([("x", "f8"), ("n", "i8")])
+    return schema, _codec.encode_row_record("T", attrs or {"k": "a"}, schema, struct.pack("<dq", -0.0, -(2**63)))
+
+
+@settings(max_examples=150)
+@given(COLUMNS, st.data())
+def test_row_records_round_trip_exactly(columns: list[tuple[str, str]], data: st.DataObject) -> None:
+    schema = _codec.row_schema(columns)
+    raw, packed = row_values(columns, data)
+    attrs = data.draw(
+        st.dictionaries(st.text(max_size=8).filter(lambda n: n not in schema.name_set), VALUE, max_size=4)
+    )
+    record = _codec.encode_row_record("Tag", attrs, schema, packed)
+    tag, back = _codec.decode_record(record)
+    assert tag == "Tag"
+    assert list(back) == [*attrs, *schema.names]  # the map's attributes first, then the schema's
+    assert_same({name: back[name] for name in attrs}, expected(attrs))
+    for (name, kind), value in zip(columns, raw, strict=True):
+        if kind == "f8":
+            assert type(back[name]) is float
+            assert struct.pack("<d", back[name]) == struct.pack("<Q", value)  # NaN payloads, -0.0: every bit
+        else:
+            assert_same(back[name], value)
+    head_tag, head = _codec.decode_head(record)
+    assert head_tag == "Tag"
+    assert_same(head, expected(attrs))
+    # The hash layout's split and join make an ordinary record of the same attributes.
+    split_tag, pairs = _codec.split_record(record)
+    joined = _codec.join_record(split_tag, [(name.encode(), value) for name, value in pairs])
+    assert joined[:1] == b"\x92"
+    assert_same(list(_codec.decode_record(joined)), [tag, back])
+
+
+def test_schema_ids_are_content_addressed() -> None:
+    schema = _codec.row_schema([("x", "f8"), ("n", "i8")])
+    assert msgpack.unpackb(schema.data) == [["x", "f8"], ["n", "i8"]]
+    assert schema.id == hashlib.blake2b(schema.data, digest_size=16).digest()
+    assert _codec.row_schema([("x", "f8"), ("n", "i8")]) is schema
+    assert _codec.load_schema(schema.data) is schema
+    assert _codec.row_schema([("n", "i8"), ("x", "f8")]).id != schema.id
+    assert _codec.row_schema([("x", "i8"), ("n", "i8")]).id != schema.id
+    assert _codec.row_schema([("x", "f8")]).id != schema.id
+
+
+def test_an_unknown_schema_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    schema, record = a_row_record()
+    monkeypatch.setattr(_codec, "_schemas", {})  # a process that never saw it
+    with pytest.raises(_codec.UnknownSchemaError) as info:
+        _codec.decode_record(record)
+    assert isinstance(info.value, SerializationError)
+    assert info.value.schema_id == schema.id
+    with pytest.raises(SerializationError):
+        _codec.split_record(record)
+    assert _codec.decode_head(record) == ("T", {"k": "a"})  # the map needs no schema
+    assert _codec.decode_record(record, lambda i: _codec.load_schema(schema.data))[1] == {
+        "k": "a",
+        "x": -0.0,
+        "n": -(2**63),
+    }
+
+
+@pytest.mark.parametrize("change", [-16, -8, -1, 1, 8])
+def test_a_row_of_the_wrong_length_raises(change: int) -> None:
+    schema, _ = a_row_record()
+    values = struct.pack("<dq", 1.0, 2)
+    values = values[:change] if change < 0 else values + b"\0" * change
+    record = _codec.row_head("T") + _codec.pack({"k": "a"}) + msgpack.packb(msgpack.ExtType(4, schema.id + values))
+    with pytest.raises(SerializationError):
+        _codec.decode_record(record)
+    with pytest.raises(SerializationError):
+        _codec.split_record(record)
+
+
+def test_row_values_must_fit_the_schema_to_be_encoded() -> None:
+    schema, _ = a_row_record()
+    with pytest.raises(SerializationError):
+        _codec.encode_row_record("T", {"k": "a"}, schema, b"\0" * 8)
+    with pytest.raises(SerializationError):
+        _codec.encode_row_record("T", {"x": 1.0}, schema, b"\0" * 16)  # x is in the row already
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        msgpack.packb(["T", {}, msgpack.ExtType(3, b"1")]),
+        msgpack.packb(["T", {}, msgpack.ExtType(4, b"\0" * 8)]),  # shorter than a schema id
+        msgpack.packb([1, {}, msgpack.ExtType(4, b"\0" * 24)]),
+        msgpack.packb(["T", [], msgpack.ExtType(4, b"\0" * 24)]),
+        msgpack.packb(["T", {"v": msgpack.ExtType(4, b"\0" * 24)}, msgpack.ExtType(4, b"\0" * 24)]),
+        msgpack.packb(["T", {}, msgpack.ExtType(4, b"\0" * 24), 1])[:1] + msgpack.packb("T"),
+    ],
+)
+def test_malformed_row_records_raise(data: bytes) -> None:
+    """(A row inside an ordinary record's map is refused by `test_malformed_records_raise`.)"""
+    with pytest.raises(SerializationError):
+        _codec.decode_record(data)
+    with pytest.raises(SerializationError):
+        _codec.split_record(data)
+
+
+def test_a_map_attribute_in_the_row_too_is_corrupt() -> None:
+    schema, _ = a_row_record()
+    twice = _codec.row_head("T") + _codec.pack({"x": 1.0}) + schema.prefix + struct.pack("<dq", 1.0, 2)
+    with pytest.raises(SerializationError):
+        _codec.decode_record(twice)
+    with pytest.raises(SerializationError):
+        _codec.split_record(twice)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        msgpack.packb([]),
+        msgpack.packb([["x", "f4"]]),
+        msgpack.packb([["x", "f8"], ["x", "i8"]]),
+        msgpack.packb([[1, "f8"]]),
+        msgpack.packb([["x", "f8", 1]]),
+        msgpack.packb("x"),
+        b"\xc1",
+    ],
+)
+def test_malformed_schemas_raise(data: bytes) -> None:
+    with pytest.raises(SerializationError):
+        _codec.load_schema(data)
+
+
+@settings(max_examples=100)
+@given(st.data())
+def test_truncated_or_flipped_row_records_raise_or_decode_to_a_record(data: st.DataObject) -> None:
+    _, record = a_row_record(k="a", s="text")
+    cut = data.draw(st.integers(0, len(record) - 1))
+    with pytest.raises(SerializationError):
+        _codec.decode_record(record[:cut])
+    flipped = bytearray(record)
+    flipped[data.draw(st.integers(0, len(record) - 1))] ^= data.draw(st.integers(1, 255))
+    try:
+        tag, back = _codec.decode_record(bytes(flipped))
+    except SerializationError:
+        return
+    assert type(tag) is str
+    assert type(back) is dict

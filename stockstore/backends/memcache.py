@@ -34,7 +34,7 @@ from pymemcache.client.base import Client, PooledClient
 from pymemcache.client.hash import HashClient
 from pymemcache.exceptions import MemcacheError, MemcacheServerError
 
-from .._codec import decode_record
+from .._codec import decode_head
 from .._entry import Entry, Stored, versions
 from .._keys import Family, decode_key
 from .._lifetime import Lifetime
@@ -237,7 +237,7 @@ class MemcacheStore(BaseStore):
     def _holds(self, family: Family, stored: Stored | None, index: int, alt: bytes, now_ms: float) -> bool:
         if stored is None or stored.payload is None or not stored.live(now_ms):
             return False
-        return family.alternates_of(decode_record(stored.payload)[1])[index - 1] == alt
+        return family.alternates_of(decode_head(stored.payload)[1])[index - 1] == alt
 
     def _claim(self, family: Family, gen: int, entry: Entry, now_ms: float, taken: dict[str, bytes]) -> bool:
         """Point each alternate value of *entry* at it; False if another live record holds one.

@@ -1,0 +1,448 @@
+"""DataFrames in and out of a store: what `BaseStore.put_frame` and `BaseStore.get_frame` do.
+
+`put_frame` writes one record per row.  The frame's float and int columns go
+into each record's *row* (see `_codec`): a chunk's values are laid out in one
+little-endian numpy array and each record takes its slice of bytes, behind the
+id of a schema that names those columns once for every record.  What else a
+row holds (its key attributes, strings, bools, datetimes, objects) goes in the
+record's map, as the Python values the codec stores.  No dict of all of a
+row's attributes is ever built, unless a callable lifetime needs the object.
+
+`get_frame` reads payloads in chunks; the row records of one schema are decoded
+together, with ``np.frombuffer`` over their joined bytes, and records written
+any other way one by one.  Columns are assembled once at the end, so a column
+float64 in every record comes back float64, bit for bit.
+
+Imported on first use (`stockstore._store._frames`): pandas and numpy are the
+extra ``stockstore[pandas]``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+
+import numpy as np
+import pandas as pd
+
+from . import _codec
+from ._entry import Entry, versions
+from ._keys import Family, KeyValue, check_key_part, decode_key, encode_key, family_of
+from ._record import rebuild
+from ._store import _chunks
+from .errors import InvalidKeyError, SerializationError
+
+if TYPE_CHECKING:
+    from ._store import BaseStore, _Encoded
+
+T = TypeVar("T")
+_INT64_MAX = 2**63 - 1
+# Values a cell may hold as they are; numpy scalars, Timestamps and missing markers are converted.
+_PLAIN = frozenset({str, float, int, bool, type(None), bytes})
+
+# ---------------------------------------------------------------------------- put_frame
+
+
+def put_frame(store: BaseStore, cls: type, df: pd.DataFrame) -> None:
+    """Check the whole frame, then encode and write it a chunk at a time (see `BaseStore.put_frame`)."""
+    if not isinstance(df, pd.DataFrame):
+        raise SerializationError(f"put_frame takes a pandas DataFrame, not {type(df).__qualname__}")
+    family = family_of(cls)
+    frame = _Frame(family, cls, df)
+    if not frame.keys:
+        return
+    if frame.schema is not None:
+        store._save_schema(frame.schema)
+    now, now_ms = store._now()
+    chunks = []
+    for start in range(0, len(frame.keys), store.put_chunk):
+        stop = min(start + store.put_chunk, len(frame.keys))
+        encode = functools.partial(frame.encode, store, start, stop, now, now_ms)
+        chunks.append((family, frame.keys[start:stop], encode))
+    store._write_chunks(chunks, now_ms, len(frame.keys), "records were not written", single=False)
+
+
+class _Frame:
+    """A frame checked whole and split into map columns (Python values) and row columns (numpy)."""
+
+    def __init__(self, family: Family, cls: type, df: pd.DataFrame) -> None:
+        self.family, self.cls = family, cls
+        self.tag = family.tag(cls)
+        named = _named_columns(df)
+        key_names = {name for key in family.keys for name in key}
+        for name in family.primary:
+            if name not in named:
+                raise InvalidKeyError(
+                    f"{family.name}: key attribute {name!r} is neither a column nor a named index level of the frame"
+                )
+        self.map_names: list[str] = []
+        self.map_values: list[list[Any]] = []
+        row_columns: list[tuple[str, str, np.ndarray]] = []
+        for name, values in named.items():
+            kind = _row_kind(name, values)
+            if kind is not None and name not in key_names:  # key attributes stay in the map (_codec.decode_head)
+                row_columns.append((name, kind, values.to_numpy()))
+            else:
+                self.map_names.append(name)
+                self.map_values.append(_python_values(name, values))
+        self.schema = _codec.row_schema([(n, k) for n, k, _ in row_columns]) if row_columns else None
+        self.row_arrays = [(kind, array) for _, kind, array in row_columns]
+        # What every record's payload starts with, and each map attribute's packed name.
+        packer = _codec.packer()
+        map_header = packer.pack_map_header(len(self.map_names))
+        self.map_head = b"\x92" + packer.pack(self.tag) + map_header
+        self.row_head = _codec.row_head(self.tag) + map_header
+        self.map_packed = [packer.pack(name) for name in self.map_names]
+
+        by_name = dict(zip(self.map_names, self.map_values, strict=True))
+        primary = [by_name[name] for name in family.primary]
+        for name, values in zip(family.primary, primary, strict=True):
+            _check_key_values(family, name, values)
+        keys = [encode_key(values) for values in zip(*primary, strict=True)]
+        self.alternates: list[tuple[bytes | None, ...]] | None = None
+        if len(family.keys) > 1:
+            names = [n for key in family.keys[1:] for n in key if n in by_name]
+            columns = [by_name[n] for n in names]
+            rows = zip(*columns, strict=True) if columns else ((),) * len(keys)
+            self.alternates = [family.alternates_of(dict(zip(names, row, strict=True))) for row in rows]
+        # The last row of a key wins, as in batch_put.
+        latest = dict(zip(keys, range(len(keys)), strict=True))
+        self.rows: np.ndarray | None = None
+        if len(latest) < len(keys):
+            self.rows = np.fromiter(latest.values(), dtype=np.intp, count=len(latest))
+            keys = list(latest)
+        self.keys = keys
+
+    def encode(self, store: BaseStore, start: int, stop: int, now: float, now_ms: float) -> _Encoded:
+        """Entries for the records of ``keys[start:stop]``, and the keys whose lifetime has already ended."""
+        part: slice | list[int] = slice(start, stop) if self.rows is None else self.rows[start:stop].tolist()
+        columns = [_take(values, part) for values in self.map_values]
+        keys = self.keys[start:stop]
+        alternates = None if self.alternates is None else _take(self.alternates, part)
+        # Each record's map, packed a cell at a time behind its name: no dict per record.
+        packer = _codec.packer()
+        cells = [[name + packer.pack(v) for v in values] for name, values in zip(self.map_packed, columns, strict=True)]
+        maps = cells[0] if len(cells) == 1 else [b"".join(row) for row in zip(*cells, strict=True)]
+
+        schema = self.schema
+        if schema is None:
+            head, prefix, width = self.map_head, b"", 0
+            raw = memoryview(b"")
+        else:
+            head, prefix, width = self.row_head, schema.prefix, schema.row.size
+            # One little-endian array for the chunk, a row's values contiguous: each record takes a slice.
+            block = np.empty((len(keys), len(self.row_arrays)), dtype="<f8")
+            as_int = block.view("<i8")
+            for j, (kind, array) in enumerate(self.row_arrays):
+                (block if kind == "f8" else as_int)[:, j] = array[part]
+            raw = block.data.cast("B")
+
+        lifetime = store.lifetime
+        per_record = callable(lifetime)
+        fixed = store._expiry(None, now) if lifetime is not None and not per_record else None
+        live: list[Entry] = []
+        expired: list[bytes] = []
+        for i, key in enumerate(keys):
+            expires = fixed
+            if per_record:
+                attrs = dict(zip(self.map_names, (values[i] for values in columns), strict=True))
+                if schema is not None:
+                    attrs.update(zip(schema.names, schema.row.unpack_from(raw, i * width), strict=True))
+                expires = store._expiry(rebuild(self.cls, attrs), now)
+            if expires is not None and expires <= now_ms:
+                expired.append(key)  # "not kept here": put replaces, so the old record goes
+                continue
+            payload = b"".join((head, maps[i], prefix, raw[i * width : (i + 1) * width]))
+            live.append(Entry(payload, versions.next(), expires, key, () if alternates is None else alternates[i]))
+        return live, expired
+
+
+def _take(values: list[T], part: slice | list[int]) -> list[T]:
+    return values[part] if isinstance(part, slice) else [values[i] for i in part]
+
+
+def _named_columns(df: pd.DataFrame) -> dict[str, Any]:
+    """The frame's named index levels and its columns, by attribute name (as ``reset_index`` would)."""
+    named: dict[str, Any] = {}
+    levels = [(name, df.index.get_level_values(i)) for i, name in enumerate(df.index.names) if name is not None]
+    for name, values in [*levels, *((name, df.iloc[:, i]) for i, name in enumerate(df.columns))]:
+        if type(name) is not str:
+            raise SerializationError(
+                f"attribute names are str; the frame names a column or level {name!r:.80} "
+                f"({type(name).__qualname__}): rename it, e.g. df.columns = df.columns.map(str)"
+            )
+        if name in named:
+            raise SerializationError(f"the frame names {name!r:.80} twice (columns and named index levels)")
+        named[name] = values
+    return named
+
+
+def _row_kind(name: str, values: Any) -> str | None:
+    """``"f8"`` or ``"i8"`` for a column the row can hold exactly, else ``None`` (a map column)."""
+    dtype = values.dtype
+    if not isinstance(dtype, np.dtype) or dtype.kind not in "fiu":
+        return None
+    if dtype.kind == "f":
+        if dtype.itemsize > 8:
+            raise SerializationError(f"column {name!r}: {dtype} cannot be stored exactly (float64 at most)")
+        return "f8"  # float16 and float32 widen exactly
+    if dtype.kind == "u" and dtype.itemsize == 8 and len(values) and values.max() > _INT64_MAX:
+        raise SerializationError(f"column {name!r}: uint64 values above the 64-bit signed range")
+    return "i8"
+
+
+def _python_values(name: str, values: Any) -> list[Any]:
+    """A map column's cells as the Python values the codec stores; anything else raises here."""
+    dtype = values.dtype
+    kind = dtype.kind if isinstance(dtype, np.dtype) else None
+    if kind in ("m", "c", "V"):
+        raise SerializationError(f"column {name!r}: {dtype} values cannot be stored (API.md section 1)")
+    if kind == "f" and dtype.itemsize > 8:
+        raise SerializationError(f"column {name!r}: {dtype} cannot be stored exactly (float64 at most)")
+    cells: list[Any]
+    if kind is not None:
+        cells = values.tolist()  # numpy scalars become Python ones, datetime64 becomes Timestamps
+    else:
+        # An extension dtype (str, Int64, boolean, category, tz-aware datetimes...): its
+        # missing marker (NaN, NA, NaT) is None here, a stored None.
+        cells = values.astype(object).tolist()
+        for i in np.flatnonzero(np.asarray(values.isna())).tolist():
+            cells[i] = None
+    if not _PLAIN.issuperset(map(type, cells)):
+        cells = [_cell(name, cell) for cell in cells]
+    try:
+        _codec.check_value(cells)
+    except SerializationError as exc:
+        raise SerializationError(f"column {name!r}: {exc}") from None
+    return cells
+
+
+def _cell(name: str, value: Any) -> Any:
+    if type(value) in _PLAIN:
+        return value
+    if value is pd.NaT or value is pd.NA:
+        return None
+    if isinstance(value, np.datetime64):
+        value = pd.Timestamp(value)
+        if value is pd.NaT:
+            return None
+    if isinstance(value, pd.Timestamp):
+        if value.nanosecond:
+            raise SerializationError(f"column {name!r}: {value} has nanoseconds; a datetime.datetime stops at µs")
+        return value.to_pydatetime()
+    if isinstance(value, np.timedelta64):
+        raise SerializationError(f"column {name!r}: timedelta values cannot be stored (API.md section 1)")
+    if isinstance(value, np.generic):
+        return value.item()  # np.float64 -> float, np.int64 -> int, np.bool_ -> bool, np.str_ -> str
+    return value  # the codec's check decides
+
+
+def _check_key_values(family: Family, name: str, values: Sequence[Any]) -> None:
+    if set(map(type, values)) <= {str}:
+        return
+    for value in values:
+        if value is None:
+            raise InvalidKeyError(f"{family.name}: primary key attribute {name!r} is missing in a row")
+        check_key_part(name, value)  # NaN in a key column is a float: refused
+
+
+# ---------------------------------------------------------------------------- get_frame
+
+
+def get_frame(store: BaseStore, cls: type, keys: Iterable[Any] | None, columns: Iterable[str] | None) -> pd.DataFrame:
+    """Read the records in chunks and assemble their columns (see `BaseStore.get_frame`)."""
+    family = family_of(cls)
+    wanted: list[str] | None = None
+    if columns is not None:
+        if isinstance(columns, str):
+            raise SerializationError("columns takes a list of attribute names, not one str")
+        wanted = list(dict.fromkeys(columns))
+        if not all(type(c) is str for c in wanted):
+            raise SerializationError("columns takes str attribute names")
+    _, now_ms = store._now()
+    gather = _Gather(store, family, cls, wanted)
+    if keys is None:
+        for chunk in _chunks(store._scan_errors(family, now_ms), store.put_chunk):
+            gather.read(chunk, now_ms)
+    else:
+        single = len(family.primary) == 1
+        refs = [(0, (k,)) if single and type(k) is str else family.parse_key(k) for k in keys]  # str: the common case
+        primaries = store._lookup(family, refs, now_ms)
+        wanted_keys: dict[bytes, bool] = {}  # in order; True when asked for by its primary key
+        for (index, values), key in zip(refs, primaries, strict=True):
+            if key is not None:
+                wanted_keys[key] = wanted_keys.get(key, False) or index == 0
+                if index:
+                    gather.alternates.setdefault(key, []).append((index, values))
+        for key, by_primary in wanted_keys.items():
+            if by_primary:
+                gather.alternates.pop(key, None)
+        for chunk in _chunks(list(wanted_keys), store.put_chunk):
+            gather.read(chunk, now_ms)
+    return gather.frame()
+
+
+class _Rows(NamedTuple):
+    """The row records of one schema in one chunk: their rows in the frame and their values."""
+
+    schema: _codec.RowSchema
+    at: slice | np.ndarray  # rows of the frame (a slice when consecutive, as they mostly are)
+    words: np.ndarray  # one 8-byte word per value: (records, 2 + columns), the first two the schema id
+
+
+class _Gather:
+    """Records read chunk by chunk, kept as they came (row values as numpy words) until the frame is built."""
+
+    def __init__(self, store: BaseStore, family: Family, cls: type, wanted: list[str] | None) -> None:
+        self.store, self.family, self.cls = store, family, cls
+        self.wanted = None if wanted is None else frozenset(wanted)
+        self.order: dict[str, None] = dict.fromkeys(wanted or ())  # the columns, in first-seen order
+        self.primary = frozenset(family.primary)  # the index already
+        # Keys asked for only by alternate keys: their records must still hold one of them.
+        self.alternates: dict[bytes, list[tuple[int, tuple[KeyValue, ...]]]] = {}
+        self.keys: list[bytes] = []  # the frame's rows
+        self.rows: list[_Rows] = []
+        self.values: dict[str, tuple[list[int], list[Any]]] = {}  # map values by name: (rows, values)
+        self.classes: dict[str, bool] = {}
+
+    def read(self, chunk: Sequence[bytes], now_ms: float) -> None:
+        store, family, wanted, values = self.store, self.family, self.wanted, self.values
+        with store._errors():
+            found = store._read(family, chunk, now_ms)
+        groups: dict[bytes, tuple[_codec.RowSchema, list[int], list[bytes]]] = {}
+        for key, stored in zip(chunk, found, strict=True):
+            payload = None if stored is None else stored.payload
+            if payload is None:
+                continue
+            body = None
+            if _codec.is_row_record(payload):
+                tag, attrs, body = _codec.split_row(payload)
+            else:
+                tag, attrs = _codec.decode_record(payload, store._schema)
+            of_class = self.classes.get(tag)
+            if of_class is None:
+                of_class = self.classes[tag] = family.class_for(tag, self.cls) is not None
+            if not of_class or (key in self.alternates and not self._still_holds(key, attrs)):
+                continue
+            row = len(self.keys)
+            self.keys.append(key)
+            for name, value in attrs.items():
+                if (name in self.primary) if wanted is None else (name not in wanted):
+                    continue
+                column = values.get(name)
+                if column is None:
+                    column = values[name] = ([], [])
+                    self.order.setdefault(name)
+                column[0].append(row)
+                column[1].append(value)
+            if body is not None:
+                schema_id = body[: _codec.SCHEMA_ID_SIZE]
+                group = groups.get(schema_id)
+                if group is None:
+                    group = groups[schema_id] = (store._schema(schema_id), [], [])
+                    if wanted is None:
+                        self.order.update(dict.fromkeys(group[0].names))
+                schema, rows, bodies = group
+                if len(body) != schema.size or not schema.name_set.isdisjoint(attrs):
+                    raise SerializationError("corrupt row record: its row does not fit its schema")
+                rows.append(row)
+                bodies.append(body)
+        for schema, rows, bodies in groups.values():
+            words = np.frombuffer(b"".join(bodies), dtype="<u8").reshape(len(bodies), -1)
+            consecutive = rows[-1] - rows[0] + 1 == len(rows)
+            at = slice(rows[0], rows[-1] + 1) if consecutive else np.array(rows, dtype=np.intp)
+            self.rows.append(_Rows(schema, at, words))
+
+    def _still_holds(self, key: bytes, attrs: dict[str, Any]) -> bool:
+        """Whether a record asked for by alternate keys still holds one (it may have moved on, as in batch_get)."""
+        return any(self.family.key_values(index, attrs.get) == values for index, values in self.alternates[key])
+
+    def frame(self) -> pd.DataFrame:
+        n = len(self.keys)
+        index = self._index()
+        names = list(self.order)
+        # What each column holds in rows: the kinds, and how many records.
+        row_kinds: dict[str, set[str]] = {}
+        row_count: dict[str, int] = {}
+        for rows in self.rows:
+            for name, kind in rows.schema.columns:
+                row_kinds.setdefault(name, set()).add(kind)
+                row_count[name] = row_count.get(name, 0) + len(rows.words)
+        counts = {name: row_count.get(name, 0) + len(self.values.get(name, ((), ()))[0]) for name in names}
+        kinds = {name: self._kind(row_kinds.get(name, set()), counts[name] == n, name) for name in names}
+        parts = []
+        other = {name: self._objects(name, n, kind) for name, kind in kinds.items() if kind not in ("f8", "i8")}
+        if other:
+            parts.append(pd.DataFrame(other, index=index))
+        for kind in ("f8", "i8"):
+            mine = [name for name in names if kinds[name] == kind]
+            if mine:
+                gaps = any(counts[name] < n for name in mine)  # only float columns have gaps: NaN there
+                block = self._block(mine, kind, n, gaps)
+                parts.append(pd.DataFrame(block.T, index=index, columns=mine, copy=False))
+        if not parts:
+            return pd.DataFrame(index=index)
+        frame = parts[0] if len(parts) == 1 else pd.concat(parts, axis=1)
+        if list(frame.columns) != names:
+            frame = frame[names]
+        return frame
+
+    def _kind(self, row_kinds: set[str], complete: bool, name: str) -> str:
+        """``"f8"``, ``"i8"``, ``"bool"`` or ``"object"``: what every value of the column is."""
+        types = set(map(type, self.values.get(name, ((), ()))[1]))
+        if row_kinds <= {"f8"} and types <= {float}:
+            return "f8"  # a record without the attribute is NaN there
+        if row_kinds <= {"i8"} and types <= {int} and complete:
+            return "i8"  # (an int column with gaps stays object: float64 would round big ints)
+        if not row_kinds and types == {bool} and complete:
+            return "bool"
+        return "object"
+
+    def _block(self, names: list[str], kind: str, n: int, gaps: bool) -> np.ndarray:
+        """The (columns, rows) block of these columns of one kind: the frame takes it as its own, uncopied."""
+        slot = {name: j for j, name in enumerate(names)}
+        block = np.full((len(names), n), np.nan) if gaps else np.empty((len(names), n), dtype="<" + kind)
+        for rows in self.rows:
+            pairs = [(slot[name], c) for c, (name, _) in enumerate(rows.schema.columns, 2) if name in slot]
+            if not pairs:
+                continue
+            dest, src = (list(side) for side in zip(*pairs, strict=True))
+            words = rows.words.view("<" + kind)
+            if dest == list(range(dest[0], dest[-1] + 1)) and src == list(range(src[0], src[-1] + 1)):
+                # The common case: the schema's columns in frame order, its records consecutive.
+                block[dest[0] : dest[-1] + 1, rows.at] = words[:, src[0] : src[-1] + 1].T
+            else:
+                at = np.arange(n)[rows.at] if isinstance(rows.at, slice) else rows.at
+                block[np.ix_(dest, at)] = words[:, src].T
+        for name, j in slot.items():
+            rows_, values = self.values.get(name, ((), ()))
+            if rows_:
+                block[j, list(rows_)] = np.array(values, dtype=block.dtype)
+        return block
+
+    def _objects(self, name: str, n: int, kind: str) -> np.ndarray:
+        rows, values = self.values.get(name, ([], []))
+        if kind == "bool":
+            out = np.empty(n, dtype=bool)
+            out[rows] = values
+            return out
+        cells: list[Any] = [None] * n
+        for group in self.rows:
+            for c, (column, column_kind) in enumerate(group.schema.columns, 2):
+                if column == name:
+                    at = range(n)[group.at] if isinstance(group.at, slice) else group.at.tolist()
+                    for row, value in zip(at, group.words[:, c].view("<" + column_kind).tolist(), strict=True):
+                        cells[row] = value
+        for row, value in zip(rows, values, strict=True):
+            cells[row] = value
+        return np.fromiter(cells, dtype=object, count=n)  # pandas infers str and datetime columns from it
+
+    def _index(self) -> pd.Index:
+        primary = self.family.primary
+        keys = [decode_key(k) for k in self.keys]
+        if len(primary) == 1:
+            return pd.Index([k[0] for k in keys], name=primary[0])
+        if not keys:
+            return pd.MultiIndex.from_arrays([[] for _ in primary], names=list(primary))
+        return pd.MultiIndex.from_tuples(keys, names=list(primary))
