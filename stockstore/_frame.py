@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from . import _codec
-from ._entry import Entry, versions
+from ._entry import Entry, Stored, versions
 from ._keys import Family, KeyValue, check_key_part, decode_key, encode_key, family_of
 from ._record import rebuild
 from ._store import _chunks
@@ -263,8 +263,8 @@ def get_frame(store: BaseStore, cls: type, keys: Iterable[Any] | None, columns: 
     _, now_ms = store._now()
     gather = _Gather(store, family, cls, wanted)
     if keys is None:
-        for chunk in _chunks(store._scan_errors(family, now_ms), store.put_chunk):
-            gather.read(chunk, now_ms)
+        for pairs in _chunks(store._scan_read_errors(family, now_ms), store.put_chunk):
+            gather.take([key for key, _ in pairs], [stored for _, stored in pairs])
     else:
         single = len(family.primary) == 1
         refs = [(0, (k,)) if single and type(k) is str else family.parse_key(k) for k in keys]  # str: the common case
@@ -307,9 +307,12 @@ class _Gather:
         self.classes: dict[str, bool] = {}
 
     def read(self, chunk: Sequence[bytes], now_ms: float) -> None:
+        with self.store._errors():
+            self.take(chunk, self.store._read(self.family, chunk, now_ms))
+
+    def take(self, chunk: Sequence[bytes], found: Sequence[Stored | None]) -> None:
+        """Keep the records read for *chunk* (aligned; ``None`` where missing)."""
         store, family, wanted, values = self.store, self.family, self.wanted, self.values
-        with store._errors():
-            found = store._read(family, chunk, now_ms)
         groups: dict[bytes, tuple[_codec.RowSchema, list[int], list[bytes]]] = {}
         for key, stored in zip(chunk, found, strict=True):
             payload = None if stored is None else stored.payload
@@ -380,7 +383,7 @@ class _Gather:
             if mine:
                 gaps = any(counts[name] < n for name in mine)  # only float columns have gaps: NaN there
                 block = self._block(mine, kind, n, gaps)
-                parts.append(pd.DataFrame(block.T, index=index, columns=mine, copy=False))
+                parts.append(pd.DataFrame(block, index=index, columns=mine, copy=False))
         if not parts:
             return pd.DataFrame(index=index)
         frame = parts[0] if len(parts) == 1 else pd.concat(parts, axis=1)
@@ -400,9 +403,13 @@ class _Gather:
         return "object"
 
     def _block(self, names: list[str], kind: str, n: int, gaps: bool) -> np.ndarray:
-        """The (columns, rows) block of these columns of one kind: the frame takes it as its own, uncopied."""
+        """The (rows, columns) block of these columns of one kind, which the frame takes as its own, uncopied.
+
+        Rows, not columns, first: each record's values are copied as one run of
+        memory, where a (columns, rows) block would scatter every value.
+        """
         slot = {name: j for j, name in enumerate(names)}
-        block = np.full((len(names), n), np.nan) if gaps else np.empty((len(names), n), dtype="<" + kind)
+        block = np.full((n, len(names)), np.nan) if gaps else np.empty((n, len(names)), dtype="<" + kind)
         for rows in self.rows:
             pairs = [(slot[name], c) for c, (name, _) in enumerate(rows.schema.columns, 2) if name in slot]
             if not pairs:
@@ -411,14 +418,14 @@ class _Gather:
             words = rows.words.view("<" + kind)
             if dest == list(range(dest[0], dest[-1] + 1)) and src == list(range(src[0], src[-1] + 1)):
                 # The common case: the schema's columns in frame order, its records consecutive.
-                block[dest[0] : dest[-1] + 1, rows.at] = words[:, src[0] : src[-1] + 1].T
+                block[rows.at, dest[0] : dest[-1] + 1] = words[:, src[0] : src[-1] + 1]
             else:
                 at = np.arange(n)[rows.at] if isinstance(rows.at, slice) else rows.at
-                block[np.ix_(dest, at)] = words[:, src].T
+                block[np.ix_(at, dest)] = words[:, src]
         for name, j in slot.items():
             rows_, values = self.values.get(name, ((), ()))
             if rows_:
-                block[j, list(rows_)] = np.array(values, dtype=block.dtype)
+                block[list(rows_), j] = np.array(values, dtype=block.dtype)
         return block
 
     def _objects(self, name: str, n: int, kind: str) -> np.ndarray:

@@ -136,6 +136,16 @@ class BaseStore(ABC):
     def _count(self, family: Family, now_ms: float) -> int:
         return sum(1 for _ in self._scan(family, now_ms))
 
+    def _scan_read(self, family: Family, now_ms: float) -> Iterator[tuple[bytes, Stored]]:
+        """Every live record of the family with its key: `_scan`, then `_read` a chunk at a time.
+
+        A backend that can read while it scans overrides it (`get_frame` of everything).
+        """
+        for chunk in _chunks(self._scan(family, now_ms), 1000):
+            for key, stored in zip(chunk, self._read(family, chunk, now_ms), strict=True):
+                if stored is not None:
+                    yield key, stored
+
     @abstractmethod
     def _clear(self, family: Family, now_ms: float) -> int:
         """Remove every record of the family; return how many were live."""
@@ -402,6 +412,10 @@ class BaseStore(ABC):
     def _scan_errors(self, family: Family, now_ms: float) -> Iterator[bytes]:
         with self._errors():
             yield from self._scan(family, now_ms)
+
+    def _scan_read_errors(self, family: Family, now_ms: float) -> Iterator[tuple[bytes, Stored]]:
+        with self._errors():
+            yield from self._scan_read(family, now_ms)
 
     def _of_class(self, family: Family, cls: type, keys: list[bytes], now_ms: float) -> list[bytes]:
         with self._errors():

@@ -180,7 +180,7 @@ class TestServerSide:
 
         monkeypatch.setattr(store, "_send", counting)
         store.batch_put([Security(ssm_id=i, v=1.0) for i in range(2000)])
-        assert sent == ["EVALSHA"] * 4
+        assert sent == ["MSET"] * 4
         sent.clear()
         assert len([r for r in store.batch_get(Security, range(2000)) if r is not None]) == 2000
         assert sent == ["MGET"] * 4

@@ -10,15 +10,16 @@
 -- ARGV  1 layout 'm'|'h'   2 mode   3 now (ms, the client's clock)   4 key prefix
 --       5 number of alternate keys ('r': the alternate key's index), then per record:
 --       the expected version bytes (modes 'c' and 'p' only), one pointer key per
---       alternate key ('' where unset; modes 'w', 'c', 'p', 'f'), and the body ('d' and
---       'r': none): layout 'm' one value; 'h' their number, the meta field, then
+--       alternate key ('' where unset; modes 'w', 'c', 'p', 'f'), and the body ('d', 'l'
+--       and 'r': none): layout 'm' one value; 'h' their number, the meta field, then
 --       attribute field / value pairs.  A body starts with its header: the record's
 --       version and expiry are read from there, and the record's key part from KEYS.
 -- modes 'w' write   'c' write if the version is still the expected one   'p' as 'c',
 --       writing only the given fields ('h')   'f' fill if newer   'i' tombstone (body:
---       its header)   'd' delete   'r' resolve: KEYS are pointers
+--       its header)   'd' delete   'l' is it live   'r' resolve: KEYS are pointers
 -- reply per record: 1 and the stored version | 0 refused (not newer, or changed since
---       read) | -1 an alternate key is held by another live record; 'd' 1 if it was live;
+--       read) | -1 an alternate key is held by another live record; 'd' and 'l' 1 if it
+--       was or is live;
 --       'r' the holder's key part or false
 
 local layout, mode, now, prefix = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
@@ -127,6 +128,7 @@ local function record(expected)
   end
 
   local h = head(key)
+  if mode == 'l' then return live(h) and 1 or 0 end
   local old = version(h)
 
   if mode == 'd' then
@@ -168,7 +170,7 @@ end
 
 local guarded = mode == 'c' or mode == 'p'
 local pointed = mode == 'w' or mode == 'f' or guarded
-local bodied = mode ~= 'd' and mode ~= 'r'
+local bodied = mode ~= 'd' and mode ~= 'r' and mode ~= 'l'
 local skip = #prefix + 3  -- the key part follows prefix .. 'r:'
 local replies = {}
 local at = 6

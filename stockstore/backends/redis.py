@@ -19,6 +19,7 @@ records, which cost a round trip per node on a cluster.
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import re
 import struct
@@ -249,9 +250,6 @@ class _RedisStore(BaseStore):
         """The mode and body that turn *current* (as read) into *entry*."""
         return "c", self._body(entry)
 
-    def _header_reads(self, keys: Sequence[str]) -> list[tuple[Any, ...]]:
-        raise NotImplementedError
-
     # ------------------------------------------------------------------ primitives
 
     def _read(self, family: Family, keys: Sequence[bytes], now_ms: float) -> list[Stored | None]:
@@ -404,13 +402,11 @@ class _RedisStore(BaseStore):
         prefix = self._prefix(family) + "r:"
         found = self._client.scan_iter(match=prefix + "*", count=self.chunk_size)
         for chunk in _chunks((k.decode() for k in found), self.chunk_size):
-            heads = self._pipeline(self._header_reads(chunk))
-            for name, head in zip(chunk, heads, strict=True):
-                head = self._check(head, "scan")
-                if head is not None and len(head) > _HEADER.size:
-                    expires = _HEADER.unpack_from(head)[1]
-                    if expires == 0 or expires > now_ms:
-                        yield key_bytes(name[len(prefix) :])
+            # One script call a chunk tells which are live (not tombstones, not expired).
+            items: list[_Item] = [(name, []) for name in chunk]
+            for name, live in zip(chunk, self._run(family, "l", items, now_ms), strict=True):
+                if self._check(live, "scan"):
+                    yield key_bytes(name[len(prefix) :])
 
     def _clear(self, family: Family, now_ms: float) -> int:
         removed = 0
@@ -435,6 +431,49 @@ class RedisMsgpackStore(_RedisStore):
 
     _layout = "m"
 
+    def _write(self, family: Family, entries: Sequence[Entry], now_ms: float) -> list[int]:
+        """Plain ``MSET`` a chunk (``SET ... PX`` for a record that expires), with no script.
+
+        A family without alternate keys needs nothing but the value, so a write is
+        a plain write: a script would cost the server ten times a ``SET``.  The
+        writer's versions are kept as they are (they grow per process); the
+        ``max(new, old + 1)`` of `SqlStore` and the alternate-key pointers need
+        the script, which families with alternate keys still use.
+        """
+        if len(family.keys) > 1:
+            return super()._write(family, entries, now_ms)
+        failed: dict[bytes, StoreError] = {}
+        for done, chunk in enumerate(_chunks(entries, self.chunk_size)):
+            lasting: list[Any] = []
+            commands: list[tuple[Any, ...]] = []
+            owners: list[list[Entry]] = []
+            for entry, name in zip(chunk, self._record_keys(family, [e.key for e in chunk]), strict=True):
+                (value,) = self._body(entry)
+                if entry.expires_ms is None:
+                    lasting += (name, value)
+                else:
+                    commands.append(("SET", name, value, "PX", max(1, math.ceil(entry.expires_ms - now_ms))))
+                    owners.append([entry])
+            if lasting and self._cluster:  # MSET wants one hash slot; the cluster pipeline routes SETs
+                commands += [("SET", name, value) for name, value in zip(lasting[::2], lasting[1::2], strict=True)]
+                owners += [[e] for e in chunk if e.expires_ms is None]
+            elif lasting:
+                commands.append(("MSET", *lasting))
+                owners.append([e for e in chunk if e.expires_ms is None])
+            try:
+                replies = self._pipeline(commands)
+            except (RedisError, OSError) as exc:
+                # Outcomes unknown from here on: every remaining entry counts as not applied.
+                failed.update((e.key, _unavailable(exc)) for e in entries[done * self.chunk_size :])
+                break
+            for group, reply in zip(owners, replies, strict=True):
+                if isinstance(reply, Exception):
+                    error = _unavailable(reply)
+                    failed.update((e.key, error) for e in group)
+        if failed:
+            raise PartialWrite(list(failed), next(iter(failed.values())))
+        return [e.version for e in entries]
+
     def _fetch(self, family: Family, keys: Sequence[bytes]) -> list[Stored | None]:
         names = self._record_keys(family, keys)
         if self._cluster:
@@ -446,6 +485,21 @@ class RedisMsgpackStore(_RedisStore):
                 self._check_misses([n for n, v in zip(chunk, got, strict=True) if v is None])
                 values.extend(got)
         return [None if v is None else _stored(self._check(v, "read")) for v in values]
+
+    def _scan_read(self, family: Family, now_ms: float) -> Iterator[tuple[bytes, Stored]]:
+        """``SCAN`` the family's records and ``MGET`` each page of names as it comes: one pass."""
+        if self._cluster:
+            yield from super()._scan_read(family, now_ms)
+            return
+        prefix = self._prefix(family) + "r:"
+        found = self._client.scan_iter(match=prefix + "*", count=self.chunk_size)
+        for chunk in _chunks((k.decode() for k in found), self.chunk_size):
+            values = self._check(self._pipeline([("MGET", *chunk)])[0], "read")
+            self._check_misses([n for n, v in zip(chunk, values, strict=True) if v is None])
+            for name, value in zip(chunk, values, strict=True):
+                stored = None if value is None else _stored(value)  # None: deleted since the SCAN
+                if stored is not None and stored.live(now_ms):
+                    yield key_bytes(name[len(prefix) :]), stored
 
     def _check_misses(self, names: list[str]) -> None:
         """MGET answers nil for a key of another type too: a miss only if no such key is there.
@@ -462,9 +516,6 @@ class RedisMsgpackStore(_RedisStore):
     def _body(self, entry: Entry) -> tuple[bytes, ...]:
         assert entry.payload is not None
         return (_HEADER.pack(entry.version, entry.expires_ms or 0) + entry.payload,)
-
-    def _header_reads(self, keys: Sequence[str]) -> list[tuple[Any, ...]]:
-        return [("GETRANGE", k, 0, _HEADER.size) for k in keys]
 
 
 class RedisHashStore(_RedisStore):
@@ -513,9 +564,6 @@ class RedisHashStore(_RedisStore):
         meta = _HEADER.pack(entry.version, entry.expires_ms or 0) + tag.encode()
         changed = (part for name, value in pairs if held.get(name) != value for part in (name.encode(), value))
         return "p", (meta, *changed)
-
-    def _header_reads(self, keys: Sequence[str]) -> list[tuple[Any, ...]]:
-        return [("HGET", k, _META) for k in keys]
 
 
 def _stored(value: bytes) -> Stored:
