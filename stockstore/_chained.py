@@ -60,6 +60,9 @@ class ChainedStore(BaseStore):
     def _writes_from_any_thread(self) -> bool:
         return all(tier._writes_from_any_thread() for tier in self.tiers)
 
+    def _stores_rows(self) -> bool:
+        return self._source._stores_rows()  # the source keeps the schemas; tiers above are filled from it
+
     @property
     def _source(self) -> BaseStore:
         return self.tiers[-1]

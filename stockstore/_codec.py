@@ -24,6 +24,7 @@ import hashlib
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 import msgpack
@@ -222,8 +223,18 @@ def decode_record(data: bytes, schema_of: SchemaOf | None = None) -> tuple[str, 
     """
     if data[:1] == _ROW_RECORD:  # one byte's look: ordinary records decode as fast as ever
         tag, attrs, body = split_row(data)
-        attrs.update(_row_values(body, schema_of or known_schema, attrs))
-        return tag, attrs
+        values = _row_values(body, schema_of or known_schema, attrs)
+        # A copy of a dict of exactly these names, filled in: no growing a dict name by name.
+        shape = (body[:SCHEMA_ID_SIZE], tuple(attrs))
+        template = _templates.get(shape)
+        if template is None:
+            template = _templates[shape] = dict.fromkeys((*attrs, *known_schema(shape[0]).names))
+            if len(_templates) > _LAYOUTS_MAX:
+                _templates.clear()
+        out = template.copy()
+        out.update(attrs)
+        out.update(values)
+        return tag, out
     obj = unpack(data)
     if type(obj) is not list or len(obj) != 2 or type(obj[0]) is not str or type(obj[1]) is not dict:
         raise SerializationError("stored bytes are not a stockstore record")
@@ -341,6 +352,60 @@ def encode_row_record(tag: str, attrs: Mapping[str, Any], schema: RowSchema, val
     if len(values) != schema.row.size or not schema.name_set.isdisjoint(attrs):
         raise SerializationError("row values do not fit the schema, or repeat a map attribute")
     return b"".join((row_head(tag), pack(attrs), schema.prefix, values))
+
+
+# ---------------------------------------------------------------------------- wide records as rows
+
+_WIDE = 16  # float attributes, at the least, for a record to be worth a row
+_LAYOUTS_MAX = 4096  # distinct (tag, names) shapes remembered; past that the cache starts over
+_layouts: dict[tuple[str, tuple[str, ...]], WideLayout | None] = {}
+_templates: dict[tuple[bytes, tuple[str, ...]], dict[str, None]] = {}  # (schema id, map names) -> all names
+
+
+@dataclass(frozen=True, eq=False)
+class WideLayout:
+    """How a wide record of one shape is written as a row record.
+
+    Its first ``head`` attributes (the keys, say) go into the map; the rest, all
+    floats, into the row of ``schema``.  Only a record whose float attributes all
+    come after the others has one, so that decoding keeps the attribute order.
+    """
+
+    head: int
+    schema: RowSchema
+
+
+def wide_layout(tag: str, attrs: Mapping[str, Any]) -> WideLayout | None:
+    """The row layout for a record of this shape, or ``None`` if an ordinary record is better.
+
+    Remembered per (tag, attribute names): a batch of one shape works it out once.
+    The values of each record must still be floats where the layout says
+    (`encode_wide` checks).
+    """
+    shape = (tag, tuple(attrs))
+    if shape in _layouts:
+        return _layouts[shape]
+    kinds = list(map(type, attrs.values()))
+    head = len(kinds)
+    while head and kinds[head - 1] is float:
+        head -= 1
+    layout = None
+    if len(kinds) - head >= _WIDE and float not in kinds[:head]:
+        layout = WideLayout(head, row_schema([(name, "f8") for name in shape[1][head:]]))
+    if len(_layouts) >= _LAYOUTS_MAX:
+        _layouts.clear()
+    _layouts[shape] = layout
+    return layout
+
+
+def encode_wide(tag: str, attrs: Mapping[str, Any], layout: WideLayout) -> bytes | None:
+    """*attrs*, already checked, as a row record of *layout*; ``None`` if a row value is not a float."""
+    values = list(attrs.values())
+    floats = values[layout.head :]
+    if not set(map(type, floats)) <= {float}:
+        return None
+    head = dict(zip(islice(attrs, layout.head), values[: layout.head], strict=True))
+    return b"".join((row_head(tag), pack(head), layout.schema.prefix, layout.schema.row.pack(*floats)))
 
 
 class _Slot:

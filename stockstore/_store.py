@@ -445,6 +445,7 @@ class BaseStore(ABC):
         """
         now, now_ms = self._now()
         chunks: list[_Chunk] = []
+        rows = self._stores_rows()
         for family, group in _group_by_family(objs):
             latest: dict[bytes, _Put] = {}  # the last record of a key wins
             for obj in group:
@@ -453,7 +454,8 @@ class BaseStore(ABC):
                 # A bad key value is a key error, before the codec's check.
                 alternates = family.alternates_of(attrs) if len(family.keys) > 1 else ()
                 _codec.check_attributes(attrs)
-                latest[key] = (obj, attrs, alternates)
+                wide = _codec.wide_layout(family.tag(type(obj)), attrs) if rows and len(attrs) > 16 else None
+                latest[key] = (obj, attrs, alternates, wide)
             puts = list(latest.items())
             for start in range(0, len(puts), self.put_chunk):
                 part = puts[start : start + self.put_chunk]
@@ -465,14 +467,27 @@ class BaseStore(ABC):
         live: list[Entry] = []
         expired: list[bytes] = []
         lifetime = self.lifetime
-        for key, (obj, attrs, alternates) in puts:
+        for key, (obj, attrs, alternates, wide) in puts:
             expires = None if lifetime is None else self._expiry(obj, now)
             if expires is not None and expires <= now_ms:
                 expired.append(key)  # an already-expired lifetime means "not kept here", and put replaces
-            else:
-                payload = _codec.pack((family.tag(type(obj)), attrs))
-                live.append(Entry(payload, versions.next(), expires, key, alternates))
+                continue
+            tag = family.tag(type(obj))
+            payload = None
+            if wide is not None:
+                self._save_schema(wide.schema)
+                payload = _codec.encode_wide(tag, attrs, wide)
+            if payload is None:
+                payload = _codec.pack((tag, attrs))
+            live.append(Entry(payload, versions.next(), expires, key, alternates))
         return live, expired
+
+    def _stores_rows(self) -> bool:
+        """Whether wide records are written as row records, their schema kept in this store.
+
+        Yes where nothing evicts a schema behind the records' backs (memcached may).
+        """
+        return True
 
     def _write_chunks(self, chunks: Sequence[_Chunk], now_ms: float, total: int, what: str, *, single: bool) -> None:
         """Encode and write *chunks* in order, the next one encoded while the last one is written.
@@ -538,6 +553,8 @@ class BaseStore(ABC):
         now, now_ms = self._now()
         tag = family.tag(cls)
         missing: set[bytes] = set()  # ids of row schemas a merge met that this process did not know
+        rows = self._stores_rows()
+        unsaved: list[_codec.RowSchema] = []  # row schemas merges could not use: saved afterwards
 
         def merge(key: bytes, current: Stored | None) -> Entry:
             if current is not None and current.payload is not None:
@@ -557,7 +574,17 @@ class BaseStore(ABC):
                 if callable(self.lifetime):
                     obj = rebuild(family.class_for(stored_tag, family.root) or cls, dict(attrs))
                 expires = self._expiry(obj, now)
-            return Entry(_codec.pack((stored_tag, attrs)), version, expires, key, family.alternates_of(attrs))
+            payload = None
+            if rows and len(attrs) > 16:
+                wide = _codec.wide_layout(stored_tag, attrs)
+                # Only a schema already in the store: none can be written from inside a backend's primitive.
+                if wide is not None and wide.schema.id in self._saved_schemas:
+                    payload = _codec.encode_wide(stored_tag, attrs, wide)
+                elif wide is not None:
+                    unsaved.append(wide.schema)
+            if payload is None:
+                payload = _codec.pack((stored_tag, attrs))
+            return Entry(payload, version, expires, key, family.alternates_of(attrs))
 
         # A merge runs inside the backend's primitive (a transaction, a lock), no place to read
         # a schema from the store: a row record of a schema this process does not know fails
@@ -569,6 +596,9 @@ class BaseStore(ABC):
             try:
                 with self._errors():
                     self._patch(family, keys, merge, now_ms)
+                # The row schemas merges wanted, saved now, so that later patches can use them.
+                for schema in {s.id: s for s in unsaved}.values():
+                    self._save_schema(schema)
                 return
             except (PartialWrite, StoreError) as exc:
                 error: BaseException = exc
@@ -614,9 +644,9 @@ class BaseStore(ABC):
         return failure
 
 
-# A checked record of a batch_put, waiting to be encoded: the object, its attributes and
-# its encoded alternate keys.  A plain tuple: a batch makes one per record.
-_Put = tuple[Any, Mapping[str, Any], tuple[bytes | None, ...]]
+# A checked record of a batch_put, waiting to be encoded: the object, its attributes, its
+# encoded alternate keys and its row layout if it is wide.  A plain tuple: one per record.
+_Put = tuple[Any, Mapping[str, Any], tuple[bytes | None, ...], "_codec.WideLayout | None"]
 # A chunk's entries to write, and the keys whose lifetime has already ended (to remove).
 _Encoded = tuple[list[Entry], list[bytes]]
 # A chunk of a batch write: its family, its primary keys, and how to encode it.

@@ -317,3 +317,38 @@ def test_truncated_or_flipped_row_records_raise_or_decode_to_a_record(data: st.D
         return
     assert type(tag) is str
     assert type(back) is dict
+
+
+# ---------------------------------------------------------------------------- wide dict records as rows
+
+WIDE_FLOATS = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from([-0.0, math.nan, -math.nan])
+
+
+@given(st.lists(WIDE_FLOATS, min_size=16, max_size=300), st.dictionaries(st.text(max_size=3), st.text(), max_size=3))
+def test_wide_records_are_rows_and_come_back_exactly_in_order(floats: list[float], head: dict[str, Any]) -> None:
+    attrs = {**{f"k{name}": value for name, value in head.items()}, **{f"a{i}": v for i, v in enumerate(floats)}}
+    layout = _codec.wide_layout("T", attrs)
+    assert layout is not None
+    data = _codec.encode_wide("T", attrs, layout)
+    assert data is not None
+    assert _codec.is_row_record(data)
+    assert len(data) < len(_codec.encode_record("T", attrs))
+    tag, got = _codec.decode_record(data)
+    assert tag == "T"
+    assert list(got) == list(attrs)  # the attribute order too
+    assert_same(got, attrs)
+
+
+def test_only_a_long_run_of_floats_at_the_end_makes_a_row() -> None:
+    floats = {f"a{i}": float(i) for i in range(20)}
+    assert _codec.wide_layout("T", {"k": "x", **floats}) is not None
+    assert _codec.wide_layout("T", {**floats, "k": "x"}) is None  # a str after the floats: order would change
+    assert _codec.wide_layout("T", {"k": "x", **dict(list(floats.items())[:15])}) is None  # too few to pay
+    ints = {"k": "x", **{f"i{i}": i for i in range(20)}}
+    assert _codec.wide_layout("T", ints) is None  # ints stay ordinary: msgpack keeps them short
+
+
+def test_a_wide_layout_refuses_a_record_whose_values_are_not_floats() -> None:
+    layout = _codec.wide_layout("T", {"k": "x", **{f"a{i}": float(i) for i in range(20)}})
+    assert layout is not None
+    assert _codec.encode_wide("T", {"k": "x", **{f"a{i}": i for i in range(20)}}, layout) is None

@@ -604,15 +604,19 @@ def test_a_row_record_costs_little_more_than_its_floats_in_redis(redis_url: str)
             values, columns=[f"attribute_{i:03d}" for i in range(200)], index=pd.Index(["US0378331005"], name="ssm_id")
         )
         store.put_frame(Security, df)
-        store.put(Security(ssm_id="US0378331006", **{c: float(df[c].iloc[0]) for c in df.columns}))
-        row_key, dict_key = store._record_keys(
-            family_of(Security), [encode_key(("US0378331005",)), encode_key(("US0378331006",))]
+        floats = {c: float(df[c].iloc[0]) for c in df.columns}
+        store.put(Security(ssm_id="US0378331006", **floats))  # wide: a row record too
+        store.put(Security(ssm_id="US0378331007", **floats, note="x"))  # a str last: an ordinary record
+        row_key, dict_key, narrow_key = store._record_keys(
+            family_of(Security), [encode_key((f"US037833100{i}",)) for i in (5, 6, 7)]
         )
         with redis.Redis.from_url(redis_url) as client:
-            row_bytes = client.memory_usage(row_key, samples=0)
-            dict_bytes = client.memory_usage(dict_key, samples=0)
+            row_bytes, dict_bytes, narrow_bytes = (
+                client.memory_usage(k, samples=0) for k in (row_key, dict_key, narrow_key)
+            )
         assert row_bytes <= 1.25 * (200 * 8 + len(row_key)), row_bytes
-        assert dict_bytes > row_bytes * 1.5, (dict_bytes, row_bytes)
+        assert dict_bytes <= 1.25 * (200 * 8 + len(dict_key)), dict_bytes
+        assert narrow_bytes > row_bytes * 1.5, (narrow_bytes, row_bytes)
     finally:
         store.clear(Security)
         store.close()

@@ -119,6 +119,9 @@ class MemcacheStore(BaseStore):
     def __repr__(self) -> str:
         return f"<MemcacheStore namespace={self.namespace!r}>"
 
+    def _stores_rows(self) -> bool:
+        return False  # memcached may evict a schema and leave its rows unreadable
+
     def close(self) -> None:
         """Close the client if this store built it."""
         if self._owned:

@@ -460,7 +460,8 @@ class SqlStore(BaseStore):
             holders = (
                 self._holders(conn, table, (s for ss in slots for s in ss), now_ms) if len(family.keys) > 1 else {}
             )
-            claims = {slot: holder for slot, (holder, _) in holders.items()}
+            # Only live records hold alternate keys: an expired holder is neither dropped nor in the way.
+            claims = {slot: holder for slot, (holder, live) in holders.items() if live}
             existing = set(locked) | set(claims.values())
             owned: dict[bytes, set[_Slot]] = {}
             for slot, holder in claims.items():
@@ -490,8 +491,9 @@ class SqlStore(BaseStore):
                         drop(other)
                 for slot in owned.pop(ident, set()):
                     del claims[slot]
-                claims.update((slot, ident) for slot in mine)
-                owned[ident] = set(mine)
+                if entry.live(now_ms):
+                    claims.update((slot, ident) for slot in mine)
+                    owned[ident] = set(mine)
                 held[ident] = _Held(entry.version, entry.expires_ms, entry.payload is not None, None)
                 row = self._row(family, entry, mine, now_ms)
                 if ident in locked:
