@@ -107,7 +107,7 @@ def _redis_namespace_user(layout: str) -> Builder:
         with redis.Redis.from_url(url) as admin:
             admin.acl_setuser(
                 user, enabled=True, passwords=[f"+{password}"], keys=[f"{quote(namespace, safe='')}:*"],
-                commands=["+@all", "-@dangerous"],
+                commands=["+@all", "-@dangerous", "+info"],
             )  # fmt: skip
         return cls(url.replace("rediss://", f"rediss://{user}:{password}@"), namespace=namespace, **options)
 

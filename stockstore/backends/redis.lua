@@ -1,7 +1,8 @@
 -- Record operations of stockstore's Redis stores, each atomic on the server.
 --
 -- User values are never decoded here (Redis' cmsgpack is lossy): a record is opaque
--- bytes behind a 16-byte header, big-endian version and expiry in epoch ms (0: never).
+-- bytes behind a 24-byte header: big-endian version, expiry in epoch ms (0: never), and
+-- the stamp of the server run that filled it into a cache tier (zeros: a source's write).
 -- Layout 'm' stores header .. payload as a string; layout 'h' a hash whose field "\255"
 -- holds header .. class tag and whose other fields are the encoded attributes.  A
 -- header alone is a tombstone: it keeps its version so that older fills are refused.
@@ -10,16 +11,17 @@
 -- ARGV  1 layout 'm'|'h'   2 mode   3 now (ms, the client's clock)   4 key prefix
 --       5 number of alternate keys ('r': the alternate key's index), then per record:
 --       the expected version bytes (modes 'c' and 'p' only), one pointer key per
---       alternate key ('' where unset; modes 'w', 'c', 'p', 'f'), and the body ('d', 'l'
---       and 'r': none): layout 'm' one value; 'h' their number, the meta field, then
+--       alternate key ('' where unset; modes 'w', 'c', 'p', 'f'), and the body ('d', 'l',
+--       'g' and 'r': none): layout 'm' one value; 'h' their number, the meta field, then
 --       attribute field / value pairs.  A body starts with its header: the record's
 --       version and expiry are read from there, and the record's key part from KEYS.
 -- modes 'w' write   'c' write if the version is still the expected one   'p' as 'c',
 --       writing only the given fields ('h')   'f' fill if newer   'i' tombstone (body:
---       its header)   'd' delete   'l' is it live   'r' resolve: KEYS are pointers
+--       its header)   'd' delete   'l' is it live   'g' get   'r' resolve: KEYS are pointers
 -- reply per record: 1 and the stored version | 0 refused (not newer, or changed since
 --       read) | -1 an alternate key is held by another live record; 'd' and 'l' 1 if it
---       was or is live;
+--       was or is live; 'g' the value ('h': its fields) or false, also for a copy of
+--       another server run;
 --       'r' the holder's key part or false
 
 local layout, mode, now, prefix = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
@@ -40,20 +42,39 @@ local function be64(n)
   return table.concat(out)
 end
 
--- The first 17 stored bytes: '' when missing, 16 for a tombstone, 17 for a record.
+-- This server run: the first 8 bytes of its run_id, which every restart changes.  A copy
+-- filled into a cache tier carries it, so a copy from before a restart (an old snapshot,
+-- or a replica promoted before it had every write) is never taken for a current one.
+local run
+local function boot()
+  if not run then
+    local id = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+    run = string.gsub(string.sub(id, 1, 16), '%x%x', function(x) return string.char(tonumber(x, 16)) end)
+  end
+  return run
+end
+local SOURCE = string.rep('\0', 8)  -- the stamp of what a source of truth writes: always current
+
+-- The first 25 stored bytes: '' when missing, 24 for a tombstone, 25 for a record.
 local function head(key)
-  if layout == 'm' then return redis.call('GETRANGE', key, 0, 16) end
-  return string.sub(redis.call('HGET', key, META) or '', 1, 17)
+  if layout == 'm' then return redis.call('GETRANGE', key, 0, 24) end
+  return string.sub(redis.call('HGET', key, META) or '', 1, 25)
+end
+
+-- Whether a header is of this run (or of the source of truth's own writes).
+local function current(h)
+  local stamp = string.sub(h, 17, 24)
+  return stamp == SOURCE or stamp == boot()
 end
 
 local function live(h)
-  if #h < 17 then return false end
+  if #h < 25 or not current(h) then return false end
   local expires = u64(h, 9)
   return expires == 0 or expires > now
 end
 
 local function version(h)
-  if #h < 16 then return 0 end
+  if #h < 24 then return 0 end
   return u64(h, 1)
 end
 
@@ -127,6 +148,13 @@ local function record(expected)
     return false
   end
 
+  if mode == 'g' then  -- a read: what is held, unless a copy from another server run
+    local held = layout == 'm' and redis.call('GET', key) or redis.call('HGET', key, META)
+    if not held or (#held >= 24 and not current(held)) then return false end
+    if layout == 'm' then return held end
+    return redis.call('HGETALL', key)
+  end
+
   local h = head(key)
   if mode == 'l' then return live(h) and 1 or 0 end
   local old = version(h)
@@ -141,12 +169,14 @@ local function record(expected)
   v, expires = u64(first, 1), u64(first, 9)
   if mode == 'i' then
     if nalt > 0 then free(me) end
-    store(be64(math.max(v, old)) .. string.sub(first, 9, 16), false)
+    store(be64(math.max(v, old)) .. string.sub(first, 9, 16) .. boot(), false)
     return 1
   end
 
   if mode == 'f' then
-    if #h >= 16 and not (old < v or (old == v and #h == 17 and not live(h))) then return 0 end
+    -- Refused when what is held is newer, or this very version and current.
+    if #h >= 24 and not (old < v or (old == v and #h >= 25 and not live(h))) then return 0 end
+    first = string.sub(first, 1, 16) .. boot() .. string.sub(first, 25)
     for i = 1, nalt do  -- a cache yields alternate keys to the newer record it is filled with
       local ptr = ARGV[ptrs + i]
       local holder = ptr ~= '' and redis.call('GET', ptr)
@@ -156,7 +186,8 @@ local function record(expected)
       end
     end
   else
-    if expected and string.sub(h, 1, 8) ~= expected then return 0 end
+    -- A copy from another server run counts as absent, as it did for the read.
+    if expected and (current(h) and string.sub(h, 1, 8) or '') ~= expected then return 0 end
     if nalt > 0 and conflict() then return -1 end
     if v <= old then
       v = old + 1
@@ -170,7 +201,7 @@ end
 
 local guarded = mode == 'c' or mode == 'p'
 local pointed = mode == 'w' or mode == 'f' or guarded
-local bodied = mode ~= 'd' and mode ~= 'r' and mode ~= 'l'
+local bodied = mode ~= 'd' and mode ~= 'r' and mode ~= 'l' and mode ~= 'g'
 local skip = #prefix + 3  -- the key part follows prefix .. 'r:'
 local replies = {}
 local at = 6

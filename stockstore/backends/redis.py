@@ -50,7 +50,8 @@ _Item = tuple[str, list[Any]]  # a record's key name and its argument group for 
 _Patched = list[tuple[Entry, "int | StoreError"]]  # entries written by a patch, each with its outcome
 
 _SCRIPT = files(__package__).joinpath("redis.lua").read_text()
-_HEADER = struct.Struct(">QQ")  # version, expiry in epoch ms (0: never)
+_HEADER = struct.Struct(">QQ8s")  # version, expiry in epoch ms (0: never), server-run stamp
+_SOURCE = bytes(8)  # the stamp of a source of truth's own writes; fills carry the server's run (redis.lua)
 _VERSION = struct.Struct(">Q")
 _META = b"\xff"  # the hash layout's header field: never a UTF-8 attribute name
 _SAFE = re.compile(r"[A-Za-z0-9_.~-]*")
@@ -393,7 +394,7 @@ class _RedisStore(BaseStore):
     def _invalidate(self, family: Family, keys: Sequence[bytes], version: int, until_ms: int) -> None:
         now_ms = self.clock() * 1000
         for chunk in _chunks(keys, self.chunk_size):
-            items = [self._item(family, k, body=(_HEADER.pack(version, until_ms),)) for k in chunk]
+            items = [self._item(family, k, body=(_HEADER.pack(version, until_ms, _SOURCE),)) for k in chunk]
             for reply in self._run(family, "i", items, now_ms):
                 self._check(reply, "invalidate")
 
@@ -476,15 +477,21 @@ class RedisMsgpackStore(_RedisStore):
 
     def _fetch(self, family: Family, keys: Sequence[bytes]) -> list[Stored | None]:
         names = self._record_keys(family, keys)
-        if self._cluster:
-            values = self._pipeline([("GET", n) for n in names])
-        else:
-            values = []
-            for chunk in _chunks(names, self.chunk_size):
-                got = self._check(self._pipeline([("MGET", *chunk)])[0], "read")
-                self._check_misses([n for n, v in zip(chunk, got, strict=True) if v is None])
-                values.extend(got)
-        return [None if v is None else _stored(self._check(v, "read")) for v in values]
+        if self._cluster:  # the script judges each copy's server run on the node that holds it
+            replies = self._run(family, "g", [(name, []) for name in names], 0)
+            return [None if r is None else _stored(self._check(r, "read"), None) for r in replies]
+        out: list[Stored | None] = []
+        for chunk in _chunks(names, self.chunk_size):
+            out.extend(self._mget(chunk))
+        return out
+
+    def _mget(self, names: list[str]) -> list[Stored | None]:
+        """``MGET`` *names*, then ``INFO`` on the same connection: the server run their copies must be of."""
+        values, info = self._pipeline([("MGET", *names), ("INFO", "server")])
+        values = self._check(values, "read")
+        self._check_misses([n for n, v in zip(names, values, strict=True) if v is None])
+        run = _run_of(self._check(info, "read"))
+        return [None if v is None else _stored(v, run) for v in values]
 
     def _scan_read(self, family: Family, now_ms: float) -> Iterator[tuple[bytes, Stored]]:
         """``SCAN`` the family's records and ``MGET`` each page of names as it comes: one pass."""
@@ -494,11 +501,8 @@ class RedisMsgpackStore(_RedisStore):
         prefix = self._prefix(family) + "r:"
         found = self._client.scan_iter(match=prefix + "*", count=self.chunk_size)
         for chunk in _chunks((k.decode() for k in found), self.chunk_size):
-            values = self._check(self._pipeline([("MGET", *chunk)])[0], "read")
-            self._check_misses([n for n, v in zip(chunk, values, strict=True) if v is None])
-            for name, value in zip(chunk, values, strict=True):
-                stored = None if value is None else _stored(value)  # None: deleted since the SCAN
-                if stored is not None and stored.live(now_ms):
+            for name, stored in zip(chunk, self._mget(chunk), strict=True):
+                if stored is not None and stored.live(now_ms):  # None: deleted since the SCAN
                     yield key_bytes(name[len(prefix) :]), stored
 
     def _check_misses(self, names: list[str]) -> None:
@@ -515,7 +519,7 @@ class RedisMsgpackStore(_RedisStore):
 
     def _body(self, entry: Entry) -> tuple[bytes, ...]:
         assert entry.payload is not None
-        return (_HEADER.pack(entry.version, entry.expires_ms or 0) + entry.payload,)
+        return (_HEADER.pack(entry.version, entry.expires_ms or 0, _SOURCE) + entry.payload,)
 
 
 class RedisHashStore(_RedisStore):
@@ -532,17 +536,28 @@ class RedisHashStore(_RedisStore):
     _layout = "h"
 
     def _fetch(self, family: Family, keys: Sequence[bytes]) -> list[Stored | None]:
-        replies = self._pipeline([("HGETALL", n) for n in self._record_keys(family, keys)])
-        return [self._from_hash(self._check(r, "read")) for r in replies]
+        names = self._record_keys(family, keys)
+        if self._cluster:  # the script judges each copy's server run on the node that holds it
+            replies = self._run(family, "g", [(name, []) for name in names], 0)
+            flat = [self._check(r, "read") for r in replies]
+            return [None if f is None else self._from_hash(dict(zip(f[::2], f[1::2], strict=True)), None) for f in flat]
+        out: list[Stored | None] = []
+        for chunk in _chunks(names, self.chunk_size):
+            *replies, info = self._pipeline([*(("HGETALL", n) for n in chunk), ("INFO", "server")])
+            run = _run_of(self._check(info, "read"))
+            out.extend(self._from_hash(self._check(r, "read"), run) for r in replies)
+        return out
 
     @staticmethod
-    def _from_hash(fields: dict[bytes, bytes]) -> Stored | None:
+    def _from_hash(fields: dict[bytes, bytes], run: bytes | None) -> Stored | None:
         if not fields:
             return None
         meta = fields.pop(_META, None)
         if meta is None or len(meta) < _HEADER.size:
             raise SerializationError("a Redis hash under a stockstore key is not a stockstore record")
-        version, expires = _HEADER.unpack_from(meta)
+        version, expires, stamp = _HEADER.unpack_from(meta)
+        if run is not None and stamp not in (_SOURCE, run):
+            return None  # a cached copy from before the server restarted
         payload = None
         if len(meta) > _HEADER.size:
             tag = meta[_HEADER.size :].decode("utf-8", errors="strict")
@@ -552,7 +567,7 @@ class RedisHashStore(_RedisStore):
     def _body(self, entry: Entry) -> tuple[bytes, ...]:
         assert entry.payload is not None
         tag, pairs = _codec.split_record(entry.payload)
-        meta = _HEADER.pack(entry.version, entry.expires_ms or 0) + tag.encode()
+        meta = _HEADER.pack(entry.version, entry.expires_ms or 0, _SOURCE) + tag.encode()
         return (meta, *(part for name, value in pairs for part in (name.encode(), value)))
 
     def _patch_body(self, current: Stored | None, entry: Entry) -> tuple[str, tuple[bytes, ...]]:
@@ -561,16 +576,27 @@ class RedisHashStore(_RedisStore):
         assert entry.payload is not None
         held = dict(_codec.split_record(current.payload)[1])
         tag, pairs = _codec.split_record(entry.payload)
-        meta = _HEADER.pack(entry.version, entry.expires_ms or 0) + tag.encode()
+        meta = _HEADER.pack(entry.version, entry.expires_ms or 0, _SOURCE) + tag.encode()
         changed = (part for name, value in pairs if held.get(name) != value for part in (name.encode(), value))
         return "p", (meta, *changed)
 
 
-def _stored(value: bytes) -> Stored:
+def _stored(value: bytes, run: bytes | None) -> Stored | None:
+    """What a stored value holds; ``None`` for a cached copy of another server run than *run*.
+
+    *run* ``None``: judged already (by the script, on a cluster).
+    """
     if len(value) < _HEADER.size:
         raise SerializationError("a Redis value under a stockstore key is not a stockstore record")
-    version, expires = _HEADER.unpack_from(value)
+    version, expires, stamp = _HEADER.unpack_from(value)
+    if run is not None and stamp not in (_SOURCE, run):
+        return None  # filled before the server restarted (an old snapshot, a promoted replica)
     return Stored(value[_HEADER.size :] if len(value) > _HEADER.size else None, version, expires or None)
+
+
+def _run_of(info: dict[str, Any]) -> bytes:
+    """The stamp of the server run an ``INFO server`` reply comes from (see redis.lua)."""
+    return bytes.fromhex(str(info["run_id"])[:16])
 
 
 def _unavailable(exc: BaseException) -> BackendUnavailableError:
