@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import replace
 
 from ._codec import decode_head
@@ -24,6 +25,8 @@ from ._store import BaseStore, Merge, PartialWrite
 from .errors import StoreError
 
 logger = logging.getLogger(__name__)
+
+_REPAIR_SHARE = 5000  # bypassed keys of other reads a read repairs at the most, on its way
 
 
 class ChainedStore(BaseStore):
@@ -40,6 +43,7 @@ class ChainedStore(BaseStore):
         *,
         tombstone_ttl: float = 60.0,
         retries: int = 2,
+        down_for: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         tiers = list(tiers)
@@ -49,8 +53,12 @@ class ChainedStore(BaseStore):
         self.tiers = tiers
         self.tombstone_ttl = tombstone_ttl
         self.retries = retries
+        self.down_for = down_for
         self.tier_failures = [0] * len(tiers)
         self._bypass: set[tuple[int, str, bytes]] = set()
+        self._families: dict[str, Family] = {}  # the families in _bypass, by name
+        self._down: dict[int, tuple[float, float]] = {}  # level -> (monotonic time to try again, next pause)
+        self._flights: dict[tuple[str, bytes], Future[Stored | None]] = {}  # reads under way, by key
         self._floors: dict[str, int] = {}  # family -> version of its last clear
         self._lock = threading.Lock()
 
@@ -72,20 +80,55 @@ class ChainedStore(BaseStore):
         """Upper tiers, nearest the source of truth first."""
         return list(reversed(list(enumerate(self.tiers[:-1]))))
 
-    # ---- bypass bookkeeping
+    # ---- failed tiers: bypassed keys, and tiers left alone for a while
 
     def _bypassed(self, level: int, family: Family, key: bytes) -> bool:
         return (level, family.name, key) in self._bypass
 
+    def _usable(self, level: int) -> bool:
+        """Whether a cache tier may be asked: not failed, or failed long enough ago to try again."""
+        down = self._down.get(level)
+        return down is None or time.monotonic() >= down[0]
+
+    def _tier_down(self, level: int) -> None:
+        """Leave a failed tier alone for `down_for` seconds, twice as long each time it fails again."""
+        with self._lock:
+            pause = self._down.get(level, (0.0, self.down_for))[1]
+            self._down[level] = (time.monotonic() + pause, min(max(pause, 0.001) * 2, 60.0))
+
+    def _tier_up(self, level: int) -> None:
+        if level in self._down:
+            with self._lock:
+                self._down.pop(level, None)
+
+    def _bypass_keys(self, level: int, family: Family, keys: Sequence[bytes]) -> None:
+        with self._lock:
+            self._families[family.name] = family
+            self._bypass.update((level, family.name, k) for k in keys)
+
     def _repair(self, family: Family, keys: Sequence[bytes]) -> None:
-        """Retry invalidating keys a failed tier may hold stale; lift the bypass on success."""
+        """Invalidate what failed tiers may hold stale: these keys first, then a bounded share of the rest.
+
+        A key is read from a tier again only once its invalidation there succeeded.
+        """
         if not self._bypass:
             return
         for level, tier in self._caches:
-            stale = [k for k in keys if self._bypassed(level, family, k)]
-            if stale and self._invalidate_tier(level, tier, family, stale):
-                with self._lock:
-                    self._bypass.difference_update((level, family.name, k) for k in stale)
+            if not self._usable(level):
+                continue
+            with self._lock:
+                held = [(name, k) for lvl, name, k in self._bypass if lvl == level]
+            mine = {k for name, k in held if name == family.name}
+            stale = [k for k in keys if k in mine]
+            asked = set(stale)
+            rest = [(name, k) for name, k in held if name != family.name or k not in asked][:_REPAIR_SHARE]
+            groups: dict[str, list[bytes]] = {family.name: stale}
+            for name, k in rest:
+                groups.setdefault(name, []).append(k)
+            for name, group in groups.items():
+                if group and self._invalidate_tier(level, tier, self._families.get(name, family), group):
+                    with self._lock:
+                        self._bypass.difference_update((level, name, k) for k in group)
 
     def _invalidate_tier(self, level: int, tier: BaseStore, family: Family, keys: Sequence[bytes]) -> bool:
         until = int((self.clock() + self.tombstone_ttl) * 1000)
@@ -94,11 +137,16 @@ class ChainedStore(BaseStore):
             with tier._errors():
                 tier._invalidate(family, keys, version, until)
         except StoreError:
+            self._tier_down(level)
             return False
+        self._tier_up(level)
         return True
 
     def _tier_failed(self, level: int, family: Family, keys: Sequence[bytes], exc: BaseException) -> None:
-        """A cache tier write failed: invalidate (bounded retries), else bypass those keys."""
+        """A cache tier write failed, or its outcome is unknown: invalidate (bounded retries), else bypass.
+
+        Never the write again: a copy that may or may not have landed is made void.
+        """
         self.tier_failures[level] += 1
         tier = self.tiers[level]
         for _ in range(self.retries):
@@ -108,31 +156,81 @@ class ChainedStore(BaseStore):
         logger.warning(
             "tier %d (%r) failed a write; %d key(s) bypassed until repaired: %s", level, tier, len(keys), exc
         )
-        with self._lock:
-            self._bypass.update((level, family.name, k) for k in keys)
+        self._bypass_keys(level, family, keys)
+        self._tier_down(level)
+
+    def _fill_tier(self, level: int, family: Family, entries: Sequence[Entry], now: float) -> None:
+        """Fill one cache tier with its own lifetime; a tier left alone has its keys bypassed instead."""
+        tier = self.tiers[level]
+        mine = [tier._apply_lifetime(family, e, now) for e in entries if not self._bypassed(level, family, e.key)]
+        if not mine:
+            return
+        if not self._usable(level):
+            self._bypass_keys(level, family, [e.key for e in mine])
+            return
+        try:
+            with tier._errors():
+                tier._fill(family, mine, now * 1000)
+        except StoreError as exc:
+            self._tier_failed(level, family, [e.key for e in mine], exc)
+        else:
+            self._tier_up(level)
 
     def _propagate(self, family: Family, entries: Sequence[Entry], now: float) -> None:
         """Carry written entries up the tiers, nearest the source first, each with its own lifetime."""
         floor = self._floors.get(family.name, 0)
         entries = [e for e in entries if e.version > floor]
-        for level, tier in self._caches:
-            mine = [tier._apply_lifetime(family, e, now) for e in entries if not self._bypassed(level, family, e.key)]
-            if not mine:
-                continue
-            try:
-                with tier._errors():
-                    tier._fill(family, mine, now * 1000)
-            except StoreError as exc:
-                self._tier_failed(level, family, [e.key for e in mine], exc)
+        for level, _ in self._caches:
+            self._fill_tier(level, family, entries, now)
+
+    def _forget_flights(self, family: Family, keys: Sequence[bytes]) -> None:
+        """A write: reads under way for these keys may have read the old value; none joins them now."""
+        if self._flights:
+            with self._lock:
+                for key in keys:
+                    self._flights.pop((family.name, key), None)
 
     # ---- primitives
 
     def _read(self, family: Family, keys: Sequence[bytes], now_ms: float) -> list[Stored | None]:
+        """Read through the tiers; keys another thread of this process is reading already are waited for.
+
+        Single flight: threads missing the same keys at once cause one read of them
+        from the tiers below, not one each.
+        """
+        mine: dict[bytes, Future[Stored | None]] = {}
+        theirs: dict[bytes, Future[Stored | None]] = {}
+        with self._lock:
+            for key in keys:
+                flight = self._flights.get((family.name, key))
+                if flight is not None:
+                    theirs[key] = flight
+                elif key not in mine:
+                    mine[key] = self._flights[(family.name, key)] = Future()
+        try:
+            found = self._read_tiers(family, list(mine), now_ms) if mine else {}
+        except BaseException as exc:
+            for flight in mine.values():
+                flight.set_exception(exc)
+            raise
+        finally:
+            with self._lock:
+                for key, flight in mine.items():
+                    if self._flights.get((family.name, key)) is flight:
+                        del self._flights[(family.name, key)]
+        for key, flight in mine.items():
+            flight.set_result(found.get(key))
+        got = {key: flight.result() for key, flight in theirs.items()}
+        return [found[k] if k in found else got.get(k) for k in keys]
+
+    def _read_tiers(self, family: Family, keys: Sequence[bytes], now_ms: float) -> dict[bytes, Stored]:
         self._repair(family, keys)
         found: dict[bytes, Stored] = {}
         missing = list(keys)
         for level, tier in enumerate(self.tiers):
             source = level == len(self.tiers) - 1
+            if not source and not self._usable(level):
+                continue
             ask = [k for k in missing if source or not self._bypassed(level, family, k)]
             if not ask:
                 continue
@@ -145,8 +243,11 @@ class ChainedStore(BaseStore):
                     raise
                 # A cache that cannot answer is a miss: the tiers below still can.
                 self.tier_failures[level] += 1
+                self._tier_down(level)
                 logger.warning("tier %d (%r) failed a read: %s", level, tier, exc)
                 continue
+            if not source:
+                self._tier_up(level)
             # Upper-tier copies from before the last clear() are void, even if that tier missed the clear.
             floor = 0 if source else self._floors.get(family.name, 0)
             hits = [(k, s) for k, s in zip(ask, got, strict=True) if s is not None and s.version > floor]
@@ -161,7 +262,7 @@ class ChainedStore(BaseStore):
                 missing = [k for k in missing if k not in hit_keys]
             if not missing:
                 break
-        return [found.get(k) for k in keys]
+        return found
 
     def _fill_above(self, family: Family, level: int, hits: list[tuple[bytes, Stored]], started: float) -> None:
         now = self.clock()
@@ -175,7 +276,7 @@ class ChainedStore(BaseStore):
         for upper in range(level - 1, -1, -1):
             tier = self.tiers[upper]
             mine = [tier._apply_lifetime(family, e, now) for e in entries if not self._bypassed(upper, family, e.key)]
-            if not mine:
+            if not mine or not self._usable(upper):
                 continue
             try:
                 with tier._errors():
@@ -184,6 +285,7 @@ class ChainedStore(BaseStore):
                 # The read itself succeeded; a fill that may or may not have landed
                 # carried the current version, so nothing stale can result.
                 self.tier_failures[upper] += 1
+                self._tier_down(upper)
                 logger.warning("tier %d (%r) failed a read-fill: %s", upper, tier, exc)
 
     def _resolve(self, family: Family, index: int, keys: Sequence[bytes], now_ms: float) -> list[bytes | None]:
@@ -203,19 +305,20 @@ class ChainedStore(BaseStore):
                 stored = source._write(family, entries, now_ms)
         except PartialWrite as exc:
             failure = exc
-            failed = set(exc.failed)
-            stored = [0 if e.key in failed else e.version for e in entries]
-        written = [replace(e, version=v) for e, v in zip(entries, stored, strict=True) if v]
+            stored = []
+        self._forget_flights(family, [e.key for e in entries])
         if failure is not None:
-            # Versions of the applied ones are unknown here: invalidate instead of filling.
-            self._invalidate_caches(family, [e.key for e in written])
+            # Some were applied, some not, some perhaps (an unknown outcome): the caches lose
+            # every key that may have changed, rather than guess.
+            self._invalidate_caches(family, [e.key for e in entries])
             raise failure
-        self._propagate(family, written, now)
+        self._propagate(family, [replace(e, version=v) for e, v in zip(entries, stored, strict=True)], now)
         return stored
 
     def _remove(self, family: Family, keys: Sequence[bytes], now_ms: float) -> int:
         with self._source._errors():
             count = self._source._remove(family, keys, now_ms)
+        self._forget_flights(family, keys)
         self._invalidate_caches(family, keys)
         return count
 
@@ -223,7 +326,9 @@ class ChainedStore(BaseStore):
         if not keys:
             return
         for level, tier in self._caches:
-            if not self._invalidate_tier(level, tier, family, keys):
+            if not self._usable(level):
+                self._bypass_keys(level, family, keys)
+            elif not self._invalidate_tier(level, tier, family, keys):
                 self._tier_failed(level, family, keys, StoreError("invalidation failed"))
 
     def _patch(self, family: Family, keys: Sequence[bytes], merge: Merge, now_ms: float) -> list[Entry]:
@@ -236,10 +341,11 @@ class ChainedStore(BaseStore):
         try:
             with source._errors():
                 written = source._patch(family, keys, merge_here, now_ms)
-        except PartialWrite as exc:
-            failed = set(exc.failed)
-            self._invalidate_caches(family, [k for k in keys if k not in failed])
+        except PartialWrite:
+            self._forget_flights(family, keys)
+            self._invalidate_caches(family, keys)  # every key that may have changed
             raise
+        self._forget_flights(family, keys)
         self._propagate(family, written, now)
         return written
 
@@ -267,6 +373,9 @@ class ChainedStore(BaseStore):
             count = self._source._clear(family, now_ms)
         # Fills already under way carry versions from before the clear: refuse them.
         self._floors[family.name] = versions.next()
+        with self._lock:
+            for flight in [f for f in self._flights if f[0] == family.name]:
+                del self._flights[flight]
         for level, tier in self._caches:
             try:
                 with tier._errors():

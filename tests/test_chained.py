@@ -8,6 +8,8 @@ when one of them fails.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
@@ -320,12 +322,33 @@ class TestWrites:
         assert_record(_held(top, "a"), Asset(aid="a", v=1))  # stale, and bypassed
         top.failing.clear()
         top.asked.clear()
+        chain.down_for = 0.0  # the failed tier may be tried again at once
+        chain._down.clear()
         assert_record(chain.get(Asset, "a"), Asset(aid="a", v=2))
         assert _held(top, "a") is None  # the stale copy was invalidated by the repair
         assert_record(chain.get(Asset, "a"), Asset(aid="a", v=2))
         assert top.asked == [[_key("a")], [_key("a")]]  # asked again: no longer bypassed
         chain.put(Asset(aid="a", v=3))
         assert_record(_held(top, "a"), Asset(aid="a", v=3))
+
+    def test_a_failed_tier_is_left_alone_for_a_while(self, chain: ss.ChainedStore, top: Spy) -> None:
+        """No waiting on a dead cache with every call: after a failure, it is skipped for down_for seconds."""
+        chain.put(Asset(aid="a", v=1))
+        top.failing |= {"fill", "invalidate", "read"}
+        chain.put(Asset(aid="a", v=2))
+        calls = len(top.log)
+        for v in range(3, 8):
+            chain.put(Asset(aid="a", v=v))
+            assert_record(chain.get(Asset, "a"), Asset(aid="a", v=v))
+        assert [p for name, p in top.log[calls:] if name == "top"] == []  # not asked once
+        assert chain.tier_failures[0] == 1
+        chain.down_for = 0.0
+        chain._down.clear()
+        top.failing.clear()
+        top.asked.clear()
+        assert_record(chain.get(Asset, "a"), Asset(aid="a", v=7))  # repaired on the way
+        assert top.asked == [[_key("a")]]  # asked again: the bypass is lifted
+        assert ("top", "invalidate") in top.log[calls:]
 
     def test_failing_cache_during_delete(self, chain: ss.ChainedStore, top: Spy) -> None:
         chain.put(Asset(aid="a"))
@@ -461,3 +484,54 @@ class TestNesting:
             ss.ChainedStore([MemoryStore()], lifetime=5)  # type: ignore[call-arg]
         with pytest.raises(TypeError):
             ss.ChainedStore([])
+
+
+class TestSingleFlight:
+    """Threads of one process missing the same keys at once read them from the tiers below once."""
+
+    @staticmethod
+    def _slow_source(make_source: SourceFactory, log: list[tuple[str, str]], pause: float) -> Spy:
+        source = Spy(make_source(), "source", log)
+        read = source._read
+
+        def slow_read(family: Family, keys: Sequence[bytes], now_ms: float) -> list[Stored | None]:
+            time.sleep(pause)  # long enough for every thread to arrive while the first one reads
+            return read(family, keys, now_ms)
+
+        source._read = slow_read  # type: ignore[method-assign]
+        return source
+
+    def test_concurrent_misses_read_the_source_once(
+        self, make_source: SourceFactory, log: list[tuple[str, str]], clock: FakeClock
+    ) -> None:
+        source = self._slow_source(make_source, log, 0.3)
+        source.inner.batch_put([Asset(aid=i, v=float(i)) for i in range(500)])
+        chain = ss.ChainedStore([MemoryStore(clock=clock), source], clock=clock)
+        results: list[list[Any]] = []
+        threads = [
+            threading.Thread(target=lambda: results.append(chain.batch_get(Asset, range(500)))) for _ in range(8)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(results) == 8
+        for got in results:
+            assert [r["v"] for r in got] == [float(i) for i in range(500)]
+        assert sum(len(keys) for keys in source.asked) == 500  # each key once, not 8 times
+
+    def test_a_read_after_a_write_never_joins_an_older_read(
+        self, make_source: SourceFactory, log: list[tuple[str, str]], clock: FakeClock
+    ) -> None:
+        source = self._slow_source(make_source, log, 0.5)
+        source.inner.put(Asset(aid="a", v=1))
+        chain = ss.ChainedStore([MemoryStore(clock=clock), source], clock=clock)
+        early: list[Any] = []
+        reader = threading.Thread(target=lambda: early.append(chain.get(Asset, "a")))
+        reader.start()
+        time.sleep(0.1)  # the reader's read of v1 is under way
+        chain.put(Asset(aid="a", v=2))
+        assert_record(chain.get(Asset, "a"), Asset(aid="a", v=2))  # not v1 from the flight under way
+        reader.join()
+        assert early[0]["v"] in (1, 2)
+        assert_record(chain.get(Asset, "a"), Asset(aid="a", v=2))  # and the late fill of v1 did not land
