@@ -44,10 +44,37 @@ def encode_key(values: tuple[KeyValue, ...]) -> bytes:
 
 
 def decode_key(data: bytes) -> tuple[KeyValue, ...]:
-    values: Any = msgpack.unpackb(data, use_list=False)
-    if type(values) is not tuple:
+    """The key tuple behind `encode_key`'s bytes; any other bytes raise `SerializationError`.
+
+    Keys come back from servers (SQL's key column, memcached's pointers), where another
+    program may have written anything: only the exact bytes `encode_key` makes of a
+    valid key are accepted, so a listed key is always one a read can find.
+    """
+    try:
+        values: Any = msgpack.unpackb(data, use_list=False, raw=False)
+    except (ValueError, TypeError, msgpack.UnpackException):  # not msgpack, or a str not UTF-8
+        values = None
+    valid = type(values) is tuple and len(values) > 0
+    if valid:
+        for value in values:
+            if type(value) is not str and (type(value) is not int or value not in _INT64):
+                valid = False
+                break
+        else:
+            packer = getattr(_local, "packer", None) or _new_packer()
+            valid = packer.pack(values) == data  # else another encoding of the same values
+    if not valid:
         raise SerializationError("stored key is not a stockstore key")
-    return values
+    return values  # type: ignore[no-any-return]
+
+
+_local = threading.local()
+
+
+def _new_packer() -> msgpack.Packer:
+    """This thread's packer for `decode_key`, which runs for every key listed: one per call costs more."""
+    packer = _local.packer = msgpack.Packer()
+    return packer
 
 
 @dataclass(frozen=True)
@@ -82,7 +109,14 @@ class Family:
         raise SerializationError(f"stored class {tag!r} of family {self.name!r} is not defined in this process")
 
     def public_key(self, values: tuple[KeyValue, ...]) -> Any:
-        """A primary key as users see it: a scalar, or a tuple for a composite key."""
+        """A primary key as users see it: a scalar, or a tuple for a composite key.
+
+        *values* come from a server: a key of another arity is not one of this family's.
+        """
+        if len(values) != len(self.primary):
+            raise SerializationError(
+                f"stored key of {len(values)} part(s) in {self.name}, whose key has {len(self.primary)}"
+            )
         return values[0] if len(values) == 1 else values
 
     def key_values(self, index: int, get: Any) -> tuple[KeyValue, ...] | None:

@@ -144,7 +144,7 @@ class MemcacheStore(BaseStore):
         for _ in range(self.cas_retries):
             raw = self._client.get(gen_key)
             if raw is not None:
-                return int(raw)
+                return _generation_of(raw, family)
             seed = time.time_ns() // 1000  # real time, not self.clock: it must pass older generations
             if self._client.add(gen_key, str(seed).encode(), expire=0, noreply=False):
                 return seed
@@ -445,24 +445,41 @@ def _unpack(data: bytes) -> Stored:
     if len(data) < _HEADER.size:
         raise SerializationError("memcached item is not a stockstore record")
     version, expires = _HEADER.unpack_from(data)
+    if not 0 <= version < _NO_EXPIRY:  # microseconds since the epoch, with room to grow (writes add 1)
+        raise SerializationError("memcached item is not a stockstore record")
     payload = data[_HEADER.size :] if len(data) > _HEADER.size else None
     return Stored(payload, version, None if expires == _NO_EXPIRY else expires)
 
 
+def _generation_of(raw: bytes, family: Family) -> int:
+    """The generation number memcached holds for *family*: decimal digits, as `_generation` writes them."""
+    if not raw.isdigit():  # ASCII digits only: int() would also take b" 1", b"+1" or b"1_0"
+        raise SerializationError(f"the memcached item holding the generation of {family.name} is not a stockstore one")
+    return int(raw)
+
+
 def _servers(where: str | Sequence[str]) -> list[tuple[str, int]]:
-    """``memcache://h1:p1,h2:p2`` or ``["h1:p1", ...]`` as (host, port) pairs; port 11211 by default."""
+    """``memcache://h1:p1,h2:p2`` or ``["h1:p1", ...]`` as (host, port) pairs; port 11211 by default.
+
+    Messages never repeat the URL: a mistaken one may hold a password.
+    """
     if isinstance(where, str):
         parts = urlsplit(where)
         if parts.scheme != "memcache" or parts.path.strip("/") or parts.query or parts.fragment:
-            raise StoreError(f"expected memcache://host:port[,host:port...], got {where!r}")
+            raise StoreError(
+                f"expected memcache://host:port[,host:port...], got a {parts.scheme}:// URL of another form"
+            )
+        if "@" in parts.netloc:
+            # Else "user:pw@host" would be looked up as a host name, password and all, in DNS.
+            raise StoreError("memcache:// URLs take no user name or password (memcached has no authentication here)")
         where = parts.netloc.split(",")
     servers = []
     for server in where:
         host, colon, port = server.strip().rpartition(":")
         if not colon:
             host, port = port, "11211"
-        if not host or not port.isdigit():
-            raise StoreError(f"bad memcached server {server!r}: expected host:port")
+        if not host or not port.isdigit() or "@" in host:
+            raise StoreError(f"bad memcached server {server.rpartition('@')[2]!r}: expected host:port")
         servers.append((host.strip("[]"), int(port)))
     if not servers:
         raise StoreError("no memcached server given")

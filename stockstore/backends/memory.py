@@ -171,7 +171,7 @@ class MemoryStore(BaseStore):
                     for index, alt in enumerate(entry.alternates, 1):
                         holder = state.alternates.get((family.name, index, alt)) if alt is not None else None
                         held_by = None if holder is None else state.records.get((family.name, holder))
-                        if holder != entry.key and held_by is not None and held_by.live(now_ms):
+                        if holder is not None and holder != entry.key and held_by is not None and held_by.live(now_ms):
                             self._drop(state, family, holder)
                     self._set(state, family, entry)
 

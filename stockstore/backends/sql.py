@@ -44,7 +44,7 @@ from .._entry import Entry, Stored
 from .._keys import Family, family_of
 from .._lifetime import Lifetime
 from .._store import BaseStore, Merge, PartialWrite
-from ..errors import BackendUnavailableError, InvalidKeyError, StoreError
+from ..errors import BackendUnavailableError, InvalidKeyError, SerializationError, StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +82,14 @@ def table_name(namespace: str, family: str) -> str:
 
 def _digest(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
+
+
+_STATEMENT_ROOM = 4096  # an INSERT's text, its other columns and alternate keys, escaped
+_MYSQL_ESCAPED = tuple(bytes([c]) for c in b"\x00\n\r\x1a'\"\\")  # what PyMySQL sends as two bytes
+
+
+def _escaped_size(value: bytes) -> int:
+    return len(value) + sum(value.count(c) for c in _MYSQL_ESCAPED)
 
 
 class _Held(NamedTuple):
@@ -162,6 +170,7 @@ class SqlStore(BaseStore):
         elif not self._owned:
             # Connections of a given engine get READ COMMITTED on checkout (and back on return).
             self._work_engine = self.engine.execution_options(isolation_level="READ COMMITTED")
+        self._max_packet: int | None = None  # MariaDB/MySQL's max_allowed_packet, read on first write
         self._metadata = sa.MetaData()
         self._tables: dict[str, sa.Table] = {}
         self._tables_lock = threading.Lock()
@@ -237,7 +246,11 @@ class SqlStore(BaseStore):
                         f"{alternates} alternate key(s): migrate the table or use another namespace"
                     )
 
-            self._run(create, write=True)
+            try:
+                self._run(create, write=True)
+            except BaseException:
+                self._metadata.remove(table)  # else the next call meets "already defined", not this error
+                raise
             self._tables[family.name] = table
             return table
 
@@ -290,6 +303,8 @@ class SqlStore(BaseStore):
 
     def _apply(self, conn: sa.Connection, table: sa.Table, plan: _Plan) -> None:
         """Delete, release alternate keys, rewrite, insert: a few batched statements."""
+        if self._dialect == "mysql":
+            self._check_packets(conn, table, [*plan.insert.values(), *plan.replace.values()])
         in_place = self._dialect == "postgresql"
         # PostgreSQL rewrites replaced rows in place: a transaction waiting to lock a row it
         # saw would skip one that was deleted (even though its id was re-inserted) and then
@@ -310,6 +325,23 @@ class SqlStore(BaseStore):
             conn.execute(update, [{f"w_{n}": row[n] for n in ("id", *names)} for row in changes])
         if rows:
             conn.execute(table.insert(), [rows[i] for i in sorted(rows)])
+
+    def _check_packets(self, conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
+        """Refuse (`SerializationError`) a row whose INSERT would exceed the server's ``max_allowed_packet``.
+
+        MariaDB/MySQL answer such a statement by dropping the connection, which would read
+        as "server unavailable".  PyMySQL sends bytes escaped, one more byte per special
+        one, and each row in a statement of its own once rows pass its ``max_stmt_length``.
+        """
+        if self._max_packet is None:
+            self._max_packet = int(conn.exec_driver_sql("SELECT @@max_allowed_packet").scalar_one())
+        for row in rows:
+            size = _STATEMENT_ROOM + sum(_escaped_size(row[c]) for c in ("id", "key", "payload") if row[c] is not None)
+            if size > self._max_packet:
+                raise SerializationError(
+                    f"a record of {table.name} needs a statement of {size} bytes, over the server's "
+                    f"max_allowed_packet of {self._max_packet} bytes"
+                )
 
     @staticmethod
     def _release(plan: _Plan, holders: dict[_Slot, tuple[bytes, bool]], claims: dict[_Slot, bytes]) -> None:
@@ -552,6 +584,8 @@ class SqlStore(BaseStore):
             # Each page is its own short transaction: no connection is held between pages.
             rows = self._run(page, write=False)
             for row in rows:
+                if _digest(row.key) != row.id:  # a row stockstore never wrote: no read could find it
+                    raise SerializationError(f"a row of {table.name} is not a stockstore record")
                 yield row.key
             if len(rows) < self.chunk_size:
                 return
@@ -629,10 +663,13 @@ def _build_engine(url: sa.URL, timeout: float) -> sa.Engine:
     if driver == "psycopg":
         connect_args = {"connect_timeout": max(2, math.ceil(timeout))}  # libpq's minimum and unit
     else:
-        connect_args = {"connect_timeout": timeout, "binary_prefix": True}  # bytes sent as _binary'...'
+        # PyMySQL waits for the server's greeting with its read_timeout, none by default: a
+        # server that accepts and never answers would hang us.  Bounded for the handshake
+        # only (see _unbounded_reads); bytes are sent as _binary'...'.
+        connect_args = {"connect_timeout": timeout, "read_timeout": timeout, "binary_prefix": True}
     # READ COMMITTED: MariaDB's default REPEATABLE READ takes gap locks on missing keys, so
     # concurrent inserts of new records deadlock; rows are locked explicitly anyway.
-    return sa.create_engine(
+    engine = sa.create_engine(
         url,
         hide_parameters=True,
         pool_pre_ping=True,
@@ -640,6 +677,17 @@ def _build_engine(url: sa.URL, timeout: float) -> sa.Engine:
         isolation_level="READ COMMITTED",
         connect_args=connect_args,
     )
+    if driver == "pymysql":
+        sa.event.listen(engine, "connect", _unbounded_reads)
+    return engine
+
+
+def _unbounded_reads(dbapi_connection: Any, record: Any) -> None:
+    """Once connected, PyMySQL reads without a timeout again: a statement may wait on row locks longer.
+
+    PyMySQL has no public setter; its next read applies the attribute to the socket.
+    """
+    dbapi_connection._read_timeout = None
 
 
 def _wal(dbapi_connection: Any, record: Any) -> None:
