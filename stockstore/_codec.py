@@ -22,7 +22,7 @@ import datetime as dt
 import decimal
 import hashlib
 import struct
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any
@@ -81,28 +81,19 @@ def _ext_hook(code: int, data: bytes) -> Any:
     raise SerializationError(f"unknown msgpack ext code {code}")
 
 
+_MAX_DEPTH = 500  # levels of nested lists and dicts; msgpack itself stops at 511
+
+
 def check_value(value: Any) -> None:
     """Raise `SerializationError` unless *value* round-trips exactly.
 
     Complete: a value that passes always packs, so a batch can be checked whole
     before any of it is encoded and sent.  msgpack itself would take ints up to
     2**64-1, non-str dict keys, bytearray and subclasses of its types; the
-    contract promises none of them.
+    contract promises none of them.  Nested values are walked with a stack of
+    our own, so depth meets a clear limit, never Python's recursion limit.
     """
-    kind = type(value)
-    if kind in _LEAVES or kind in _EXTS:
-        return
-    if kind is int:
-        if not _INT64_MIN <= value <= _INT64_MAX:
-            raise SerializationError(f"int out of the 64-bit signed range: {value}")
-    elif kind is dict:
-        check_attributes(value)
-    elif kind is list or kind is tuple:
-        if not _LEAVES.issuperset(map(type, value)):
-            for item in value:
-                check_value(item)
-    else:
-        raise SerializationError(f"cannot store a value of type {kind.__qualname__}: {value!r:.80}")
+    _walk([value], 0)
 
 
 def check_attributes(attrs: Mapping[Any, Any]) -> None:
@@ -111,20 +102,68 @@ def check_attributes(attrs: Mapping[Any, Any]) -> None:
     Wide flat records are checked in bulk, at C speed: the names by joining them,
     the values by the set of their types.
     """
+    _check_names(attrs)
+    if not _LEAVES.issuperset(map(type, attrs.values())):
+        _walk(attrs.values(), 1)
+
+
+def _check_names(mapping: Mapping[Any, Any]) -> None:
     try:
-        "".join(attrs)  # every name a str; one of a str subclass is stored as the str it is
+        "".join(mapping)  # every name a str; one of a str subclass is stored as the str it is
     except TypeError:
-        bad = next(k for k in attrs if not isinstance(k, str))
+        bad = next(k for k in mapping if not isinstance(k, str))
         message = f"attribute and dict keys must be str, not {type(bad).__qualname__}: {bad!r:.80}"
         raise SerializationError(message) from None
-    if not _LEAVES.issuperset(map(type, attrs.values())):
-        for item in attrs.values():
-            check_value(item)
 
+
+def _walk(values: Iterable[Any], depth: int) -> None:
+    """Check *values*, found *depth* containers deep, and everything inside them."""
+    pending = [(values, depth)]
+    while pending:
+        items, level = pending.pop()
+        for value in items:
+            kind = type(value)
+            if kind in _LEAVES or kind in _EXTS:
+                continue
+            if kind is int:
+                if not _INT64_MIN <= value <= _INT64_MAX:
+                    raise SerializationError(f"int out of the 64-bit signed range: {value}")
+                continue
+            if kind is not dict and kind is not list and kind is not tuple:
+                raise SerializationError(f"cannot store a value of type {kind.__qualname__}: {value!r:.80}")
+            if level >= _MAX_DEPTH:
+                raise SerializationError(f"a value is nested deeper than {_MAX_DEPTH} levels")
+            if kind is dict:
+                _check_names(value)
+                value = value.values()
+            if not _LEAVES.issuperset(map(type, value)):
+                pending.append((value, level + 1))
+
+
+def _check_decoded(value: Any) -> None:
+    """Refuse what msgpack decodes but stockstore never writes (foreign bytes).
+
+    msgpack reads ext type -1 as its own Timestamp, uint64s past int64, and bytes
+    as map keys; `check_value` finds each.  Flat records pass in bulk.
+    """
+    if type(value) is dict and _DECODED.issuperset(map(type, value.values())):
+        try:
+            "".join(value)
+        except TypeError:
+            raise SerializationError("stored bytes are not a stockstore record: a name is not a str") from None
+        return
+    try:
+        check_attributes(value) if type(value) is dict else check_value(value)
+    except SerializationError as exc:
+        raise SerializationError(f"stored bytes are not a stockstore record: {exc}") from None
+
+
+_DECODED = _LEAVES | _EXTS  # what a decoded value is, when nothing inside needs a look
 
 # Not strict_types: check_value has refused every subclass already, and a Record (a dict
 # subclass) then packs as the map it is, without a copy.
-_packer_options: dict[str, Any] = {"default": _default, "use_bin_type": True}
+# A lone surrogate (say from surrogateescape) is kept as it is, both ways.
+_packer_options: dict[str, Any] = {"default": _default, "use_bin_type": True, "unicode_errors": "surrogatepass"}
 
 
 def pack(obj: Any) -> bytes:
@@ -147,9 +186,20 @@ def packer() -> msgpack.Packer:
 
 
 def unpack(data: bytes) -> Any:
-    """Unpack stored bytes; anything malformed is a `SerializationError`."""
+    """Unpack one stored value; anything malformed, or that stockstore never writes, is a `SerializationError`."""
+    value = _unpack(data)
     try:
-        return msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=True, use_list=True)
+        check_value(value)
+    except SerializationError as exc:
+        raise SerializationError(f"stored bytes are not a stockstore value: {exc}") from None
+    return value
+
+
+def _unpack(data: bytes) -> Any:
+    try:
+        return msgpack.unpackb(
+            data, ext_hook=_ext_hook, raw=False, strict_map_key=True, use_list=True, unicode_errors="surrogatepass"
+        )
     except SerializationError:
         raise
     except Exception as exc:  # msgpack raises a zoo of types for corrupt input
@@ -171,7 +221,9 @@ def split_record(data: bytes) -> tuple[str, list[tuple[str, bytes]]]:
     process (`UnknownSchemaError` otherwise), and `join_record` makes an ordinary
     record of the same attributes.
     """
-    unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, max_buffer_size=max(len(data), 1))
+    unpacker = msgpack.Unpacker(
+        raw=False, strict_map_key=True, max_buffer_size=max(len(data), 1), unicode_errors="surrogatepass"
+    )
     unpacker.feed(data)
     try:
         size = unpacker.read_array_header()
@@ -204,11 +256,11 @@ def split_record(data: bytes) -> tuple[str, list[tuple[str, bytes]]]:
 
 def join_record(tag: str, pairs: Sequence[tuple[bytes, bytes]]) -> bytes:
     """The record bytes for a tag and ``(UTF-8 name, encoded value)`` pairs (see `split_record`)."""
-    packer = msgpack.Packer(use_bin_type=True)
+    packer = msgpack.Packer(**_packer_options)
     parts = [b"\x92", packer.pack(tag), packer.pack_map_header(len(pairs))]
     try:
         for name, value in pairs:
-            parts.append(packer.pack(name.decode()))
+            parts.append(packer.pack(name.decode("utf-8", "surrogatepass")))
             parts.append(value)
     except UnicodeDecodeError as exc:
         raise SerializationError("stored attribute name is not UTF-8: not a stockstore record") from exc
@@ -235,9 +287,10 @@ def decode_record(data: bytes, schema_of: SchemaOf | None = None) -> tuple[str, 
         out.update(attrs)
         out.update(values)
         return tag, out
-    obj = unpack(data)
+    obj = _unpack(data)  # checked below, from the attributes on (the envelope is no level of theirs)
     if type(obj) is not list or len(obj) != 2 or type(obj[0]) is not str or type(obj[1]) is not dict:
         raise SerializationError("stored bytes are not a stockstore record")
+    _check_decoded(obj[1])
     return obj[0], obj[1]
 
 
@@ -426,7 +479,9 @@ def split_row(data: bytes) -> tuple[str, dict[str, Any], bytes]:
         return _ext_hook(code, body)
 
     try:
-        obj = msgpack.unpackb(data, ext_hook=hook, raw=False, strict_map_key=True, use_list=True)
+        obj = msgpack.unpackb(
+            data, ext_hook=hook, raw=False, strict_map_key=True, use_list=True, unicode_errors="surrogatepass"
+        )
     except SerializationError:
         raise
     except Exception as exc:  # msgpack raises a zoo of types for corrupt input
@@ -436,6 +491,7 @@ def split_row(data: bytes) -> tuple[str, dict[str, Any], bytes]:
         raise SerializationError("stored bytes are not a stockstore row record")
     if type(obj[0]) is not str or type(obj[1]) is not dict or len(bodies[0]) < SCHEMA_ID_SIZE:
         raise SerializationError("stored bytes are not a stockstore row record")
+    _check_decoded(obj[1])
     return obj[0], obj[1], bodies[0]
 
 

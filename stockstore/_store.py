@@ -424,8 +424,6 @@ class BaseStore(ABC):
 
     def _changes(self, family: Family, values: tuple[KeyValue, ...], changes: Mapping[str, Any]) -> dict[str, Any]:
         changes = dict(changes)
-        _codec.check_attributes(changes)
-        _codec.pack(changes)  # every value judged now: a batch either encodes or writes nothing
         for name, value in zip(family.primary, values, strict=True):
             # Compared with the type: True == 1 and 1.0 == 1, but neither is the key 1.
             if name in changes and (type(changes[name]) is not type(value) or changes[name] != value):
@@ -433,7 +431,8 @@ class BaseStore(ABC):
         for index in range(1, len(family.keys)):
             for name in family.keys[index]:
                 if name in changes and changes[name] is not None:
-                    check_key_part(name, changes[name])
+                    check_key_part(name, changes[name])  # a bad key value is a key error, as for put
+        _codec.check_attributes(changes)  # complete: a batch either encodes or writes nothing
         return changes
 
     def _put_many(self, objs: list[Any], *, single: bool) -> None:

@@ -73,9 +73,13 @@ local function live(h)
   return expires == 0 or expires > now
 end
 
+local MAX_VERSION = 2 ^ 62  -- as the client's: a larger one is not a stockstore header, and counts for nothing
+
 local function version(h)
   if #h < 24 then return 0 end
-  return u64(h, 1)
+  local v = u64(h, 1)
+  if v > MAX_VERSION then return 0 end
+  return v
 end
 
 -- Redis expires keys by its own clock: hand it the time left by the client's clock, so

@@ -31,16 +31,17 @@ from importlib.resources import files
 from typing import Any, ClassVar
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
+import msgpack
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 from redis.retry import Retry
 
 from .. import _codec
 from .._entry import Entry, Stored
-from .._keys import Family, decode_key, encode_key
+from .._keys import Family, encode_key
 from .._lifetime import Lifetime
 from .._store import BaseStore, Merge, PartialWrite, _chunks
 from ..errors import BackendUnavailableError, InvalidKeyError, SerializationError, StoreError
@@ -51,6 +52,7 @@ _Patched = list[tuple[Entry, "int | StoreError"]]  # entries written by a patch,
 
 _SCRIPT = files(__package__).joinpath("redis.lua").read_text()
 _HEADER = struct.Struct(">QQ8s")  # version, expiry in epoch ms (0: never), server-run stamp
+_MAX_VERSION = 2**62  # microseconds for the next hundred thousand years; room for + 1 below 2**64
 _SOURCE = bytes(8)  # the stamp of a source of truth's own writes; fills carry the server's run (redis.lua)
 _VERSION = struct.Struct(">Q")
 _META = b"\xff"  # the hash layout's header field: never a UTF-8 attribute name
@@ -62,13 +64,30 @@ def _text(value: str) -> str:
 
 
 def key_text(key: bytes) -> str:
-    """The readable, injective text of an encoded key inside Redis key names."""
-    return ",".join(f"#{v}" if type(v) is int else _text(v) for v in decode_key(key))  # type: ignore[arg-type]
+    """The readable, injective text of an encoded key inside Redis key names.
+
+    *key* comes from `encode_key`, so it is unpacked as it is (`decode_key` would
+    check it against foreign bytes, twice the cost of every Redis call).
+    """
+    values: tuple[str | int, ...] = msgpack.unpackb(key, use_list=False)
+    return ",".join(f"#{v}" if type(v) is int else _text(v) for v in values)  # type: ignore[arg-type]
 
 
-def key_bytes(text: str) -> bytes:
-    """The encoded key behind `key_text`'s *text*."""
-    return encode_key(tuple(int(p[1:]) if p.startswith("#") else unquote(p, errors="strict") for p in text.split(",")))
+def key_bytes(text: str, parts: int | None = None) -> bytes:
+    """The encoded key behind `key_text`'s *text*, of *parts* values if given.
+
+    A name stockstore never writes raises `SerializationError`.
+    """
+    try:
+        values = tuple(int(p[1:]) if p.startswith("#") else unquote(p, errors="strict") for p in text.split(","))
+        key = encode_key(values)
+        valid = key_text(key) == text  # the one spelling key_text makes ("#1_0", "%61", "#+1" are not)
+        valid = valid and (parts is None or len(values) == parts)
+    except (ValueError, OverflowError, StoreError):
+        valid = False
+    if not valid:
+        raise SerializationError(f"a Redis key name {text[:80]!r} is not a stockstore key")
+    return key
 
 
 class _RedisStore(BaseStore):
@@ -97,7 +116,8 @@ class _RedisStore(BaseStore):
         self.cas_retries = cas_retries
         self._owned = isinstance(client_or_url, str)
         if isinstance(client_or_url, str):
-            self._client: Client = _client_from_url(client_or_url, timeout, connect_timeout, retries)
+            with self._errors():  # a cluster client connects as it is made
+                self._client: Client = _client_from_url(client_or_url, timeout, connect_timeout, retries)
         elif isinstance(client_or_url, Client):
             if client_or_url.get_encoder().decode_responses:
                 raise ValueError("a Redis client with decode_responses=True would corrupt binary records")
@@ -142,7 +162,7 @@ class _RedisStore(BaseStore):
             yield
         except StoreError:
             raise
-        except (RedisError, OSError) as exc:
+        except (RedisError, RedisClusterException, OSError) as exc:
             raise BackendUnavailableError(f"Redis failed: {type(exc).__name__}: {exc}") from exc
 
     def _pipeline(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
@@ -263,7 +283,9 @@ class _RedisStore(BaseStore):
             items: list[_Item] = [(prefix + key_text(alt), []) for alt in chunk]
             for reply in self._run(family, "r", items, now_ms, index):
                 holder = self._check(reply, "read")
-                out.append(None if holder is None else key_bytes(holder.decode()))
+                out.append(
+                    None if holder is None else key_bytes(holder.decode("utf-8", "replace"), len(family.primary))
+                )
         return out
 
     def _write(self, family: Family, entries: Sequence[Entry], now_ms: float) -> list[int]:
@@ -407,7 +429,7 @@ class _RedisStore(BaseStore):
             items: list[_Item] = [(name, []) for name in chunk]
             for name, live in zip(chunk, self._run(family, "l", items, now_ms), strict=True):
                 if self._check(live, "scan"):
-                    yield key_bytes(name[len(prefix) :])
+                    yield key_bytes(name[len(prefix) :], len(family.primary))
 
     def _clear(self, family: Family, now_ms: float) -> int:
         removed = 0
@@ -418,7 +440,7 @@ class _RedisStore(BaseStore):
     def _scan_all(self, family: Family) -> Iterator[bytes]:
         prefix = self._prefix(family) + "r:"
         for name in self._client.scan_iter(match=prefix + "*", count=self.chunk_size):
-            yield key_bytes(name.decode()[len(prefix) :])
+            yield key_bytes(name.decode()[len(prefix) :], len(family.primary))
 
 
 class RedisMsgpackStore(_RedisStore):
@@ -503,7 +525,7 @@ class RedisMsgpackStore(_RedisStore):
         for chunk in _chunks((k.decode() for k in found), self.chunk_size):
             for name, stored in zip(chunk, self._mget(chunk), strict=True):
                 if stored is not None and stored.live(now_ms):  # None: deleted since the SCAN
-                    yield key_bytes(name[len(prefix) :]), stored
+                    yield key_bytes(name[len(prefix) :], len(family.primary)), stored
 
     def _check_misses(self, names: list[str]) -> None:
         """MGET answers nil for a key of another type too: a miss only if no such key is there.
@@ -556,11 +578,16 @@ class RedisHashStore(_RedisStore):
         if meta is None or len(meta) < _HEADER.size:
             raise SerializationError("a Redis hash under a stockstore key is not a stockstore record")
         version, expires, stamp = _HEADER.unpack_from(meta)
+        if version > _MAX_VERSION:
+            raise SerializationError("a Redis hash under a stockstore key is not a stockstore record")
         if run is not None and stamp not in (_SOURCE, run):
             return None  # a cached copy from before the server restarted
         payload = None
         if len(meta) > _HEADER.size:
-            tag = meta[_HEADER.size :].decode("utf-8", errors="strict")
+            try:
+                tag = meta[_HEADER.size :].decode("utf-8")
+            except UnicodeDecodeError:
+                raise SerializationError("a Redis hash under a stockstore key names no stockstore class") from None
             payload = _codec.join_record(tag, list(fields.items()))
         return Stored(payload, version, expires or None)
 
@@ -568,7 +595,7 @@ class RedisHashStore(_RedisStore):
         assert entry.payload is not None
         tag, pairs = _codec.split_record(entry.payload)
         meta = _HEADER.pack(entry.version, entry.expires_ms or 0, _SOURCE) + tag.encode()
-        return (meta, *(part for name, value in pairs for part in (name.encode(), value)))
+        return (meta, *(part for name, value in pairs for part in (name.encode("utf-8", "surrogatepass"), value)))
 
     def _patch_body(self, current: Stored | None, entry: Entry) -> tuple[str, tuple[bytes, ...]]:
         if current is None or current.payload is None:
@@ -577,7 +604,12 @@ class RedisHashStore(_RedisStore):
         held = dict(_codec.split_record(current.payload)[1])
         tag, pairs = _codec.split_record(entry.payload)
         meta = _HEADER.pack(entry.version, entry.expires_ms or 0, _SOURCE) + tag.encode()
-        changed = (part for name, value in pairs if held.get(name) != value for part in (name.encode(), value))
+        changed = (
+            part
+            for name, value in pairs
+            if held.get(name) != value
+            for part in (name.encode("utf-8", "surrogatepass"), value)
+        )
         return "p", (meta, *changed)
 
 
@@ -589,6 +621,8 @@ def _stored(value: bytes, run: bytes | None) -> Stored | None:
     if len(value) < _HEADER.size:
         raise SerializationError("a Redis value under a stockstore key is not a stockstore record")
     version, expires, stamp = _HEADER.unpack_from(value)
+    if version > _MAX_VERSION:  # versions are microseconds: far from this, and with room for + 1
+        raise SerializationError("a Redis value under a stockstore key is not a stockstore record")
     if run is not None and stamp not in (_SOURCE, run):
         return None  # filled before the server restarted (an old snapshot, a promoted replica)
     return Stored(value[_HEADER.size :] if len(value) > _HEADER.size else None, version, expires or None)
