@@ -616,3 +616,35 @@ def test_sql_store_as_an_upper_tier(url: str, namespace: str) -> None:
         chain.delete(Security, "b")
         assert cache.get(Security, "b") is None
         assert_record(chain.get(Security, {"isin": "Z"}), Security(ssm_id="a", isin="Z"))
+
+
+@pytest.mark.parametrize(
+    ("kind", "port"),
+    [
+        pytest.param("postgresql", 5432, marks=pytest.mark.postgresql),
+        pytest.param("mysql", 3306, marks=pytest.mark.mysql),
+    ],
+)
+def test_a_server_that_stops_answering_mid_session_fails_within_the_deadline(
+    kind: str, port: int, request: pytest.FixtureRequest, namespace: str
+) -> None:
+    """A connection already open, then nothing answers (a stall, not a refusal): cut, not waited on forever."""
+    from faults import FaultProxy
+
+    url = sa.make_url(request.getfixturevalue(f"{kind}_url"))
+    with FaultProxy(port) as proxy:
+        store = SqlStore(url.set(port=proxy.port), namespace=namespace, timeout=2, transaction_timeout=1.5)
+        store.put(Plain(k="x", v=1))
+        proxy.stall()
+        for call in (
+            lambda: store.get(Plain, "x"),
+            lambda: store.put(Plain(k="y")),
+            lambda: store.patch(Plain, "x", {"v": 2}),
+        ):
+            started = time.monotonic()
+            with pytest.raises(BackendUnavailableError):
+                call()
+            assert time.monotonic() - started < 1.5 + 2 + 1  # the cut transaction, then a reconnect's timeout
+        proxy.forward()
+        assert_record(store.get(Plain, "x"), Plain(k="x", v=1))  # and it recovers on fresh connections
+        store.close()

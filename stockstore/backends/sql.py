@@ -26,8 +26,10 @@ import contextlib
 import hashlib
 import logging
 import math
+import os
 import random
 import re
+import socket
 import threading
 import time
 import weakref
@@ -126,10 +128,13 @@ class SqlStore(BaseStore):
     ``mysql://`` / ``mariadb://`` use PyMySQL.
 
     *timeout* bounds, in seconds, connecting to a server, waiting for a pooled
-    connection, and (SQLite) waiting for another writer's lock.  *chunk_size*
-    is the most ids per ``IN (...)`` and rows per page of `keys`; *retries*
-    bounds how often a transaction that met a deadlock, a serialization failure
-    or a racing insert is run again.
+    connection, and (SQLite) waiting for another writer's lock.
+    *transaction_timeout* bounds one transaction on a server: past it the
+    connection is cut (a server that stopped answering would otherwise be waited
+    for forever: libpq has no read timeout) and the call raises
+    `BackendUnavailableError`.  *chunk_size* is the most ids per ``IN (...)``
+    and rows per page of `keys`; *retries* bounds how often a transaction that
+    met a deadlock, a serialization failure or a racing insert is run again.
     """
 
     def __init__(
@@ -140,6 +145,7 @@ class SqlStore(BaseStore):
         lifetime: Lifetime = None,
         clock: Callable[[], float] = time.time,
         timeout: float = 10.0,
+        transaction_timeout: float = 30.0,
         chunk_size: int = 1000,
         retries: int = 5,
     ) -> None:
@@ -148,8 +154,10 @@ class SqlStore(BaseStore):
             raise ValueError(f"chunk_size must be a positive int, not {chunk_size!r}")
         if type(retries) is not int or retries < 0:
             raise ValueError(f"retries must be a non-negative int, not {retries!r}")
-        if not isinstance(timeout, int | float) or isinstance(timeout, bool) or not timeout > 0:
-            raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+        for name, seconds in (("timeout", timeout), ("transaction_timeout", transaction_timeout)):
+            if not isinstance(seconds, int | float) or isinstance(seconds, bool) or not seconds > 0:
+                raise ValueError(f"{name} must be a positive number of seconds, not {seconds!r}")
+        self.transaction_timeout = transaction_timeout
         self.chunk_size = chunk_size
         self.retries = retries
         self.timeout = timeout
@@ -192,19 +200,39 @@ class SqlStore(BaseStore):
     def _run(self, work: Callable[[sa.Connection], R], *, write: bool) -> R:
         """Run *work* in one transaction, again (up to *retries* times) after a transient conflict."""
         attempt = 0
+        reconnected = False
         while True:
             try:
                 with self._serial, self._work_engine.connect() as conn:
                     if write:
                         conn.execution_options(**{_WRITE: True})
-                    with conn.begin():
+                    with self._deadline(conn), conn.begin():
                         return work(conn)
             except sa.exc.DBAPIError as exc:
-                if attempt >= self.retries or not _transient(exc):
+                # A pooled connection the server dropped (a restart) is found here, not pinged
+                # before use: a ping at checkout would wait outside the transaction's deadline.
+                # One fresh connection is tried; a server that keeps dropping them is down.
+                reconnect = exc.connection_invalidated and not reconnected
+                reconnected = reconnected or exc.connection_invalidated
+                if attempt >= self.retries or not (_transient(exc) or reconnect):
                     raise
                 logger.debug("retrying a %s transaction after %s", self._dialect, type(exc.orig).__name__)
             time.sleep(random.uniform(0, _BACKOFF * 2**attempt))
             attempt += 1
+
+    @contextlib.contextmanager
+    def _deadline(self, conn: sa.Connection) -> Iterator[None]:
+        """Cut *conn*'s socket if the transaction runs past `transaction_timeout` (not SQLite: no server)."""
+        if self._dialect == "sqlite":
+            yield
+            return
+        cut = threading.Timer(self.transaction_timeout, _cut, (conn.connection.driver_connection,))
+        cut.daemon = True
+        cut.start()
+        try:
+            yield
+        finally:
+            cut.cancel()
 
     def _chunks(self, items: Sequence[bytes]) -> Iterator[Sequence[bytes]]:
         for start in range(0, len(items), self.chunk_size):
@@ -672,7 +700,6 @@ def _build_engine(url: sa.URL, timeout: float) -> sa.Engine:
     engine = sa.create_engine(
         url,
         hide_parameters=True,
-        pool_pre_ping=True,
         pool_timeout=timeout,
         isolation_level="READ COMMITTED",
         connect_args=connect_args,
@@ -688,6 +715,18 @@ def _unbounded_reads(dbapi_connection: Any, record: Any) -> None:
     PyMySQL has no public setter; its next read applies the attribute to the socket.
     """
     dbapi_connection._read_timeout = None
+
+
+def _cut(driver_connection: Any) -> None:
+    """Shut a hung connection's socket down: the call waiting on it fails at once (the pool drops it)."""
+    pgconn = getattr(driver_connection, "pgconn", None)  # psycopg
+    sock = getattr(driver_connection, "_sock", None)  # PyMySQL
+    with contextlib.suppress(OSError, ValueError):
+        if pgconn is not None:
+            with socket.socket(fileno=os.dup(pgconn.socket)) as dup:  # shutting a duplicate shuts the socket
+                dup.shutdown(socket.SHUT_RDWR)
+        elif sock is not None:
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def _wal(dbapi_connection: Any, record: Any) -> None:
