@@ -4,15 +4,25 @@ It forwards bytes both ways until told otherwise: `stall` stops forwarding (the
 connections stay open and nothing answers, like a hung server or a lost network),
 `cut_after(n)` lets *n* more bytes of replies through and then drops every
 connection (a reply cut half-way), `forward` resumes.  Only 127.0.0.1 is ever used.
+
+Two small helpers of the fault tests live here too: `Attempt` runs a call on its own
+thread so that a call that hangs cannot hang the test, and `publish` reports what a
+test measured.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import select
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+FIGURES_ENV = "STOCKSTORE_RELIABILITY_FIGURES"
 
 
 class FaultProxy:
@@ -76,10 +86,12 @@ class FaultProxy:
                 readable, _, _ = select.select(watched, [], [], 0.05)
             except (OSError, ValueError):  # a socket closed under us
                 continue
+            with self._lock:
+                stalled = self._stalled  # a stall takes effect at once, not after this select
             for sock in readable:
                 if sock is self._listener:
                     self._accept()
-                else:
+                elif not stalled:
                     self._relay(sock, pairs)
 
     def _accept(self) -> None:
@@ -130,3 +142,46 @@ class FaultProxy:
 def fault_proxy(target: int) -> Iterator[FaultProxy]:
     with FaultProxy(target) as proxy:
         yield proxy
+
+
+class Attempt:
+    """*call* run on a daemon thread and timed: a call that hangs cannot hang the test.
+
+    `wait` says whether it finished within a limit; a test whose call hung unsticks it
+    (resumes the server, closes the proxy) and waits again, so no thread outlives it.
+    """
+
+    def __init__(self, call: Callable[[], Any], name: str = "attempt") -> None:
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.seconds: float | None = None  # set once the call has returned or raised
+        self._started = time.monotonic()
+        self._thread = threading.Thread(target=self._run, args=(call,), name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self, call: Callable[[], Any]) -> None:
+        try:
+            self.result = call()
+        except BaseException as exc:  # handed to the test, which judges it
+            self.error = exc
+        finally:
+            self.seconds = time.monotonic() - self._started
+
+    def wait(self, limit: float) -> bool:
+        """True if the call has finished (returned or raised) within *limit* more seconds."""
+        self._thread.join(limit)
+        return not self._thread.is_alive()
+
+
+def publish(scenario: str, **figures: Any) -> None:
+    """Report what a fault test measured: printed (pytest shows it with -s, and on failure).
+
+    With ``$STOCKSTORE_RELIABILITY_FIGURES`` set, also appended there as a JSON line:
+    docs/reliability.md quotes those figures.
+    """
+    line = json.dumps({"scenario": scenario, **figures}, default=str, sort_keys=False)
+    print(f"FIGURES {line}")
+    path = os.environ.get(FIGURES_ENV)
+    if path:
+        with open(path, "a", encoding="utf-8") as out:
+            out.write(line + "\n")

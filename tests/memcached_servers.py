@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -37,7 +38,10 @@ def _free_port() -> int:
 
 
 class MemcachedProcess:
-    """One ``memcached`` on 127.0.0.1, started and waited for until it accepts connections."""
+    """One ``memcached`` on 127.0.0.1, started and waited for until it accepts connections.
+
+    The fault tests can also `kill`, `pause`, `resume` and `restart` it (on the same port).
+    """
 
     def __init__(self) -> None:
         binary = shutil.which("memcached") or next(
@@ -48,14 +52,10 @@ class MemcachedProcess:
             if _required():
                 pytest.fail(message)
             pytest.skip(message)
+        self.binary = binary
         for _ in range(5):  # another process may take the free port before memcached binds it
             self.port = _free_port()
-            self.process = subprocess.Popen(
-                [binary, "-l", "127.0.0.1", "-p", str(self.port), "-U", "0", "-m", "64", "-u", "root"],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            if self._wait():
+            if self._start():
                 return
             self.stop()
         pytest.fail("memcached did not start")
@@ -63,6 +63,37 @@ class MemcachedProcess:
     @property
     def server(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    def _start(self) -> bool:
+        self.process = subprocess.Popen(
+            [self.binary, "-l", "127.0.0.1", "-p", str(self.port), "-U", "0", "-m", "64", "-u", "root"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        return self._wait()
+
+    def kill(self) -> None:
+        """SIGKILL: the server and everything it held are gone."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def pause(self) -> None:
+        """SIGSTOP: connections stay open (new ones are accepted by the kernel) and nothing answers."""
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
+
+    def restart(self) -> None:
+        """SIGKILL, then start again on the same port, empty (memcached keeps nothing)."""
+        self.kill()
+        deadline = time.monotonic() + 10
+        while not self._start():  # the port may linger for a moment after the kill
+            self.stop()
+            if time.monotonic() > deadline:
+                pytest.fail(f"memcached did not restart on port {self.port}")
+            time.sleep(0.1)
 
     def _wait(self) -> bool:
         deadline = time.monotonic() + 10
@@ -76,6 +107,7 @@ class MemcachedProcess:
 
     def stop(self) -> None:
         if self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)  # a paused server cannot act on SIGTERM
             self.process.terminate()
             try:
                 self.process.wait(5)
@@ -182,3 +214,16 @@ def memcache_builder(fixture: str) -> Callable[..., Any]:
         return _listed_store_class()(servers if isinstance(servers, list) else [servers], **options)
 
     return build
+
+
+@pytest.fixture
+def memcached_processes() -> Iterator[list[MemcachedProcess]]:
+    """Two memcached servers of this test's own, which it may kill, pause and restart (stopped at the end)."""
+    started: list[MemcachedProcess] = []
+    try:
+        for _ in range(2):
+            started.append(MemcachedProcess())
+        yield started
+    finally:
+        for p in started:
+            p.stop()

@@ -138,6 +138,28 @@ class RedisProcess:
         assert self.process is not None
         self.process.send_signal(signal.SIGCONT)
 
+    def save(self) -> Path:
+        """``SAVE``: write a snapshot of the data now (``dump.rdb`` in its directory); its path.
+
+        `start` loads it, so a restart after `kill` brings back the data as it was here.
+        """
+        out = subprocess.run(
+            [_binary("redis-cli"), "-p", str(self.port), "SAVE"], capture_output=True, text=True, timeout=60
+        )
+        if out.stdout.strip() != "OK":
+            pytest.fail(f"redis SAVE failed: {out.stdout.strip()} {out.stderr.strip()}")
+        return self.dir / "dump.rdb"
+
+    def restart(self, *, snapshot: bool) -> None:
+        """SIGKILL, then start on the same port: from the last `save` if *snapshot*, else empty."""
+        self.kill()
+        if not snapshot:
+            (self.dir / "dump.rdb").unlink(missing_ok=True)
+        elif not (self.dir / "dump.rdb").exists():
+            pytest.fail("restart(snapshot=True) without an earlier save()")
+        if not self.start():
+            pytest.fail(f"redis-server did not restart on port {self.port}; see {self.dir}/redis.log")
+
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
@@ -154,19 +176,25 @@ class RedisProcess:
 
 
 class RedisCluster:
-    """A Redis Cluster of *masters* masters and *replicas* replicas each, on free loopback ports."""
+    """A Redis Cluster of *masters* masters and *replicas* replicas each, on free loopback ports.
 
-    def __init__(self, masters: int = 3, replicas: int = 0) -> None:
+    *args* are extra server options of every node (``"--cluster-node-timeout", "1000"``
+    makes a failover take about a second instead of fifteen).
+    """
+
+    def __init__(self, masters: int = 3, replicas: int = 0, args: tuple[str, ...] = ()) -> None:
         self.nodes: list[RedisProcess] = []
         try:
             for _ in range(masters * (1 + replicas)):
-                node = RedisProcess("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+                node = RedisProcess("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", *args)
                 self.nodes.append(node)
             create = [_binary("redis-cli"), "--cluster", "create"]
             create += [f"127.0.0.1:{n.port}" for n in self.nodes]
             create += ["--cluster-replicas", str(replicas), "--cluster-yes"]
             subprocess.run(create, check=True, capture_output=True, timeout=60)
             self.wait_ok()
+            if replicas:
+                self.wait_replicated()
         except BaseException:
             self.close()
             raise
@@ -192,6 +220,40 @@ class RedisCluster:
                 return
             time.sleep(0.1)
         pytest.fail("the Redis cluster did not reach cluster_state:ok")
+
+    def _ask(self, node: RedisProcess, *command: str) -> str:
+        out = subprocess.run(
+            [_binary("redis-cli"), "-p", str(node.port), *command], capture_output=True, text=True, timeout=5
+        )
+        return out.stdout
+
+    def wait_replicated(self, timeout: float = 30) -> None:
+        """Wait until every replica has finished its first sync (a replica that never synced is never promoted)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            roles = [self._ask(n, "info", "replication") for n in self.nodes]
+            if all("role:master" in r or "master_link_status:up" in r for r in roles):
+                return
+            time.sleep(0.1)
+        pytest.fail("the Redis cluster's replicas did not sync with their masters")
+
+    def wait_failover(self, victim: RedisProcess, timeout: float = 30) -> None:
+        """Wait until the live nodes have marked the killed *victim* as failed and the cluster is ok again.
+
+        Right after a kill every node still reports ``cluster_state:ok``: failure
+        detection takes ``cluster-node-timeout``, then a replica is promoted.
+        """
+        deadline = time.monotonic() + timeout
+        witness = next(n for n in self.nodes if n is not victim and n.process is not None and n.process.poll() is None)
+        while time.monotonic() < deadline:
+            lines = self._ask(witness, "cluster", "nodes").splitlines()
+            flags = next((ln.split()[2] for ln in lines if f":{victim.port}@" in ln), "")
+            if "fail" in flags.split(","):
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail(f"the Redis cluster never marked node {victim.port} as failed")
+        self.wait_ok(max(1.0, deadline - time.monotonic()))
 
     def close(self) -> None:
         for node in self.nodes:
@@ -248,3 +310,13 @@ def redis_cluster_url() -> Iterator[str]:
     """One 3-master Redis Cluster for the whole session."""
     with redis_cluster() as url:
         yield url
+
+
+@pytest.fixture
+def redis_process() -> Iterator[RedisProcess]:
+    """A redis-server of this test's own, which it may kill, pause and restart (stopped at the end)."""
+    server = RedisProcess()
+    try:
+        yield server
+    finally:
+        server.close()
