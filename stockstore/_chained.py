@@ -126,21 +126,29 @@ class ChainedStore(BaseStore):
             for name, k in rest:
                 groups.setdefault(name, []).append(k)
             for name, group in groups.items():
-                if group and self._invalidate_tier(level, tier, self._families.get(name, family), group):
-                    with self._lock:
-                        self._bypass.difference_update((level, name, k) for k in group)
+                if group:
+                    left = set(self._invalidate_tier(level, tier, self._families.get(name, family), group))
+                    self._lift(level, name, [k for k in group if k not in left])
 
-    def _invalidate_tier(self, level: int, tier: BaseStore, family: Family, keys: Sequence[bytes]) -> bool:
+    def _lift(self, level: int, name: str, keys: Sequence[bytes]) -> None:
+        if keys and self._bypass:
+            with self._lock:
+                self._bypass.difference_update((level, name, k) for k in keys)
+
+    def _invalidate_tier(self, level: int, tier: BaseStore, family: Family, keys: Sequence[bytes]) -> list[bytes]:
+        """Tombstone these keys in one tier; the keys it could not (all of them if the tier is down)."""
         until = int((self.clock() + self.tombstone_ttl) * 1000)
         version = versions.next()
         try:
             with tier._errors():
                 tier._invalidate(family, keys, version, until)
+        except PartialWrite as exc:  # some keys only (a cluster node down): the tier itself answers
+            return exc.failed
         except StoreError:
             self._tier_down(level)
-            return False
+            return list(keys)
         self._tier_up(level)
-        return True
+        return []
 
     def _tier_failed(self, level: int, family: Family, keys: Sequence[bytes], exc: BaseException) -> None:
         """A cache tier write failed, or its outcome is unknown: invalidate (bounded retries), else bypass.
@@ -149,35 +157,54 @@ class ChainedStore(BaseStore):
         """
         self.tier_failures[level] += 1
         tier = self.tiers[level]
+        left = list(keys)
         for _ in range(self.retries):
-            if self._invalidate_tier(level, tier, family, keys):
+            left = self._invalidate_tier(level, tier, family, left)
+            if not left:
                 logger.warning("tier %d (%r) failed a write and was invalidated: %s", level, tier, exc)
                 return
         logger.warning(
-            "tier %d (%r) failed a write; %d key(s) bypassed until repaired: %s", level, tier, len(keys), exc
+            "tier %d (%r) failed a write; %d key(s) bypassed until repaired: %s", level, tier, len(left), exc
         )
-        self._bypass_keys(level, family, keys)
-        self._tier_down(level)
+        self._bypass_keys(level, family, left)
+        if not isinstance(exc, PartialWrite):
+            self._tier_down(level)
 
     def _fill_tier(self, level: int, family: Family, entries: Sequence[Entry], now: float) -> None:
-        """Fill one cache tier with its own lifetime; a tier left alone has its keys bypassed instead."""
+        """Fill one cache tier with its own lifetime; a tier left alone has its keys bypassed instead.
+
+        The written versions are the newest there are, so a fill that lands also
+        repairs a key bypassed there before.
+        """
         tier = self.tiers[level]
-        mine = [tier._apply_lifetime(family, e, now) for e in entries if not self._bypassed(level, family, e.key)]
+        mine = [tier._apply_lifetime(family, e, now) for e in entries]
         if not mine:
             return
         if not self._usable(level):
             self._bypass_keys(level, family, [e.key for e in mine])
             return
+        failed: list[bytes] = []
         try:
             with tier._errors():
                 tier._fill(family, mine, now * 1000)
+        except PartialWrite as exc:  # some keys only (a cluster node down)
+            failed = exc.failed
+            self._tier_failed(level, family, failed, exc)
         except StoreError as exc:
-            self._tier_failed(level, family, [e.key for e in mine], exc)
+            failed = [e.key for e in mine]
+            self._tier_failed(level, family, failed, exc)
         else:
             self._tier_up(level)
+        refused = set(failed)
+        self._lift(level, family.name, [e.key for e in mine if e.key not in refused])
 
     def _propagate(self, family: Family, entries: Sequence[Entry], now: float) -> None:
-        """Carry written entries up the tiers, nearest the source first, each with its own lifetime."""
+        """Carry written entries up the tiers, nearest the source first, each with its own lifetime.
+
+        On the way, a bounded share of keys bypassed before is repaired, so that a
+        process that only writes repairs too.
+        """
+        self._repair(family, ())
         floor = self._floors.get(family.name, 0)
         entries = [e for e in entries if e.version > floor]
         for level, _ in self._caches:
@@ -281,11 +308,12 @@ class ChainedStore(BaseStore):
             try:
                 with tier._errors():
                     tier._fill(family, mine, now * 1000)
-            except StoreError as exc:
+            except (StoreError, PartialWrite) as exc:
                 # The read itself succeeded; a fill that may or may not have landed
                 # carried the current version, so nothing stale can result.
                 self.tier_failures[upper] += 1
-                self._tier_down(upper)
+                if not isinstance(exc, PartialWrite):
+                    self._tier_down(upper)
                 logger.warning("tier %d (%r) failed a read-fill: %s", upper, tier, exc)
 
     def _resolve(self, family: Family, index: int, keys: Sequence[bytes], now_ms: float) -> list[bytes | None]:
@@ -308,9 +336,9 @@ class ChainedStore(BaseStore):
             stored = []
         self._forget_flights(family, [e.key for e in entries])
         if failure is not None:
-            # Some were applied, some not, some perhaps (an unknown outcome): the caches lose
-            # every key that may have changed, rather than guess.
-            self._invalidate_caches(family, [e.key for e in entries])
+            # The caches lose every key that may have changed: the ones applied (their versions
+            # are not known here) and the ones of unknown outcome; the refused stay as they were.
+            self._invalidate_caches(family, _may_have_changed([e.key for e in entries], failure))
             raise failure
         self._propagate(family, [replace(e, version=v) for e, v in zip(entries, stored, strict=True)], now)
         return stored
@@ -328,8 +356,10 @@ class ChainedStore(BaseStore):
         for level, tier in self._caches:
             if not self._usable(level):
                 self._bypass_keys(level, family, keys)
-            elif not self._invalidate_tier(level, tier, family, keys):
-                self._tier_failed(level, family, keys, StoreError("invalidation failed"))
+                continue
+            left = self._invalidate_tier(level, tier, family, keys)
+            if left:
+                self._tier_failed(level, family, left, StoreError("invalidation failed"))
 
     def _patch(self, family: Family, keys: Sequence[bytes], merge: Merge, now_ms: float) -> list[Entry]:
         now = now_ms / 1000
@@ -341,9 +371,9 @@ class ChainedStore(BaseStore):
         try:
             with source._errors():
                 written = source._patch(family, keys, merge_here, now_ms)
-        except PartialWrite:
+        except PartialWrite as failure:
             self._forget_flights(family, keys)
-            self._invalidate_caches(family, keys)  # every key that may have changed
+            self._invalidate_caches(family, _may_have_changed(keys, failure))
             raise
         self._forget_flights(family, keys)
         self._propagate(family, written, now)
@@ -389,6 +419,12 @@ class ChainedStore(BaseStore):
         """Close every tier."""
         for tier in self.tiers:
             tier.close()
+
+
+def _may_have_changed(keys: Sequence[bytes], failure: PartialWrite) -> list[bytes]:
+    """The keys of a partly failed write the source may hold anew: all but the refused."""
+    refused = set(failure.failed).difference(failure.unknown)
+    return [k for k in keys if k not in refused]
 
 
 def _alternates(family: Family, stored: Stored) -> tuple[bytes | None, ...]:

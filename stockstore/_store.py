@@ -37,12 +37,22 @@ class PartialWrite(Exception):
 
     ``failed`` holds their encoded primary keys; the public method turns it into
     `BatchError` (or, for a single-record call, re-raises ``__cause__``).
+    ``unknown`` is the part of ``failed`` whose outcome is unknown (a reply lost
+    with its connection): those may have been applied after all, where the rest
+    were refused.  `ChainedStore` invalidates the unknown ones, not the refused.
     """
 
-    def __init__(self, failed: Iterable[bytes], cause: BaseException) -> None:
+    def __init__(self, failed: Iterable[bytes], cause: BaseException, unknown: Iterable[bytes] = ()) -> None:
         super().__init__(str(cause))
         self.failed = list(failed)
+        self.unknown = list(unknown)
         self.__cause__ = cause
+
+    @classmethod
+    def of(cls, failures: Mapping[bytes, BaseException]) -> PartialWrite:
+        """One for these keys and why each failed; an unavailable backend leaves the outcome unknown."""
+        unknown = [key for key, error in failures.items() if isinstance(error, BackendUnavailableError)]
+        return cls(failures, next(iter(failures.values())), unknown)
 
 
 class _Schema(Record):
@@ -223,8 +233,12 @@ class BaseStore(ABC):
         key = schema.id.hex()
         payload = _codec.pack((SCHEMAS.tag(_Schema), {"id": key, "schema": schema.data}))
         _, now_ms = self._now()
-        with self._errors():
-            self._write(SCHEMAS, [Entry(payload, versions.next(), None, encode_key((key,)), ())], now_ms)
+        try:
+            with self._errors():
+                self._write(SCHEMAS, [Entry(payload, versions.next(), None, encode_key((key,)), ())], now_ms)
+        except PartialWrite as exc:  # the one record was not written: its own error
+            failure = self._failure([(SCHEMAS, exc.failed)], exc, 1, "schema not written", single=True)
+            raise failure from failure.__cause__
         self._saved_schemas.add(schema.id)
 
     def _learn_schemas(self, payloads: Iterable[bytes | None]) -> None:

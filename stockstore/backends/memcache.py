@@ -320,11 +320,13 @@ class MemcacheStore(BaseStore):
             stored.append(entry.version)
         unstored = set(self._set_many(items))
         failed = [e.key for e, k in zip(entries, item_keys, strict=True) if e.key in conflicts or k in unstored]
+        unknown = [e.key for e, k in zip(entries, item_keys, strict=True) if k in unstored]  # memcached may hold it
         if conflicts:
             problem = f"{family.name}: an alternate key {list(family.keys[1:])} is already held by another record"
-            raise PartialWrite(failed, InvalidKeyError(problem))
+            raise PartialWrite(failed, InvalidKeyError(problem), unknown)
         if failed:
-            raise PartialWrite(failed, BackendUnavailableError(f"memcached did not confirm {len(failed)} write(s)"))
+            unconfirmed = BackendUnavailableError(f"memcached did not confirm {len(failed)} write(s)")
+            raise PartialWrite(failed, unconfirmed, unknown)
         return stored
 
     def _remove(self, family: Family, keys: Sequence[bytes], now_ms: float) -> int:

@@ -19,6 +19,7 @@ records, which cost a round trip per node on a cluster.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import random
 import re
@@ -51,6 +52,7 @@ _Item = tuple[str, list[Any]]  # a record's key name and its argument group for 
 _Patched = list[tuple[Entry, "int | StoreError"]]  # entries written by a patch, each with its outcome
 
 _SCRIPT = files(__package__).joinpath("redis.lua").read_text()
+_SHA = hashlib.sha1(_SCRIPT.encode()).hexdigest()  # EVALSHA's name of it; loaded when a server says NOSCRIPT
 _HEADER = struct.Struct(">QQ8s")  # version, expiry in epoch ms (0: never), server-run stamp
 _MAX_VERSION = 2**62  # microseconds for the next hundred thousand years; room for + 1 below 2**64
 _SOURCE = bytes(8)  # the stamp of a source of truth's own writes; fills carry the server's run (redis.lua)
@@ -125,7 +127,6 @@ class _RedisStore(BaseStore):
         else:
             raise TypeError(f"expected a Redis URL or client, not {type(client_or_url).__qualname__}")
         self._cluster = isinstance(self._client, RedisCluster)
-        self._sha: str | None = None
         self._prefixes: dict[str, str] = {}
 
     def __repr__(self) -> str:
@@ -174,22 +175,63 @@ class _RedisStore(BaseStore):
         replies = self._send(commands)
         lost = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
         if lost:
-            self._sha = None
-            again = self._send([(c[0], self._script_sha(), *c[2:]) for c in (commands[i] for i in lost)])
-            for i, reply in zip(lost, again, strict=True):
+            self._load_script()
+            for i, reply in zip(lost, self._send([commands[i] for i in lost]), strict=True):
                 replies[i] = reply
         return replies
 
     def _send(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         pipe = self._client.pipeline(transaction=False)
-        for command in commands:
-            pipe.execute_command(*command)
-        return pipe.execute(raise_on_error=False)
+        if self._cluster:
+            # Routed here: redis-py's cluster pipeline would ask its default node where each
+            # script call goes (COMMAND GETKEYS, a round trip each), and fail while it is down.
+            for command in commands:
+                node = _node_of(self._client, command)
+                pipe.execute_command(*command, **({} if node is None else {"target_nodes": node}))
+        else:
+            for command in commands:
+                pipe.execute_command(*command)
+        try:
+            return pipe.execute(raise_on_error=False)
+        except (RedisError, OSError):
+            if not self._cluster or len(commands) == 1:
+                raise
+        return self._send_each(commands)
 
-    def _script_sha(self) -> str:
-        if self._sha is None:
-            self._sha = str(self._client.script_load(_SCRIPT))
-        return self._sha
+    def _send_each(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """A cluster pipeline fails whole when one node is down: each command on its own then.
+
+        Only the down node's commands fail, and each node is given up on at its
+        first failure, so a hung node costs one timeout, not one per command.  The
+        commands are idempotent: sent again, a write writes the same, and a fill or
+        tombstone is refused or the same.
+        """
+        client: Any = self._client
+        down: dict[str, Exception] = {}
+        replies: list[Any] = []
+        for command in commands:
+            node = _node_of(client, command)
+            name = None if node is None else node.name
+            if name in down:
+                replies.append(down[name])
+                continue
+            try:
+                replies.append(client.execute_command(*command))
+            except (RedisError, OSError) as exc:
+                replies.append(exc)
+                if name is not None:
+                    down[name] = exc
+        return replies
+
+    def _load_script(self) -> None:
+        """Load the record script on the server (on each reachable master of a cluster)."""
+        if not self._cluster:
+            self._client.script_load(_SCRIPT)
+            return
+        cluster: Any = self._client
+        for node in cluster.get_primaries():
+            with contextlib.suppress(RedisError, OSError):  # a master that is down loads it when it is back
+                cluster.execute_command("SCRIPT", "LOAD", _SCRIPT, target_nodes=node)
 
     def _item(
         self,
@@ -230,9 +272,7 @@ class _RedisStore(BaseStore):
         commands = []
         for positions in groups.values():
             args = [arg for p in positions for arg in items[p][1]]
-            commands.append(
-                ("EVALSHA", self._script_sha(), len(positions), *(items[p][0] for p in positions), *head, *args)
-            )
+            commands.append(("EVALSHA", _SHA, len(positions), *(items[p][0] for p in positions), *head, *args))
         replies: list[Any] = [None] * len(items)
         for positions, reply in zip(groups.values(), self._pipeline(commands), strict=True):
             for index, p in enumerate(positions):
@@ -305,7 +345,7 @@ class _RedisStore(BaseStore):
                     failed[entry.key] = outcome
                 stored.append(outcome if isinstance(outcome, int) else 0)
         if failed:
-            raise PartialWrite(list(failed), next(iter(failed.values())))
+            raise PartialWrite.of(failed)
         return stored
 
     def _remove(self, family: Family, keys: Sequence[bytes], now_ms: float) -> int:
@@ -334,7 +374,7 @@ class _RedisStore(BaseStore):
         for key in pending:
             failed[key] = StoreError(f"{family.name} record kept changing; gave up after {self.cas_retries} tries")
         if failed:
-            raise PartialWrite(list(failed), next(iter(failed.values())))
+            raise PartialWrite.of(failed)
         return [merged[k] for k in keys]
 
     def _patch_round(
@@ -404,21 +444,34 @@ class _RedisStore(BaseStore):
         return contended
 
     def _fill(self, family: Family, entries: Sequence[Entry], now_ms: float) -> None:
-        for chunk in _chunks(entries, self.chunk_size):
-            for reply in self._run(
-                family,
-                "f",
-                [self._item(family, e.key, alternates=e.alternates, body=self._body(e)) for e in chunk],
-                now_ms,
-            ):
-                self._check(reply, "fill")
+        items = [self._item(family, e.key, alternates=e.alternates, body=self._body(e)) for e in entries]
+        self._cache_writes(family, "f", [e.key for e in entries], items, now_ms)
 
     def _invalidate(self, family: Family, keys: Sequence[bytes], version: int, until_ms: int) -> None:
-        now_ms = self.clock() * 1000
-        for chunk in _chunks(keys, self.chunk_size):
-            items = [self._item(family, k, body=(_HEADER.pack(version, until_ms, _SOURCE),)) for k in chunk]
-            for reply in self._run(family, "i", items, now_ms):
-                self._check(reply, "invalidate")
+        items = [self._item(family, k, body=(_HEADER.pack(version, until_ms, _SOURCE),)) for k in keys]
+        self._cache_writes(family, "i", keys, items, self.clock() * 1000)
+
+    def _cache_writes(
+        self, family: Family, mode: str, keys: Sequence[bytes], items: list[_Item], now_ms: float
+    ) -> None:
+        """A chain's fills or tombstones, a chunk a call; the keys they failed for raise `PartialWrite`.
+
+        On a cluster a node that is down fails its own keys only, so a chain
+        bypasses those and keeps the rest of the tier.
+        """
+        failed: dict[bytes, StoreError] = {}
+        for start in range(0, len(items), self.chunk_size):
+            chunk = items[start : start + self.chunk_size]
+            replies = self._run(family, mode, chunk, now_ms)
+            for key, reply in zip(keys[start : start + self.chunk_size], replies, strict=True):
+                try:
+                    self._check(reply, mode)
+                except (RedisError, OSError) as exc:
+                    failed[key] = _unavailable(exc)
+                except StoreError as exc:
+                    failed[key] = exc
+        if failed:
+            raise PartialWrite.of(failed)
 
     def _scan(self, family: Family, now_ms: float) -> Iterator[bytes]:
         """Every live key: ``SCAN MATCH`` over the family's records (never ``KEYS``), headers checked."""
@@ -494,7 +547,7 @@ class RedisMsgpackStore(_RedisStore):
                     error = _unavailable(reply)
                     failed.update((e.key, error) for e in group)
         if failed:
-            raise PartialWrite(list(failed), next(iter(failed.values())))
+            raise PartialWrite.of(failed)
         return [e.version for e in entries]
 
     def _fetch(self, family: Family, keys: Sequence[bytes]) -> list[Stored | None]:
@@ -626,6 +679,15 @@ def _stored(value: bytes, run: bytes | None) -> Stored | None:
     if run is not None and stamp not in (_SOURCE, run):
         return None  # filled before the server restarted (an old snapshot, a promoted replica)
     return Stored(value[_HEADER.size :] if len(value) > _HEADER.size else None, version, expires or None)
+
+
+def _node_of(cluster: Any, command: tuple[Any, ...]) -> ClusterNode | None:
+    """The cluster master a command's (first) key lives on, from the client's slot table (None: not known)."""
+    try:
+        node: ClusterNode = cluster.get_node_from_key(command[3] if command[0] == "EVALSHA" else command[1])
+    except (RedisError, RedisClusterException):
+        return None
+    return node
 
 
 def _run_of(info: dict[str, Any]) -> bytes:
