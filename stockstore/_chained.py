@@ -154,11 +154,15 @@ class ChainedStore(BaseStore):
         """A cache tier write failed, or its outcome is unknown: invalidate (bounded retries), else bypass.
 
         Never the write again: a copy that may or may not have landed is made void.
+        A tier that fails an invalidation too is left alone at once: trying it again
+        would cost the write one more timeout of a hung server.
         """
         self.tier_failures[level] += 1
         tier = self.tiers[level]
         left = list(keys)
         for _ in range(self.retries):
+            if not self._usable(level):
+                break
             left = self._invalidate_tier(level, tier, family, left)
             if not left:
                 logger.warning("tier %d (%r) failed a write and was invalidated: %s", level, tier, exc)
