@@ -1,7 +1,7 @@
 """put_frame / get_frame throughput, Redis memory per record and peak RSS: the figures of docs/frames.md.
 
     .venv/bin/python benchmarks/frames.py                     # 100,000 x 200 float64 on each store
-    .venv/bin/python benchmarks/frames.py --peak 500000       # peak RSS of one put_frame, against the frame
+    .venv/bin/python benchmarks/frames.py --peak 500000       # peak RSS of put_frame and of batch_put
 
 Stores: `RedisMsgpackStore` on ``--redis`` (a fresh namespace, cleared afterwards),
 `SqlStore` on a temporary SQLite file, and ``ChainedStore([MemoryStore(),
@@ -11,8 +11,10 @@ RedisMsgpackStore, SqlStore])``.  Every frame read back is checked bit for bit.
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import os
+import sys
 import tempfile
 import time
 import uuid
@@ -105,31 +107,44 @@ def throughput(n: int, attrs: int, redis_url: str) -> None:
             measure(store, frame)
 
 
-def peak_rss(n: int, attrs: int, redis_url: str) -> None:
-    """Peak resident memory of the process during one put_frame, next to the frame's own size."""
-    frame = make_frame(n, attrs)
+def _kib(field: str) -> int:
+    line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith(field + ":"))
+    return int(line.split()[1])
+
+
+def _peak_of(what: str, n: int, size: int, call: Callable[[], Any]) -> None:
+    """Peak resident memory of the process during *call*, next to the *size* of its input."""
     gc.collect()
-    status = Path("/proc/self/status")
     Path("/proc/self/clear_refs").write_text("5")  # Linux: the peak (VmHWM) starts again from here
+    before = _kib("VmRSS")
+    timed(what, n, call)
+    peak = _kib("VmHWM")
+    print(f"  input                  {size / 2**20:>8,.0f} MiB")
+    print(f"  RSS before             {before / 2**10:>8,.0f} MiB")
+    print(f"  peak RSS during        {peak / 2**10:>8,.0f} MiB  ({peak * 1024 / size:.2f}x the input)")
+    print(f"  growth over the input  {(peak - before) / 2**10:>8,.0f} MiB")
 
-    def kib(field: str) -> int:
-        line = next(line for line in status.read_text().splitlines() if line.startswith(field + ":"))
-        return int(line.split()[1])
 
-    before = kib("VmRSS")
+def peak_rss(n: int, attrs: int, redis_url: str) -> None:
+    """Peak resident memory of one put_frame, then of one batch_put of the same rows as records."""
+    frame = make_frame(n, attrs)
     store = RedisMsgpackStore(redis_url, namespace=f"bench-{uuid.uuid4().hex[:12]}")
     try:
-        timed("put_frame", n, lambda: store.put_frame(Security, frame))
-        peak = kib("VmHWM")
+        print(f"{n:,} x {attrs} float64, put_frame of a DataFrame (index included)")
+        size = int(frame.memory_usage(index=True, deep=True).sum())
+        _peak_of("put_frame", n, size, functools.partial(store.put_frame, Security, frame))
+        store.clear(Security)
+        records = [Security(ssm_id=key, **row) for key, row in zip(frame.index, frame.to_dict("records"), strict=True)]
+        del frame  # not counted in the peak of batch_put
+        one = records[0]
+        each = sys.getsizeof(one) + sum(sys.getsizeof(v) for v in one.values())
+        size = sys.getsizeof(records) + len(records) * each  # sys.getsizeof, as stockstore bench --compare
+        print(f"{n:,} x {attrs} float64, batch_put of Record objects (sys.getsizeof estimate)")
+        _peak_of("batch_put", n, size, functools.partial(store.batch_put, records))
     finally:
         store.clear(Security)
         store.clear(SCHEMAS.root)
         store.close()
-    size = frame.memory_usage(index=True, deep=True).sum()
-    print(f"{n:,} x {attrs} float64: frame {size / 2**20:,.0f} MiB (index included)")
-    print(f"  RSS before put_frame   {before / 2**10:>8,.0f} MiB")
-    print(f"  peak RSS in put_frame  {peak / 2**10:>8,.0f} MiB  ({peak * 1024 / size:.2f}x the frame)")
-    print(f"  growth over the frame  {(peak - before) / 2**10:>8,.0f} MiB")
 
 
 def main() -> None:
@@ -137,7 +152,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100_000, help="records (default 100,000)")
     parser.add_argument("--attrs", type=int, default=200, help="float64 attributes per record (default 200)")
     parser.add_argument("--redis", default=os.environ.get("STOCKSTORE_BENCH_REDIS", "redis://127.0.0.1:6379/0"))
-    parser.add_argument("--peak", type=int, metavar="N", help="measure peak RSS of a put_frame of N records instead")
+    parser.add_argument(
+        "--peak", type=int, metavar="N", help="measure peak RSS of a put_frame and a batch_put of N records instead"
+    )
     args = parser.parse_args()
     if args.peak:
         peak_rss(args.peak, args.attrs, args.redis)
