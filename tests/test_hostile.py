@@ -41,6 +41,7 @@ import msgpack
 import pytest
 from conftest import StoreFactory
 from exact import assert_record, assert_same
+from sql_databases import KINDS
 from test_conformance import Colour, Listing, Plain, Quote, Security, Text
 
 import stockstore as ss
@@ -1115,19 +1116,12 @@ class TestForeignBytesInMemcached:
 # -- SQL
 
 
-SQL_KINDS = [
-    pytest.param("sqlite", id="sqlite"),
-    pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgresql),
-    pytest.param("mysql", id="mysql", marks=pytest.mark.mysql),
-]
-
-
-@pytest.fixture(params=SQL_KINDS)
+@pytest.fixture(params=KINDS)
 def sql_url(request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue(f"{request.param}_url"))
 
 
-@pytest.fixture(scope="module", params=SQL_KINDS)
+@pytest.fixture(scope="module", params=KINDS)
 def shared_sql_store(request: pytest.FixtureRequest) -> Iterator[Any]:
     """One store (and table) per database for the module: creating tables is what costs."""
     from stockstore.backends import SqlStore

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from exact import assert_record, assert_same
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sql_databases import KINDS
 
 import stockstore as ss
 from stockstore._codec import encode_record
@@ -42,13 +43,6 @@ class Security(ss.Record):
 
 class Plain(ss.Record):
     __stockstore_keys__: ClassVar[list[Any]] = ["k"]
-
-
-KINDS = [
-    pytest.param("sqlite", id="sqlite"),
-    pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgresql),
-    pytest.param("mysql", id="mysql", marks=pytest.mark.mysql),
-]
 
 
 @pytest.fixture(params=KINDS)
