@@ -199,12 +199,14 @@ class _RedisStore(BaseStore):
         return self._send_each(commands)
 
     def _send_each(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
-        """A cluster pipeline fails whole when one node is down: each command on its own then.
+        """A cluster pipeline fails whole when a node refuses connections: each command on its own then.
 
         Only the down node's commands fail, and each node is given up on at its
-        first failure, so a hung node costs one timeout, not one per command.  The
+        first failure instead of being connected to again for every command.  The
         commands are idempotent: sent again, a write writes the same, and a fill or
-        tombstone is refused or the same.
+        tombstone is refused or the same.  (A node that accepts connections and never
+        answers does not get here: redis-py's pipeline itself re-sends each of its
+        commands, a timeout each; see docs/reliability.md.)
         """
         client: Any = self._client
         down: dict[str, Exception] = {}
