@@ -25,6 +25,7 @@ import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
+from operator import countOf
 from typing import Any
 
 import msgpack
@@ -426,39 +427,55 @@ class WideLayout:
 
     head: int
     schema: RowSchema
+    start: bytes  # how its records begin (`row_head`)
 
 
-def wide_layout(tag: str, attrs: Mapping[str, Any]) -> WideLayout | None:
-    """The row layout for a record of this shape, or ``None`` if an ordinary record is better.
+def check_wide(tag: str, attrs: Mapping[str, Any]) -> WideLayout | None:
+    """Check *attrs* as `check_attributes` does; return the row layout they fit, if any.
 
-    Remembered per (tag, attribute names): a batch of one shape works it out once.
-    The values of each record must still be floats where the layout says
-    (`encode_wide` checks).
+    Wide records of one shape are checked in one pass over their values: the
+    names were checked when the shape was first seen (its layout is remembered
+    per tag and names), the row's values need only be floats, the few others
+    are checked as usual.  A record that does not fit is checked the usual way.
     """
+    if len(attrs) < _WIDE:
+        check_attributes(attrs)
+        return None
     shape = (tag, tuple(attrs))
+    layout = _layouts.get(shape)
+    if layout is not None:
+        values = attrs.values()
+        if countOf(map(type, islice(values, layout.head, None)), float) == len(layout.schema.names):
+            head = list(islice(values, layout.head))
+            if not _LEAVES.issuperset(map(type, head)):
+                _walk(head, 1)
+            return layout
+    check_attributes(attrs)
+    return _layout_of(shape, attrs) if layout is None else None
+
+
+def _layout_of(shape: tuple[str, tuple[str, ...]], attrs: Mapping[str, Any]) -> WideLayout | None:
+    """The layout of a checked record of a shape not seen yet (or a layout-less one), remembered."""
     if shape in _layouts:
-        return _layouts[shape]
+        return None
     kinds = list(map(type, attrs.values()))
     head = len(kinds)
     while head and kinds[head - 1] is float:
         head -= 1
     layout = None
     if len(kinds) - head >= _WIDE and float not in kinds[:head]:
-        layout = WideLayout(head, row_schema([(name, "f8") for name in shape[1][head:]]))
+        layout = WideLayout(head, row_schema([(name, "f8") for name in shape[1][head:]]), row_head(shape[0]))
     if len(_layouts) >= _LAYOUTS_MAX:
         _layouts.clear()
     _layouts[shape] = layout
     return layout
 
 
-def encode_wide(tag: str, attrs: Mapping[str, Any], layout: WideLayout) -> bytes | None:
-    """*attrs*, already checked, as a row record of *layout*; ``None`` if a row value is not a float."""
-    values = list(attrs.values())
-    floats = values[layout.head :]
-    if not set(map(type, floats)) <= {float}:
-        return None
-    head = dict(zip(islice(attrs, layout.head), values[: layout.head], strict=True))
-    return b"".join((row_head(tag), pack(head), layout.schema.prefix, layout.schema.row.pack(*floats)))
+def encode_wide(attrs: Mapping[str, Any], layout: WideLayout, packer: msgpack.Packer) -> bytes:
+    """*attrs*, for which `check_wide` returned *layout*, as a row record; *packer* from `packer`."""
+    head = dict(islice(attrs.items(), layout.head))
+    row = layout.schema.row.pack(*islice(attrs.values(), layout.head, None))
+    return b"".join((layout.start, packer.pack(head), layout.schema.prefix, row))
 
 
 class _Slot:

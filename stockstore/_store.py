@@ -466,8 +466,11 @@ class BaseStore(ABC):
                 key = encode_key(family.primary_of(attrs))
                 # A bad key value is a key error, before the codec's check.
                 alternates = family.alternates_of(attrs) if len(family.keys) > 1 else ()
-                _codec.check_attributes(attrs)
-                wide = _codec.wide_layout(family.tag(type(obj)), attrs) if rows and len(attrs) > 16 else None
+                if rows:
+                    wide = _codec.check_wide(family.tag(type(obj)), attrs)
+                else:
+                    _codec.check_attributes(attrs)
+                    wide = None
                 latest[key] = (obj, attrs, alternates, wide)
             puts = list(latest.items())
             for start in range(0, len(puts), self.put_chunk):
@@ -480,18 +483,17 @@ class BaseStore(ABC):
         live: list[Entry] = []
         expired: list[bytes] = []
         lifetime = self.lifetime
+        packer = _codec.packer()
         for key, (obj, attrs, alternates, wide) in puts:
             expires = None if lifetime is None else self._expiry(obj, now)
             if expires is not None and expires <= now_ms:
                 expired.append(key)  # an already-expired lifetime means "not kept here", and put replaces
                 continue
-            tag = family.tag(type(obj))
-            payload = None
-            if wide is not None:
+            if wide is None:
+                payload = _codec.pack((family.tag(type(obj)), attrs))
+            else:
                 self._save_schema(wide.schema)
-                payload = _codec.encode_wide(tag, attrs, wide)
-            if payload is None:
-                payload = _codec.pack((tag, attrs))
+                payload = _codec.encode_wide(attrs, wide, packer)
             live.append(Entry(payload, versions.next(), expires, key, alternates))
         return live, expired
 
@@ -568,6 +570,7 @@ class BaseStore(ABC):
         missing: set[bytes] = set()  # ids of row schemas a merge met that this process did not know
         rows = self._stores_rows()
         unsaved: list[_codec.RowSchema] = []  # row schemas merges could not use: saved afterwards
+        packer = _codec.packer()  # merges run one at a time, in this thread
 
         def merge(key: bytes, current: Stored | None) -> Entry:
             if current is not None and current.payload is not None:
@@ -588,11 +591,11 @@ class BaseStore(ABC):
                     obj = rebuild(family.class_for(stored_tag, family.root) or cls, dict(attrs))
                 expires = self._expiry(obj, now)
             payload = None
-            if rows and len(attrs) > 16:
-                wide = _codec.wide_layout(stored_tag, attrs)
+            if rows:
+                wide = _codec.check_wide(stored_tag, attrs)  # checked already: this finds the layout
                 # Only a schema already in the store: none can be written from inside a backend's primitive.
                 if wide is not None and wide.schema.id in self._saved_schemas:
-                    payload = _codec.encode_wide(stored_tag, attrs, wide)
+                    payload = _codec.encode_wide(attrs, wide, packer)
                 elif wide is not None:
                     unsaved.append(wide.schema)
             if payload is None:

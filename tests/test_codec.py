@@ -327,10 +327,10 @@ WIDE_FLOATS = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from([
 @given(st.lists(WIDE_FLOATS, min_size=16, max_size=300), st.dictionaries(st.text(max_size=3), st.text(), max_size=3))
 def test_wide_records_are_rows_and_come_back_exactly_in_order(floats: list[float], head: dict[str, Any]) -> None:
     attrs = {**{f"k{name}": value for name, value in head.items()}, **{f"a{i}": v for i, v in enumerate(floats)}}
-    layout = _codec.wide_layout("T", attrs)
+    layout = _codec.check_wide("T", attrs)
     assert layout is not None
-    data = _codec.encode_wide("T", attrs, layout)
-    assert data is not None
+    assert _codec.check_wide("T", attrs) is layout  # the shape seen before: the one-pass check
+    data = _codec.encode_wide(attrs, layout, _codec.packer())
     assert _codec.is_row_record(data)
     assert len(data) < len(_codec.encode_record("T", attrs))
     tag, got = _codec.decode_record(data)
@@ -341,14 +341,40 @@ def test_wide_records_are_rows_and_come_back_exactly_in_order(floats: list[float
 
 def test_only_a_long_run_of_floats_at_the_end_makes_a_row() -> None:
     floats = {f"a{i}": float(i) for i in range(20)}
-    assert _codec.wide_layout("T", {"k": "x", **floats}) is not None
-    assert _codec.wide_layout("T", {**floats, "k": "x"}) is None  # a str after the floats: order would change
-    assert _codec.wide_layout("T", {"k": "x", **dict(list(floats.items())[:15])}) is None  # too few to pay
+    assert _codec.check_wide("T", {"k": "x", **floats}) is not None
+    assert _codec.check_wide("T", {**floats, "k": "x"}) is None  # a str after the floats: order would change
+    assert _codec.check_wide("T", {"k": "x", **dict(list(floats.items())[:15])}) is None  # too few to pay
     ints = {"k": "x", **{f"i{i}": i for i in range(20)}}
-    assert _codec.wide_layout("T", ints) is None  # ints stay ordinary: msgpack keeps them short
+    assert _codec.check_wide("T", ints) is None  # ints stay ordinary: msgpack keeps them short
 
 
-def test_a_wide_layout_refuses_a_record_whose_values_are_not_floats() -> None:
-    layout = _codec.wide_layout("T", {"k": "x", **{f"a{i}": float(i) for i in range(20)}})
-    assert layout is not None
-    assert _codec.encode_wide("T", {"k": "x", **{f"a{i}": i for i in range(20)}}, layout) is None
+def test_a_record_of_a_wide_shape_with_other_values_is_ordinary() -> None:
+    assert _codec.check_wide("T", {"k": "x", **{f"a{i}": float(i) for i in range(20)}}) is not None
+    assert _codec.check_wide("T", {"k": "x", **{f"a{i}": i for i in range(20)}}) is None
+    # struct would take a Decimal for a float, and lose its digits
+    decimals = {"k": "x", **{f"a{i}": float(i) for i in range(20)}, "a3": decimal.Decimal("0.1")}
+    assert _codec.check_wide("T", decimals) is None
+
+
+class FloatSubclass(float):
+    pass
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"a3": FloatSubclass(1.5)},  # struct would pack it as a float
+        {"a3": bytearray(b"x")},
+        {"a3": 2**70},
+        {"k": {1: "x"}},
+        {"k": {"deep": {1, 2}}},
+    ],
+)
+def test_the_one_pass_check_of_a_seen_wide_shape_refuses_what_check_attributes_refuses(bad: dict[str, Any]) -> None:
+    good = {"k": "x", **{f"a{i}": float(i) for i in range(20)}}
+    assert _codec.check_wide("T", good) is not None
+    record = {**good, **bad}
+    with pytest.raises(SerializationError):
+        _codec.check_attributes(record)
+    with pytest.raises(SerializationError):
+        _codec.check_wide("T", record)
