@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -136,6 +136,54 @@ def test_8_a_batch_against_a_cluster_missing_a_master_fails_what_it_may_not_have
         f"{reads['error']} of {len(alive[::10])} reads of keys on live masters failed: {errors[0]}"
     )
     chain.close()
+
+
+def test_11_a_hung_cluster_master_fails_only_its_keys_within_the_timeout(
+    three_masters: RedisCluster, namespace: str
+) -> None:
+    """Scenario 11 on a cluster: one master stopped with SIGSTOP (connections open, no answers).
+
+    Every call returns within a few timeouts (one per *chunk_size* commands for that
+    master, and one for reading the slot table again); a batch fails exactly the keys
+    of the hung master, and keys on the others are written and read as usual.
+    """
+    records, timeout = 2000, 0.5
+    options: dict[str, Any] = {"namespace": namespace, "timeout": timeout, "connect_timeout": timeout, "retries": 0}
+    store = RedisMsgpackStore(three_masters.url, **options)
+    store.batch_put([Security(ssm_id=i, gen=1) for i in range(records)])
+    hung = node_of(store, three_masters, 0)
+    on_hung = {i for i in range(records) if node_of(store, three_masters, i) is hung}
+    live_key = next(i for i in range(records) if i not in on_hung)
+    calls: dict[str, Callable[[], Any]] = {
+        "batch_put_2000": lambda: store.batch_put([Security(ssm_id=i, gen=2) for i in range(records)]),
+        "get_live_master": lambda: store.get(Security, live_key),
+        "get_hung_master": lambda: store.get(Security, 0),
+        "batch_get_2000": lambda: store.batch_get(Security, range(records)),
+        "patch_hung_master": lambda: store.patch(Security, 0, {"gen": 3}),
+    }
+    hung.pause()
+    try:
+        attempts = {}
+        for name, call in calls.items():  # one after the other: each pays its own timeouts
+            attempts[name] = attempt = Attempt(call, name)
+            assert attempt.wait(60), f"{name} against a hung cluster master did not return in 60 s"
+    finally:
+        hung.resume()
+    outcomes = {
+        name: {"seconds": round(a.seconds or 0, 2), "error": type(a.error).__name__} for name, a in attempts.items()
+    }
+    publish("11-hung-cluster-master", records=records, on_hung_master=len(on_hung), timeout=timeout, calls=outcomes)
+    limit = 6 * timeout
+    slow = {name: o["seconds"] for name, o in outcomes.items() if o["seconds"] > limit}
+    assert not slow, f"calls took longer than {limit} s against a hung master: {slow}"
+    error = attempts["batch_put_2000"].error
+    assert isinstance(error, BatchError), f"expected a BatchError, got {error!r}"
+    assert set(error.failed) == on_hung, "BatchError.failed is not exactly the keys of the hung master"
+    assert attempts["get_live_master"].error is None
+    assert gen_of(attempts["get_live_master"].result) == 2, "a key of a live master was not written"
+    for name in ("get_hung_master", "batch_get_2000", "patch_hung_master"):
+        assert isinstance(attempts[name].error, BackendUnavailableError), f"{name}: {attempts[name].error!r}"
+    store.close()
 
 
 # ---------------------------------------------------------------------------- 12. failover

@@ -37,7 +37,16 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
-from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MovedError,
+    NoScriptError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.retry import Retry
 
 from .. import _codec
@@ -56,6 +65,7 @@ _SHA = hashlib.sha1(_SCRIPT.encode()).hexdigest()  # EVALSHA's name of it; loade
 _HEADER = struct.Struct(">QQ8s")  # version, expiry in epoch ms (0: never), server-run stamp
 _MAX_VERSION = 2**62  # microseconds for the next hundred thousand years; room for + 1 below 2**64
 _SOURCE = bytes(8)  # the stamp of a source of truth's own writes; fills carry the server's run (redis.lua)
+_REDIRECTED = (MovedError, AskError, TryAgainError, ClusterDownError)  # a cluster reply: ask elsewhere, or later
 _VERSION = struct.Struct(">Q")
 _META = b"\xff"  # the hash layout's header field: never a UTF-8 attribute name
 _SAFE = re.compile(r"[A-Za-z0-9_.~-]*")
@@ -72,7 +82,13 @@ def key_text(key: bytes) -> str:
     check it against foreign bytes, twice the cost of every Redis call).
     """
     values: tuple[str | int, ...] = msgpack.unpackb(key, use_list=False)
-    return ",".join(f"#{v}" if type(v) is int else _text(v) for v in values)  # type: ignore[arg-type]
+    if len(values) == 1:  # most keys: no generator to join
+        return _part(values[0])
+    return ",".join(map(_part, values))
+
+
+def _part(value: str | int) -> str:
+    return f"#{value}" if type(value) is int else _text(value)  # type: ignore[arg-type]
 
 
 def key_bytes(text: str, parts: int | None = None) -> bytes:
@@ -167,7 +183,7 @@ class _RedisStore(BaseStore):
             raise BackendUnavailableError(f"Redis failed: {type(exc).__name__}: {exc}") from exc
 
     def _pipeline(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
-        """Send *commands* in one pipeline; replies aligned, errors in place.
+        """Send *commands* in one pipeline (one per master on a cluster); replies aligned, errors in place.
 
         Scripts a server has lost (a restart, a failover) are loaded again and the
         affected commands re-sent.
@@ -175,65 +191,73 @@ class _RedisStore(BaseStore):
         replies = self._send(commands)
         lost = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
         if lost:
-            self._load_script()
-            for i, reply in zip(lost, self._send([commands[i] for i in lost]), strict=True):
+            again = [commands[i] for i in lost]
+            self._load_script(again)
+            for i, reply in zip(lost, self._send(again), strict=True):
                 replies[i] = reply
         return replies
 
     def _send(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
-        pipe = self._client.pipeline(transaction=False)
         if self._cluster:
-            # Routed here: redis-py's cluster pipeline would ask its default node where each
-            # script call goes (COMMAND GETKEYS, a round trip each), and fail while it is down.
-            for command in commands:
-                node = _node_of(self._client, command)
-                pipe.execute_command(*command, **({} if node is None else {"target_nodes": node}))
-        else:
-            for command in commands:
-                pipe.execute_command(*command)
-        try:
-            return pipe.execute(raise_on_error=False)
-        except (RedisError, OSError):
-            if not self._cluster or len(commands) == 1:
-                raise
-        return self._send_each(commands)
-
-    def _send_each(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
-        """A cluster pipeline fails whole when a node refuses connections: each command on its own then.
-
-        Only the down node's commands fail, and each node is given up on at its
-        first failure instead of being connected to again for every command.  The
-        commands are idempotent: sent again, a write writes the same, and a fill or
-        tombstone is refused or the same.  (A node that accepts connections and never
-        answers does not get here: redis-py's pipeline itself re-sends each of its
-        commands, a timeout each; see docs/reliability.md.)
-        """
-        client: Any = self._client
-        down: dict[str, Exception] = {}
-        replies: list[Any] = []
+            return self._send_to_masters(commands)
+        pipe = self._client.pipeline(transaction=False)
         for command in commands:
-            node = _node_of(client, command)
-            name = None if node is None else node.name
-            if name in down:
-                replies.append(down[name])
-                continue
+            pipe.execute_command(*command)
+        return pipe.execute(raise_on_error=False)
+
+    def _send_to_masters(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Each master's share of *commands* in a pipeline of its own, sent without retries.
+
+        A master that refuses, times out or cuts a reply fails its own commands, at the
+        cost of one timeout; the others are answered as usual, and the slot table is
+        read again for the next call (a replica may have taken over).  redis-py's
+        cluster pipeline would instead re-send every failed command on its own, a
+        timeout each.  Commands answered with a redirection (a failover or reshard
+        under way), or whose slot has no known master, go through the cluster client
+        one at a time: it follows ``MOVED`` and ``ASK``.
+        """
+        cluster: Any = self._client
+        replies: list[Any] = [None] * len(commands)
+        by_node: dict[str, tuple[ClusterNode, list[int]]] = {}
+        alone: list[int] = []
+        for position, command in enumerate(commands):
+            node = _node_of(cluster, command)
+            if node is None:
+                alone.append(position)
+            else:
+                by_node.setdefault(node.name, (node, []))[1].append(position)
+        node_failed = False
+        for node, positions in by_node.values():
+            pipe = cluster.get_redis_connection(node).pipeline(transaction=False)
+            for position in positions:
+                pipe.execute_command(*commands[position])
             try:
-                replies.append(client.execute_command(*command))
-            except (RedisError, OSError) as exc:
-                replies.append(exc)
-                if name is not None:
-                    down[name] = exc
+                answers = pipe.execute(raise_on_error=False)
+            except (RedisError, OSError) as exc:  # outcomes unknown: the caller counts them as failed
+                answers, node_failed = [exc] * len(positions), True
+            for position, answer in zip(positions, answers, strict=True):
+                replies[position] = answer
+        if node_failed:
+            with contextlib.suppress(RedisError, RedisClusterException, OSError):  # the next call tries again
+                cluster.nodes_manager.initialize()
+        alone += [p for p, reply in enumerate(replies) if isinstance(reply, _REDIRECTED)]
+        for position in sorted(alone):
+            try:
+                replies[position] = cluster.execute_command(*commands[position])
+            except (RedisError, RedisClusterException, OSError) as exc:
+                replies[position] = exc
         return replies
 
-    def _load_script(self) -> None:
-        """Load the record script on the server (on each reachable master of a cluster)."""
+    def _load_script(self, commands: Sequence[tuple[Any, ...]]) -> None:
+        """Load the record script on the server, or on the cluster masters these commands went to."""
         if not self._cluster:
             self._client.script_load(_SCRIPT)
             return
         cluster: Any = self._client
-        for node in cluster.get_primaries():
-            with contextlib.suppress(RedisError, OSError):  # a master that is down loads it when it is back
-                cluster.execute_command("SCRIPT", "LOAD", _SCRIPT, target_nodes=node)
+        masters = {node.name: node for node in (_node_of(cluster, c) for c in commands) if node is not None}
+        for node in masters.values():
+            with contextlib.suppress(RedisError, OSError):  # the commands fail again, with their own error
+                cluster.get_redis_connection(node).script_load(_SCRIPT)
 
     def _item(
         self,
