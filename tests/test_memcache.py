@@ -19,6 +19,7 @@ from memcached_servers import MemcachedProcess
 from pymemcache.client.base import Client
 
 import stockstore as ss
+from stockstore._keys import family_of
 from stockstore.backends import MemcacheStore
 from stockstore.errors import BackendUnavailableError, BatchError, SerializationError, UnsupportedOperationError
 
@@ -71,6 +72,26 @@ def test_an_evicted_generation_never_brings_old_records_back(memcached_server: s
     assert store.get(Security, "old") is None
     assert int(raw.get(gen_key)) > before
     raw.close()
+
+
+def test_every_server_keeps_the_generation_and_the_largest_wins(memcached_two_servers: list[str]) -> None:
+    """A server that was away comes back holding an older generation (and the items under it): never read."""
+    raws = [Client(server, default_noreply=False) for server in memcached_two_servers]
+    with MemcacheStore(memcached_two_servers, namespace=f"t{uuid.uuid4().hex}") as store:
+        store.batch_put([Security(ssm_id=i, v=1) for i in range(40)])
+        gen_key = store._item_key("gen", "Security")
+        first = [int(raw.get(gen_key)) for raw in raws]
+        assert first[0] == first[1]
+        behind = raws[1]
+        store._move_on(family_of(Security))  # what a failed invalidation does
+        assert behind.set(gen_key, str(first[1]).encode()) is True  # as if that server had been away meanwhile
+        assert store.batch_get(Security, range(40)) == [None] * 40  # the items of before are dropped on both
+        assert int(behind.get(gen_key)) == first[0] + 1  # and the server left behind is brought up
+        assert behind.delete(gen_key) is True  # lost (a restart, an eviction): filled in from the other
+        assert store.get(Security, 0) is None
+        assert int(behind.get(gen_key)) == first[0] + 1
+    for raw in raws:
+        raw.close()
 
 
 HOSTILE = ["", " ", "a b", "a\nb", "\r\n", "\x00", "a\x00b", "é", "😀", "ü" * 300, "x" * 250, "x" * 251, 1, "1"]

@@ -286,9 +286,9 @@ def test_7_a_memcached_node_that_rejoins_the_ring_serves_nothing_stale(
     """Scenario 7: one node of a two-node ring dies (or hangs) during writes and comes back.
 
     Killed, it comes back empty.  Paused (SIGSTOP), it comes back *with the values it
-    held*, which the writes made stale: the writing chain must never serve them.  A
-    fresh chain (another process's view) is measured too: for it the bypassed node is
-    the documented limit of API.md section 5, until the writer has repaired it.
+    held*, which the writes made stale: neither the writing chain nor a fresh chain
+    (another process's view) may serve them, before or after the writer uses the
+    tier again: the failed invalidation moved the family's generation on.
     """
     servers = [p.server for p in memcached_processes]
     records = 400
@@ -340,6 +340,10 @@ def test_7_a_memcached_node_that_rejoins_the_ring_serves_nothing_stale(
         fresh_chain_stale_before_writer_repaired=before_repair, fresh_chain_stale_after=after_repair,
     )  # fmt: skip
     assert not any(seen), f"the writing chain served values older than acknowledged after the node came back: {seen}"
+    assert before_repair == 0, (
+        f"another process read {before_repair} of {records} records older than acknowledged from the ring the "
+        "node came back to, before the writer used it again"
+    )
     assert reused is not None, "the writing chain never used the memcached tier again (20 s)"
     assert after_repair == 0, (
         f"once the writer has used the tier again, a fresh chain still read {after_repair} of {records} records "

@@ -133,22 +133,56 @@ class MemcacheStore(BaseStore):
         digest = hashlib.sha256(msgpack.packb([self.namespace, *parts])).digest()
         return "ss:" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
-    def _generation(self, family: Family) -> int:
-        """The family's current generation, created if missing.
+    def _servers(self) -> list[Any]:
+        """A client per server: a ring's own clients, else the one."""
+        return list(self._client.clients.values()) if isinstance(self._client, HashClient) else [self._client]
 
+    def _generation(self, family: Family) -> int:
+        """The family's current generation: the largest any server that answers holds.
+
+        Every server keeps a copy of it, so that a server that stopped answering
+        and comes back still holding the items (and generation) of before cannot
+        bring them back: `_move_on` moved the others past it, and the largest wins.
         A new generation is the current time in microseconds, so one re-created
-        after eviction is larger than any earlier one (clears add 1 each) and
-        never brings back items written before.
+        after eviction is larger than any earlier one (moves add 1 each) and never
+        brings back items written before.
         """
+        return self._generation_on(family)[0]
+
+    def _generation_on(self, family: Family) -> tuple[int, list[Any]]:
+        """The generation, and the servers that answered (each brought up to it if behind or empty)."""
         gen_key = self._item_key("gen", family.name)
         for _ in range(self.cas_retries):
-            raw = self._client.get(gen_key)
-            if raw is not None:
-                return _generation_of(raw, family)
-            seed = time.time_ns() // 1000  # real time, not self.clock: it must pass older generations
-            if self._client.add(gen_key, str(seed).encode(), expire=0, noreply=False):
-                return seed
+            held: list[tuple[Any, bytes | None, Any]] = []
+            failure: BaseException | None = None
+            for server in self._servers():
+                try:
+                    raw, token = server.gets(gen_key)
+                except (MemcacheError, OSError) as exc:  # its keys fail on their own; the others still answer
+                    failure = exc
+                    continue
+                held.append((server, raw, token))
+            if failure is not None and not held:
+                raise failure
+            known = [_generation_of(raw, family) for _, raw, _ in held if raw is not None]
+            gen = max(known, default=time.time_ns() // 1000)  # real time, not self.clock: past older ones
+            settled = True
+            for server, raw, token in held:
+                if raw is None:
+                    settled &= server.add(gen_key, str(gen).encode(), expire=0, noreply=False) is True
+                elif _generation_of(raw, family) < gen:  # a cas lost to a concurrent move is fine: it moved on
+                    server.cas(gen_key, str(gen).encode(), token, expire=0, noreply=False)
+            if settled:
+                return gen, [server for server, _, _ in held]
         raise BackendUnavailableError(f"memcached neither kept nor returned the generation of {family.name}")
+
+    def _move_on(self, family: Family) -> None:
+        """Move the family to a new generation on every server that answers: its items of before are dropped."""
+        gen, servers = self._generation_on(family)
+        gen_key = self._item_key("gen", family.name)
+        for server in servers:
+            with contextlib.suppress(MemcacheError, OSError):  # one that stops now is passed by the others
+                server.set(gen_key, str(gen + 1).encode(), expire=0, noreply=False)
 
     def _record_keys(self, family: Family, gen: int, keys: Sequence[bytes]) -> list[str]:
         return [self._item_key(family.name, gen, "r", key) for key in keys]
@@ -408,8 +442,15 @@ class MemcacheStore(BaseStore):
             floor = version if held is None else max(version, held.version)
             return _pack(Stored(None, floor, until_ms)), expire
 
-        if self._cas_loop(self._record_keys(family, self._generation(family), keys), decide):
-            raise BackendUnavailableError(f"memcached did not confirm an invalidation of {family.name}")
+        try:
+            if self._cas_loop(self._record_keys(family, self._generation(family), keys), decide):
+                raise BackendUnavailableError(f"memcached did not confirm an invalidation of {family.name}")
+        except (MemcacheError, OSError, StoreError):
+            # Old copies may be left on a server that stopped answering, and come back with it
+            # (a pause, a partition) for other processes to read: drop every copy instead.
+            with contextlib.suppress(MemcacheError, OSError, StoreError):
+                self._move_on(family)
+            raise
 
     def _scan(self, family: Family, now_ms: float) -> Iterator[bytes]:
         raise UnsupportedOperationError("memcached cannot list its keys: keys() and count() are not available")
@@ -419,9 +460,7 @@ class MemcacheStore(BaseStore):
 
     def _clear(self, family: Family, now_ms: float) -> int:
         """Move the family to a new generation; 0, since memcached cannot count what was dropped."""
-        gen_key = self._item_key("gen", family.name)
-        if self._client.incr(gen_key, 1, noreply=False) is None:
-            self._generation(family)  # missing (evicted or never made): a fresh one is newer than all before
+        self._move_on(family)
         return 0
 
     @contextlib.contextmanager
