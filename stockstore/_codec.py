@@ -337,6 +337,7 @@ class RowSchema:
     id: bytes
     names: tuple[str, ...]  # in order
     name_set: frozenset[str]
+    slots: Mapping[str, tuple[int, str]]  # name -> (offset of its value in a row's ext body, kind)
     row: struct.Struct  # one row's values
     prefix: bytes  # what precedes a row's values in a record: the ext header and the id
 
@@ -378,7 +379,8 @@ def _register(columns: tuple[tuple[str, str], ...], data: bytes) -> RowSchema:
     layout = struct.Struct("<" + "".join(_KINDS[k] for _, k in columns))
     size = SCHEMA_ID_SIZE + layout.size
     header = msgpack.packb(msgpack.ExtType(_EXT_ROW, bytes(size)))[:-size]
-    schema = RowSchema(columns, data, schema_id, tuple(names), frozenset(names), layout, header + schema_id)
+    slots = {name: (SCHEMA_ID_SIZE + 8 * i, kind) for i, (name, kind) in enumerate(columns)}
+    schema = RowSchema(columns, data, schema_id, tuple(names), frozenset(names), slots, layout, header + schema_id)
     return _schemas.setdefault(schema_id, schema)
 
 
@@ -476,6 +478,35 @@ def encode_wide(attrs: Mapping[str, Any], layout: WideLayout, packer: msgpack.Pa
     head = dict(islice(attrs.items(), layout.head))
     row = layout.schema.row.pack(*islice(attrs.values(), layout.head, None))
     return b"".join((layout.start, packer.pack(head), layout.schema.prefix, row))
+
+
+def patch_row(data: bytes, changes: Mapping[str, Any]) -> tuple[dict[str, Any], bytes] | None:
+    """The row record *data* with *changes* (checked) applied, without decoding its row.
+
+    Changed row values are overwritten in place; other changes join the map.
+    Returns the new map attributes (every key attribute is there) and the record,
+    or ``None`` if *data* is no row record or a change does not fit its column
+    (a float column takes floats only, an int column ints).
+    """
+    if data[:1] != _ROW_RECORD:
+        return None
+    tag, attrs, body = split_row(data)
+    schema = known_schema(body[:SCHEMA_ID_SIZE])
+    if len(body) != schema.size or not schema.name_set.isdisjoint(attrs):
+        raise SerializationError("corrupt row record: its row does not fit its schema, or repeats a map attribute")
+    row = bytearray(body)
+    for name, value in changes.items():
+        slot = schema.slots.get(name)
+        if slot is None:
+            attrs[name] = value
+        elif type(value) is (float if slot[1] == "f8" else int):
+            _VALUE[slot[1]].pack_into(row, slot[0], value)
+        else:
+            return None
+    return attrs, b"".join((row_head(tag), pack(attrs), schema.prefix[:-SCHEMA_ID_SIZE], row))
+
+
+_VALUE = {kind: struct.Struct("<" + code) for kind, code in _KINDS.items()}
 
 
 class _Slot:

@@ -143,6 +143,19 @@ class BaseStore(ABC):
     def _scan(self, family: Family, now_ms: float) -> Iterator[bytes]:
         """Every live primary key of the family."""
 
+    def _lease(self, family: Family, keys: Sequence[bytes], ttl_ms: int) -> list[bool] | None:
+        """Take a lease of *ttl_ms* on each key nobody holds one on: True where taken.
+
+        `ChainedStore` processes that miss the same keys at once lease them in a
+        shared tier, so that one of them reads each key from the source of truth
+        and the others wait for its fill.  ``None`` (the default): this store has
+        no leases other processes can see.
+        """
+        return None
+
+    def _end_leases(self, family: Family, keys: Sequence[bytes]) -> None:  # noqa: B027 -- no leases, nothing to end
+        """Give up leases taken with `_lease` (a lease that has expired meanwhile may be another's)."""
+
     def _count(self, family: Family, now_ms: float) -> int:
         return sum(1 for _ in self._scan(family, now_ms))
 
@@ -573,16 +586,22 @@ class BaseStore(ABC):
         packer = _codec.packer()  # merges run one at a time, in this thread
 
         def merge(key: bytes, current: Stored | None) -> Entry:
-            if current is not None and current.payload is not None:
+            if current is None or current.payload is None:
+                stored_tag, attrs = tag, dict(zip(family.primary, decode_key(key), strict=True))
+                version, expires = versions.next(), None
+            else:
+                version, expires = max(versions.next(), current.version + 1), current.expires_ms
                 try:
+                    # A row record takes the changes in place, undecoded: its schema is in this store.
+                    patched = None if callable(self.lifetime) else _codec.patch_row(current.payload, changes[key])
+                    if patched is not None:
+                        if self.lifetime is not None:
+                            expires = self._expiry(None, now)  # a lifetime applies afresh to the patched record
+                        return Entry(patched[1], version, expires, key, family.alternates_of(patched[0]))
                     stored_tag, attrs = _codec.decode_record(current.payload)
                 except _codec.UnknownSchemaError as exc:
                     missing.add(exc.schema_id)
                     raise
-                version, expires = max(versions.next(), current.version + 1), current.expires_ms
-            else:
-                stored_tag, attrs = tag, dict(zip(family.primary, decode_key(key), strict=True))
-                version, expires = versions.next(), None
             attrs.update(changes[key])
             if self.lifetime is not None:
                 # A lifetime applies afresh to the patched record; without one the expiry stays.

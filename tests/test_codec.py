@@ -378,3 +378,35 @@ def test_the_one_pass_check_of_a_seen_wide_shape_refuses_what_check_attributes_r
         _codec.check_attributes(record)
     with pytest.raises(SerializationError):
         _codec.check_wide("T", record)
+
+
+def test_a_patched_row_record_stays_a_row_of_its_schema() -> None:
+    attrs = {"k": "x", **{f"a{i}": float(i) for i in range(20)}}
+    layout = _codec.check_wide("T", attrs)
+    assert layout is not None
+    data = _codec.encode_wide(attrs, layout, _codec.packer())
+    changes = {"a3": -0.0, "a19": math.nan, "new": 1.5, "note": "n"}
+    patched = _codec.patch_row(data, changes)
+    assert patched is not None
+    head, record = patched
+    assert head == {"k": "x", "new": 1.5, "note": "n"}
+    assert _codec.split_row(record)[2][: _codec.SCHEMA_ID_SIZE] == layout.schema.id
+    tag, got = _codec.decode_record(record)
+    assert tag == "T"
+    assert_same(got, {**attrs, **changes})
+
+
+def test_an_int_column_of_a_row_takes_ints_in_place() -> None:
+    schema = _codec.row_schema([("n", "i8"), ("x", "f8")])
+    data = _codec.encode_row_record("T", {"k": "x"}, schema, schema.row.pack(1, 1.0))
+    patched = _codec.patch_row(data, {"n": -(2**63)})
+    assert patched is not None
+    assert_same(_codec.decode_record(patched[1])[1], {"k": "x", "n": -(2**63), "x": 1.0})
+
+
+@pytest.mark.parametrize("change", [{"a1": 1}, {"a1": "1.0"}, {"a1": None}, {"n": 1.0}, {"n": True}])
+def test_a_change_that_does_not_fit_its_column_is_no_row_patch(change: dict[str, Any]) -> None:
+    schema = _codec.row_schema([("n", "i8"), *((f"a{i}", "f8") for i in range(3))])
+    data = _codec.encode_row_record("T", {"k": "x"}, schema, schema.row.pack(1, 0.0, 1.0, 2.0))
+    assert _codec.patch_row(data, change) is None
+    assert _codec.patch_row(_codec.encode_record("T", {"k": "x", "a1": 1.0}), {"a1": 2.0}) is None  # no row

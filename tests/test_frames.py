@@ -617,6 +617,13 @@ def test_a_row_record_costs_little_more_than_its_floats_in_redis(redis_url: str)
         assert row_bytes <= 1.25 * (200 * 8 + len(row_key)), row_bytes
         assert dict_bytes <= 1.25 * (200 * 8 + len(dict_key)), dict_bytes
         assert narrow_bytes > row_bytes * 1.5, (narrow_bytes, row_bytes)
+        # A patch that changes a float and adds an attribute keeps the record a row of its schema.
+        store.patch(Security, "US0378331005", {"attribute_001": 0.5, "added": 1.0})
+        with redis.Redis.from_url(redis_url) as client:
+            patched_bytes = client.memory_usage(row_key, samples=0)
+        assert patched_bytes <= row_bytes + 32, (patched_bytes, row_bytes)
+        want = {"ssm_id": "US0378331005", **floats, "attribute_001": 0.5, "added": 1.0}
+        assert store.get(Security, "US0378331005") == want
     finally:
         store.clear(Security)
         store.close()
