@@ -35,6 +35,9 @@ class ChainedStore(BaseStore):
     A failed cache tier never fails a write that reached the source of truth:
     the failure is logged, counted in ``tier_failures`` and that tier is
     bypassed for the affected keys until an invalidation of them succeeds.
+    Keys read from the source are leased first in a shared tier, for at most
+    *lease_for* seconds, so that processes missing them together read them once
+    (docs/chaining.md).
     """
 
     def __init__(
@@ -44,6 +47,7 @@ class ChainedStore(BaseStore):
         tombstone_ttl: float = 60.0,
         retries: int = 2,
         down_for: float = 1.0,
+        lease_for: float = 5.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         tiers = list(tiers)
@@ -54,6 +58,9 @@ class ChainedStore(BaseStore):
         self.tombstone_ttl = tombstone_ttl
         self.retries = retries
         self.down_for = down_for
+        if not lease_for >= 0:
+            raise ValueError(f"lease_for must be a number of seconds >= 0, not {lease_for!r}")
+        self.lease_for = lease_for
         self.tier_failures = [0] * len(tiers)
         self._bypass: set[tuple[int, str, bytes]] = set()
         self._families: dict[str, Family] = {}  # the families in _bypass, by name
@@ -258,42 +265,128 @@ class ChainedStore(BaseStore):
         self._repair(family, keys)
         found: dict[bytes, Stored] = {}
         missing = list(keys)
-        for level, tier in enumerate(self.tiers):
-            source = level == len(self.tiers) - 1
-            if not source and not self._usable(level):
+        for level, tier in enumerate(self.tiers[:-1]):
+            if not self._usable(level):
                 continue
-            ask = [k for k in missing if source or not self._bypassed(level, family, k)]
+            ask = [k for k in missing if not self._bypassed(level, family, k)]
             if not ask:
                 continue
-            started = self.clock()
-            try:
-                with tier._errors():
-                    got = tier._read(family, ask, now_ms)
-            except StoreError as exc:
-                if source:
-                    raise
-                # A cache that cannot answer is a miss: the tiers below still can.
-                self.tier_failures[level] += 1
-                self._tier_down(level)
-                logger.warning("tier %d (%r) failed a read: %s", level, tier, exc)
-                continue
-            if not source:
-                self._tier_up(level)
-            # Upper-tier copies from before the last clear() are void, even if that tier missed the clear.
-            floor = 0 if source else self._floors.get(family.name, 0)
-            hits = [(k, s) for k, s in zip(ask, got, strict=True) if s is not None and s.version > floor]
+            hits = self._read_cache(level, tier, family, ask, now_ms)
             if hits:
                 found.update(hits)
-                if level:
-                    # A tier may decode what it is filled with (a hash layout, a callable lifetime):
-                    # the row schemas of these records are read first, and fill the tiers above first.
-                    self._learn_schemas(s.payload for _, s in hits)
-                self._fill_above(family, level, hits, started)
-                hit_keys = {k for k, _ in hits}
-                missing = [k for k in missing if k not in hit_keys]
+                missing = [k for k in missing if k not in found]
             if not missing:
-                break
+                return found
+        found.update(self._read_source(family, missing, now_ms))
         return found
+
+    def _read_cache(
+        self, level: int, tier: BaseStore, family: Family, keys: Sequence[bytes], now_ms: float
+    ) -> dict[bytes, Stored]:
+        """What a cache tier holds of *keys*, filled into the tiers above it; a tier that fails is a miss."""
+        started = self.clock()
+        try:
+            with tier._errors():
+                got = tier._read(family, keys, now_ms)
+        except StoreError as exc:
+            # A cache that cannot answer is a miss: the tiers below still can.
+            self.tier_failures[level] += 1
+            self._tier_down(level)
+            logger.warning("tier %d (%r) failed a read: %s", level, tier, exc)
+            return {}
+        self._tier_up(level)
+        # Copies from before the last clear() are void, even if this tier missed the clear.
+        floor = self._floors.get(family.name, 0)
+        hits = [(k, s) for k, s in zip(keys, got, strict=True) if s is not None and s.version > floor]
+        self._fill_from(family, level, hits, started)
+        return dict(hits)
+
+    def _read_source(self, family: Family, keys: Sequence[bytes], now_ms: float) -> dict[bytes, Stored]:
+        """Read *keys* from the source of truth and fill the tiers above, sharing the reads with other processes.
+
+        Through the nearest tier that has leases (Redis): this process reads the keys
+        it leased (unless that tier has them by now: a lease taken just after another
+        process ended its own), waits for the fills of the keys other processes hold
+        leases on (reading that tier until they land), and reads whatever is still
+        missing when their leases are gone, or after `lease_for` seconds.  So processes
+        missing the same keys at once read each from the source about once, not once each.
+        """
+        found: dict[bytes, Stored] = {}
+        deadline, pause = time.monotonic() + self.lease_for, 0.005
+        pending = list(keys)
+        while pending:
+            lease, leased, held = self._take_leases(family, pending)
+            try:
+                if leased:  # filled by another process since this one missed them, and the lease ended?
+                    assert lease is not None
+                    found.update(self._read_cache(lease, self.tiers[lease], family, leased, now_ms))
+                # The rest leased here, and the keys that cannot be waited for (bypassed in that tier).
+                ask = [k for k in pending if k not in held and k not in found]
+                found.update(self._read_from_source(family, ask, now_ms))
+            finally:
+                if leased:
+                    assert lease is not None
+                    self._end_leases_in(lease, family, leased)
+            theirs = [k for k in pending if k in held]
+            if not theirs:
+                break
+            if time.monotonic() >= deadline:
+                found.update(self._read_from_source(family, theirs, now_ms))
+                break
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
+            assert lease is not None
+            found.update(self._read_cache(lease, self.tiers[lease], family, theirs, now_ms))
+            pending = [k for k in theirs if k not in found]
+        return found
+
+    def _take_leases(self, family: Family, keys: list[bytes]) -> tuple[int | None, list[bytes], set[bytes]]:
+        """The tier leased in, the keys leased here, the keys another process holds a lease on."""
+        if not self.lease_for or not keys:
+            return None, [], set()
+        for level, tier in self._caches:
+            ask = [k for k in keys if not self._bypassed(level, family, k)]
+            if not self._usable(level) or not ask:
+                continue
+            try:
+                with tier._errors():
+                    taken = tier._lease(family, ask, max(1, int(self.lease_for * 1000)))
+            except StoreError as exc:
+                self.tier_failures[level] += 1
+                self._tier_down(level)
+                logger.warning("tier %d (%r) failed to lease: %s", level, tier, exc)
+                continue
+            if taken is None:
+                continue  # no leases there: the next tier up may have them
+            leased = [k for k, mine in zip(ask, taken, strict=True) if mine]
+            return level, leased, {k for k, mine in zip(ask, taken, strict=True) if not mine}
+        return None, [], set()
+
+    def _end_leases_in(self, level: int, family: Family, keys: Sequence[bytes]) -> None:
+        try:
+            with self.tiers[level]._errors():
+                self.tiers[level]._end_leases(family, keys)
+        except StoreError as exc:  # the leases run out on their own
+            logger.warning("tier %d (%r) failed to release leases: %s", level, self.tiers[level], exc)
+
+    def _read_from_source(self, family: Family, keys: Sequence[bytes], now_ms: float) -> dict[bytes, Stored]:
+        if not keys:
+            return {}
+        started = self.clock()
+        source = self._source
+        with source._errors():
+            got = source._read(family, keys, now_ms)
+        hits = [(k, s) for k, s in zip(keys, got, strict=True) if s is not None]
+        self._fill_from(family, len(self.tiers) - 1, hits, started)
+        return dict(hits)
+
+    def _fill_from(self, family: Family, level: int, hits: list[tuple[bytes, Stored]], started: float) -> None:
+        """Fill the tiers above *level* with what it held (and their row schemas first)."""
+        if hits and level:
+            # A tier may decode what it is filled with (a hash layout, a callable lifetime):
+            # the row schemas of these records are read first, and fill the tiers above first.
+            self._learn_schemas(s.payload for _, s in hits)
+            self._fill_above(family, level, hits, started)
 
     def _fill_above(self, family: Family, level: int, hits: list[tuple[bytes, Stored]], started: float) -> None:
         now = self.clock()

@@ -6,6 +6,7 @@ Both lay keys out the same way (docs/backends.md has the full picture)::
     <namespace>:{<family>}:r:<key>    ... of a family with alternate keys (one hash slot)
     <namespace>:{<family>}:a<i>:<alt> pointer from alternate key i to the record's <key>
     <namespace>:{<family>}:x:<key>    the record's list of its pointers
+    <namespace>:<family>:l:<key>      a chain's read lease on the key (seconds; see ChainedStore)
 
 Namespace and family are percent-encoded and key values written as readable,
 percent-encoded text (``#`` marks an int, ``,`` separates composite parts), so no key
@@ -498,6 +499,24 @@ class _RedisStore(BaseStore):
                     failed[key] = exc
         if failed:
             raise PartialWrite.of(failed)
+
+    def _lease(self, family: Family, keys: Sequence[bytes], ttl_ms: int) -> list[bool]:
+        """``SET NX PX`` of each key's lease (``<prefix>l:<key>``), a chunk a round trip."""
+        taken: list[bool] = []
+        for chunk in _chunks(self._lease_keys(family, keys), self.chunk_size):
+            replies = self._pipeline([("SET", name, b"", "NX", "PX", ttl_ms) for name in chunk])
+            taken += [self._check(reply, "lease") is True for reply in replies]
+        return taken
+
+    def _end_leases(self, family: Family, keys: Sequence[bytes]) -> None:
+        for chunk in _chunks(self._lease_keys(family, keys), self.chunk_size):
+            commands = [("DEL", name) for name in chunk] if self._cluster else [("DEL", *chunk)]
+            for reply in self._pipeline(commands):
+                self._check(reply, "release")
+
+    def _lease_keys(self, family: Family, keys: Sequence[bytes]) -> list[str]:
+        prefix = self._prefix(family) + "l:"
+        return [prefix + key_text(k) for k in keys]
 
     def _scan(self, family: Family, now_ms: float) -> Iterator[bytes]:
         """Every live key: ``SCAN MATCH`` over the family's records (never ``KEYS``), headers checked."""
