@@ -80,7 +80,8 @@ def test_8_a_batch_against_a_cluster_missing_a_master_fails_what_it_may_not_have
     Every key on the dead node must be in ``BatchError.failed``; every key left out
     must be applied; read through the chain, every key on a live master returns what
     the source holds (the new value or the old one, never the cached old one over a
-    new one), and can be read at all: the live masters go on serving their slots.
+    new one), and can be read at all: the live masters go on serving their slots;
+    also by a store made while the master is down.
     """
     records = 3000
     options: dict[str, Any] = {"namespace": namespace, "timeout": 0.5, "connect_timeout": 0.5, "retries": 0}
@@ -135,6 +136,11 @@ def test_8_a_batch_against_a_cluster_missing_a_master_fails_what_it_may_not_have
     assert reads["error"] == 0, (
         f"{reads['error']} of {len(alive[::10])} reads of keys on live masters failed: {errors[0]}"
     )
+    # Another process starting now: a store made while the master is down serves the others' keys.
+    with RedisMsgpackStore(three_masters.url, **options) as fresh:
+        assert [gen_of(r) for r in fresh.batch_get(Security, alive[:50])] == [truth[i] for i in alive[:50]]
+        with pytest.raises(BackendUnavailableError):
+            fresh.get(Security, min(on_dead))
     chain.close()
 
 
