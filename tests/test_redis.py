@@ -21,6 +21,7 @@ from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
 import stockstore as ss
+from stockstore._keys import encode_key, family_of
 from stockstore.backends import RedisHashStore, RedisMsgpackStore, SqlStore
 from stockstore.backends.redis import key_bytes, key_text
 from stockstore.errors import BackendUnavailableError, SerializationError, StoreError
@@ -302,6 +303,21 @@ class TestCluster:
             assert len(slots) == 1
             assert_same(store.count(Security), 300)
             assert store.get(Listing, {"isin": "I7"}) == Listing(exchange="X", ticker=7, isin="I7")
+
+    def test_commands_answered_moved_go_again_to_the_master_a_fresh_slot_table_names(
+        self, redis_cluster_url: str
+    ) -> None:
+        with RedisMsgpackStore(redis_cluster_url, namespace=f"t{uuid.uuid4().hex[:12]}") as store:
+            client: Any = store._client
+            store.put(Security(ssm_id=-1))
+            first = client.get_primaries()[0]
+            cache = client.nodes_manager.slots_cache
+            for slot in cache:
+                cache[slot] = [first]  # as if every slot had moved to one master since the table was read
+            store.batch_put([Security(ssm_id=i, v=1) for i in range(300)])
+            assert [r["v"] if r else None for r in store.batch_get(Security, range(300))] == [1] * 300
+            names = store._record_keys(family_of(Security), [encode_key((i,)) for i in range(300)])
+            assert len({client.get_node_from_key(name).name for name in names}) == 3  # the table was read again
 
 
 def test_the_namespace_user_of_the_conformance_suite_is_really_confined(redis_tls_url: str) -> None:

@@ -38,16 +38,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
-from redis.exceptions import (
-    AskError,
-    ClusterDownError,
-    MovedError,
-    NoScriptError,
-    RedisClusterException,
-    RedisError,
-    ResponseError,
-    TryAgainError,
-)
+from redis.exceptions import AskError, MovedError, NoScriptError, RedisClusterException, RedisError, ResponseError
 from redis.retry import Retry
 
 from .. import _codec
@@ -66,7 +57,6 @@ _SHA = hashlib.sha1(_SCRIPT.encode()).hexdigest()  # EVALSHA's name of it; loade
 _HEADER = struct.Struct(">QQ8s")  # version, expiry in epoch ms (0: never), server-run stamp
 _MAX_VERSION = 2**62  # microseconds for the next hundred thousand years; room for + 1 below 2**64
 _SOURCE = bytes(8)  # the stamp of a source of truth's own writes; fills carry the server's run (redis.lua)
-_REDIRECTED = (MovedError, AskError, TryAgainError, ClusterDownError)  # a cluster reply: ask elsewhere, or later
 _VERSION = struct.Struct(">Q")
 _META = b"\xff"  # the hash layout's header field: never a UTF-8 attribute name
 _SAFE = re.compile(r"[A-Za-z0-9_.~-]*")
@@ -98,6 +88,8 @@ def key_bytes(text: str, parts: int | None = None) -> bytes:
     A name stockstore never writes raises `SerializationError`.
     """
     try:
+        if parts in (None, 1) and _SAFE.fullmatch(text):  # one str key, spelled as it is: nothing to parse
+            return encode_key((text,))
         values = tuple(int(p[1:]) if p.startswith("#") else unquote(p, errors="strict") for p in text.split(","))
         key = encode_key(values)
         valid = key_text(key) == text  # the one spelling key_text makes ("#1_0", "%61", "#+1" are not)
@@ -210,44 +202,55 @@ class _RedisStore(BaseStore):
         """Each master's share of *commands* in a pipeline of its own, sent without retries.
 
         A master that refuses, times out or cuts a reply fails its own commands, at the
-        cost of one timeout; the others are answered as usual, and the slot table is
-        read again for the next call (a replica may have taken over).  redis-py's
-        cluster pipeline would instead re-send every failed command on its own, a
-        timeout each.  Commands answered with a redirection (a failover or reshard
-        under way), or whose slot has no known master, go through the cluster client
-        one at a time: it follows ``MOVED`` and ``ASK``.
+        cost of one timeout; the others are answered as usual.  redis-py's cluster
+        pipeline would instead re-send every failed command on its own, a timeout each.
+        After a failure or a ``MOVED`` the slot table is read again (a replica may have
+        taken over) and the moved commands are sent once more; ``ASK`` (a slot being
+        migrated) goes through the cluster client, which follows it.  A cluster that
+        answers ``CLUSTERDOWN`` or ``TRYAGAIN`` refuses those commands: errors in place.
         """
         cluster: Any = self._client
         replies: list[Any] = [None] * len(commands)
+        pending = list(range(len(commands)))
+        for attempt in range(2):
+            failed = self._send_by_master(commands, pending, replies)
+            moved = [p for p in pending if isinstance(replies[p], MovedError)]
+            if failed or moved:
+                with contextlib.suppress(RedisError, RedisClusterException, OSError):  # the next call tries again
+                    cluster.nodes_manager.initialize()
+            if attempt or not moved:
+                break
+            pending = moved
+        for position, reply in enumerate(replies):
+            if type(reply) is AskError:
+                try:
+                    replies[position] = cluster.execute_command(*commands[position])
+                except (RedisError, RedisClusterException, OSError) as exc:
+                    replies[position] = exc
+        return replies
+
+    def _send_by_master(self, commands: Sequence[tuple[Any, ...]], positions: list[int], replies: list[Any]) -> bool:
+        """Send the commands at *positions*, a pipeline per master; replies into *replies*; whether a master failed."""
+        cluster: Any = self._client
         by_node: dict[str, tuple[ClusterNode, list[int]]] = {}
-        alone: list[int] = []
-        for position, command in enumerate(commands):
-            node = _node_of(cluster, command)
+        for position in positions:
+            node = _node_of(cluster, commands[position])
             if node is None:
-                alone.append(position)
+                replies[position] = RedisClusterException("no master is known for the key's hash slot")
             else:
                 by_node.setdefault(node.name, (node, []))[1].append(position)
-        node_failed = False
-        for node, positions in by_node.values():
+        failed = False
+        for node, mine in by_node.values():
             pipe = cluster.get_redis_connection(node).pipeline(transaction=False)
-            for position in positions:
+            for position in mine:
                 pipe.execute_command(*commands[position])
             try:
                 answers = pipe.execute(raise_on_error=False)
             except (RedisError, OSError) as exc:  # outcomes unknown: the caller counts them as failed
-                answers, node_failed = [exc] * len(positions), True
-            for position, answer in zip(positions, answers, strict=True):
+                answers, failed = [exc] * len(mine), True
+            for position, answer in zip(mine, answers, strict=True):
                 replies[position] = answer
-        if node_failed:
-            with contextlib.suppress(RedisError, RedisClusterException, OSError):  # the next call tries again
-                cluster.nodes_manager.initialize()
-        alone += [p for p, reply in enumerate(replies) if isinstance(reply, _REDIRECTED)]
-        for position in sorted(alone):
-            try:
-                replies[position] = cluster.execute_command(*commands[position])
-            except (RedisError, RedisClusterException, OSError) as exc:
-                replies[position] = exc
-        return replies
+        return failed
 
     def _load_script(self, commands: Sequence[tuple[Any, ...]]) -> None:
         """Load the record script on the server, or on the cluster masters these commands went to."""
