@@ -47,9 +47,14 @@ class VersionClock:
         self._lock = threading.Lock()
 
     def next(self) -> int:
+        return self.take(1)
+
+    def take(self, count: int) -> int:
+        """The first of *count* consecutive versions, all newer than any handed out before."""
         with self._lock:
-            self._last = max(self._last + 1, time.time_ns() // 1000)
-            return self._last
+            first = max(self._last + 1, time.time_ns() // 1000)
+            self._last = first + count - 1
+            return first
 
 
 versions = VersionClock()
