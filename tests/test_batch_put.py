@@ -83,3 +83,23 @@ def test_the_last_record_of_a_key_wins_across_chunks() -> None:
     assert store.count(Security) == 4
     for key in range(4):
         assert_record(store.get(Security, key), Security(ssm_id=key, v=max(i for i in range(10) if i % 4 == key)))
+
+
+def test_a_chunk_takes_consecutive_versions_newer_than_any_before() -> None:
+    from stockstore._entry import versions
+
+    written: list[list[int]] = []
+
+    class Versions(Chunked):
+        def _write(self, family: Family, entries: Sequence[Entry], now_ms: float) -> list[int]:
+            written.append([e.version for e in entries])
+            return super()._write(family, entries, now_ms)
+
+    before = versions.next()
+    Versions().batch_put([Security(ssm_id=i) for i in range(5)])  # two chunks: 3 and 2
+    first, second = written
+    assert first == list(range(first[0], first[0] + 3))
+    assert first[0] > before
+    assert second == list(range(second[0], second[0] + 2))
+    assert second[0] > first[-1]
+    assert versions.next() > second[-1]
