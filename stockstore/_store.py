@@ -497,9 +497,8 @@ class BaseStore(ABC):
         expired: list[bytes] = []
         lifetime = self.lifetime
         packer = _codec.packer()
-        version = versions.take(len(puts))  # one clock reading a chunk
-        for key, (obj, attrs, alternates, wide) in puts:
-            version += 1
+        first = versions.take(len(puts))  # one clock reading a chunk
+        for n, (key, (obj, attrs, alternates, wide)) in enumerate(puts):
             expires = None if lifetime is None else self._expiry(obj, now)
             if expires is not None and expires <= now_ms:
                 expired.append(key)  # an already-expired lifetime means "not kept here", and put replaces
@@ -509,7 +508,7 @@ class BaseStore(ABC):
             else:
                 self._save_schema(wide.schema)
                 payload = _codec.encode_wide(attrs, wide, packer)
-            live.append(Entry(payload, version - 1, expires, key, alternates))
+            live.append(Entry(payload, first + n, expires, key, alternates))
         return live, expired
 
     def _stores_rows(self) -> bool:
