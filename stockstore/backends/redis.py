@@ -771,4 +771,9 @@ def _client_from_url(url: str, timeout: float, connect_timeout: float, retries: 
     for node in nodes[1:]:
         host, _, port = node.rpartition(":")
         startup.append(ClusterNode(host.strip("[]"), int(port)))  # type: ignore[no-untyped-call]
-    return RedisCluster(url=first, startup_nodes=startup, retry=retry, **options)
+    # Made with one retry at the least: as it is made, the client asks its default node (the
+    # first master) for COMMAND, and that master may be the one that is down.  Then the store's own.
+    made = Retry(ExponentialBackoff(cap=0.5, base=0.05), max(retries, 1))
+    cluster_client = RedisCluster(url=first, startup_nodes=startup, retry=made, **options)
+    cluster_client.set_retry(retry)
+    return cluster_client
