@@ -153,7 +153,7 @@ class MemcacheStore(BaseStore):
         """The generation, and the servers that answered (each brought up to it if behind or empty)."""
         gen_key = self._item_key("gen", family.name)
         for _ in range(self.cas_retries):
-            held: list[tuple[Any, bytes | None, Any]] = []
+            held: list[tuple[Any, int | None, Any]] = []  # server, its generation (None: none), cas token
             failure: BaseException | None = None
             for server in self._servers():
                 try:
@@ -161,16 +161,16 @@ class MemcacheStore(BaseStore):
                 except (MemcacheError, OSError) as exc:  # its keys fail on their own; the others still answer
                     failure = exc
                     continue
-                held.append((server, raw, token))
+                held.append((server, None if raw is None else _generation_of(raw, family), token))
             if failure is not None and not held:
                 raise failure
-            known = [_generation_of(raw, family) for _, raw, _ in held if raw is not None]
+            known = [g for _, g, _ in held if g is not None]
             gen = max(known, default=time.time_ns() // 1000)  # real time, not self.clock: past older ones
             settled = True
-            for server, raw, token in held:
-                if raw is None:
+            for server, had, token in held:
+                if had is None:
                     settled &= server.add(gen_key, str(gen).encode(), expire=0, noreply=False) is True
-                elif _generation_of(raw, family) < gen:  # a cas lost to a concurrent move is fine: it moved on
+                elif had < gen:  # a cas lost to a concurrent move is fine: it moved on
                     server.cas(gen_key, str(gen).encode(), token, expire=0, noreply=False)
             if settled:
                 return gen, [server for server, _, _ in held]
