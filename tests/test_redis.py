@@ -304,6 +304,15 @@ class TestCluster:
             assert_same(store.count(Security), 300)
             assert store.get(Listing, {"isin": "I7"}) == Listing(exchange="X", ticker=7, isin="I7")
 
+    def test_leases_are_taken_once_and_ended_on_every_master(self, redis_cluster_url: str) -> None:
+        with RedisMsgpackStore(redis_cluster_url, namespace=f"t{uuid.uuid4().hex[:12]}") as store:
+            family, keys = family_of(Security), [encode_key((i,)) for i in range(300)]
+            assert store._lease(family, keys, 60_000) == [True] * 300
+            assert store._lease(family, [*keys[:10], encode_key((-1,))], 60_000) == [*[False] * 10, True]
+            store._end_leases(family, keys)  # one DEL a key: they live on all three masters
+            assert store._lease(family, keys, 60_000) == [True] * 300
+            store._end_leases(family, [*keys, encode_key((-1,))])
+
     def test_commands_answered_moved_go_again_to_the_master_a_fresh_slot_table_names(
         self, redis_cluster_url: str
     ) -> None:
