@@ -25,6 +25,10 @@ class Stored:
     def live(self, now_ms: float) -> bool:
         return self.payload is not None and (self.expires_ms is None or self.expires_ms > now_ms)
 
+    def expired(self, now_ms: float) -> bool:
+        """A record (not a tombstone) whose expiry has passed."""
+        return self.payload is not None and self.expires_ms is not None and self.expires_ms <= now_ms
+
 
 @dataclass(slots=True)
 class Entry(Stored):

@@ -11,14 +11,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from . import _codec
+from . import _codec, _rules, _units
 from ._entry import Entry, Stored, versions
 from ._keys import Family, KeyValue, check_key_part, decode_key, encode_key, family_of
 from ._lifetime import Lifetime, check_lifetime, expiry_ms
@@ -29,6 +28,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 T = TypeVar("T")
+R = TypeVar("R")
 Merge = Callable[[bytes, Stored | None], Entry]
 
 
@@ -69,7 +69,7 @@ class _Schema(Record):
 SCHEMAS = family_of(_Schema)
 
 
-class BaseStore(ABC):
+class BaseStore:
     """Base class of every store; subclass it to add a backend (see docs/extending.md)."""
 
     #: Records a batch_put encodes and hands to `_write` at a time; a backend may chunk further.
@@ -85,6 +85,12 @@ class BaseStore(ABC):
         if type(namespace) is not str or not namespace:
             raise InvalidKeyError(f"namespace must be a non-empty str, not {namespace!r:.80}")
         check_lifetime(lifetime)
+        missing = _unimplemented(type(self))
+        if missing:
+            raise TypeError(
+                f"{type(self).__qualname__} must implement {', '.join(missing)}, or override every store "
+                "primitive built on them (docs/extending.md)"
+            )
         self.namespace = namespace
         self.lifetime = lifetime
         self.clock = clock
@@ -94,54 +100,111 @@ class BaseStore(ABC):
         return f"<{type(self).__name__} namespace={self.namespace!r}>"
 
     # ------------------------------------------------------------------ primitives
+    #
+    # A minimal backend implements the four unit primitives (`_load`, `_save`,
+    # `_locked`, `_names`) and inherits every store primitive below, decided by
+    # `stockstore._rules` through the plans of `stockstore._units`.  A fast backend
+    # overrides the store primitives instead, and the conformance kit
+    # (`stockstore.testing`) holds it to the same rules.  docs/extending.md has
+    # each primitive's contract in full.
 
-    @abstractmethod
+    def _load(self, family: Family, names: Sequence[str]) -> list[bytes | None]:
+        """The units stored under these names, aligned; ``None`` where there is none."""
+        raise NotImplementedError
+
+    def _save(self, family: Family, changes: Mapping[str, bytes | None]) -> None:
+        """Store these units by name (``None``: remove that unit); called only inside `_locked`.
+
+        Each unit is replaced whole: a `_load` that runs meanwhile sees it before or after, never torn.
+        """
+        raise NotImplementedError
+
+    def _locked(self, family: Family) -> contextlib.AbstractContextManager[None]:
+        """Hold the family's lock: no other `_locked` of it runs meanwhile, in any thread or process sharing it."""
+        raise NotImplementedError
+
+    def _names(self, family: Family) -> Iterator[str]:
+        """Every name under which a unit of the family is stored, in any order."""
+        raise NotImplementedError
+
     def _read(self, family: Family, keys: Sequence[bytes], now_ms: float) -> list[Stored | None]:
         """The live records under these primary keys, aligned; ``None`` where missing or expired."""
+        return self._follow(family, _units.read(keys, now_ms))
 
-    @abstractmethod
     def _resolve(self, family: Family, index: int, keys: Sequence[bytes], now_ms: float) -> list[bytes | None]:
-        """Primary keys of the live records holding these values of alternate key *index*."""
+        """Primary keys of the live records holding these values of alternate key *index* (1-based), aligned."""
+        return self._follow(family, _units.resolve(index, keys, now_ms))
 
-    @abstractmethod
     def _write(self, family: Family, entries: Sequence[Entry], now_ms: float) -> list[int]:
-        """Insert or replace whole records; return the versions stored, aligned.
+        """Insert or replace whole records; return the versions stored, aligned (0 where refused).
 
         Keys in *entries* are unique.  A record's old alternate-key values are
-        freed; a value held by another live record is a conflict: raise
-        `PartialWrite` naming the entries not applied, with the cause chained.
-        A store that may serve as a source of truth stores
-        ``max(entry.version, old.version + 1)`` so versions grow per key.
+        freed; a value held by another live record is a conflict: the entry is not
+        written, and once the others are, `PartialWrite` names the refused ones.
+        The version stored is `_rules.stored_version`: versions grow per key.
         """
+        plan = self._change(family, _units.write(family, entries, now_ms))
+        _refusals(plan)
+        return [0 if e is None else e.version for e in plan.outcomes]
 
-    @abstractmethod
     def _remove(self, family: Family, keys: Sequence[bytes], now_ms: float) -> int:
-        """Delete these records; return how many were live."""
+        """Delete these records (and free their alternate keys); return how many were live."""
+        return self._change(family, _units.remove(keys, now_ms))
 
-    @abstractmethod
     def _patch(self, family: Family, keys: Sequence[bytes], merge: Merge, now_ms: float) -> list[Entry]:
-        """Atomically per key: read the current record, ``merge(key, current)``, write the result.
+        """Atomically per key: read the current record, ``merge(key, current)``, write the result as `_write` does.
 
         ``current`` is ``None`` when missing or expired.  No concurrent write of
         the same key may land between the read and the write.  Return the
-        entries written, aligned with *keys*; failures raise `PartialWrite`.
+        entries written with their stored versions, aligned with *keys*; an entry
+        refused (its alternate key is held) raises `PartialWrite` once the others are written.
         """
+        plan = self._change(family, _units.patch(family, keys, merge, now_ms))
+        _refusals(plan)
+        return [e for e in plan.outcomes if e is not None]
 
-    @abstractmethod
     def _fill(self, family: Family, entries: Sequence[Entry], now_ms: float) -> None:
-        """Store each entry only where it is newer than what is held (tombstones included).
+        """Store each entry only where `_rules.fill_lands` (tombstones and expired copies included).
 
-        Used by `ChainedStore` on upper tiers: a late fill of an old version
-        must never overwrite newer data.
+        Used by `ChainedStore` on upper tiers: a late fill of an old version must
+        never overwrite newer data.  A live record holding an entry's alternate-key
+        value gives it up and is removed (`_rules.plan_fill`).
         """
+        self._change(family, _units.fill(family, entries, now_ms))
 
-    @abstractmethod
     def _invalidate(self, family: Family, keys: Sequence[bytes], version: int, until_ms: int) -> None:
-        """Replace these records by tombstones of at least *version*, kept until *until_ms*."""
+        """Replace these records by tombstones (`_rules.tombstone`) until *until_ms*, freeing their alternate keys."""
+        self._change(family, _units.invalidate(keys, version, until_ms, self.clock() * 1000))
 
-    @abstractmethod
     def _scan(self, family: Family, now_ms: float) -> Iterator[bytes]:
         """Every live primary key of the family."""
+        for names in _chunks(self._names(family), 1000):
+            yield from self._follow(family, _units.scan(names, now_ms))
+
+    def _clear(self, family: Family, now_ms: float) -> int:
+        """Remove every record of the family; return how many were live."""
+        with self._locked(family):
+            changes, count = self._follow(family, _units.clear(list(self._names(family)), now_ms))
+            if changes:
+                self._save(family, changes)
+        return count
+
+    def _follow(self, family: Family, plan: _units.Plan[R]) -> R:
+        """Run a plan of `stockstore._units`: load the units it asks for until it returns."""
+        try:
+            names = next(plan)
+            while True:
+                names = plan.send(self._load(family, names) if names else [])
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+    def _change(self, family: Family, plan: _units.Plan[_units.Change[R]]) -> R:
+        """Run a plan that changes units, under the family's lock, and save its changes."""
+        with self._locked(family):
+            changes, result = self._follow(family, plan)
+            if changes:
+                self._save(family, changes)
+        return result
 
     def _lease(self, family: Family, keys: Sequence[bytes], ttl_ms: int) -> list[bool] | None:
         """Take a lease of *ttl_ms* on each key nobody holds one on: True where taken.
@@ -153,7 +216,7 @@ class BaseStore(ABC):
         """
         return None
 
-    def _end_leases(self, family: Family, keys: Sequence[bytes]) -> None:  # noqa: B027 -- no leases, nothing to end
+    def _end_leases(self, family: Family, keys: Sequence[bytes]) -> None:
         """Give up leases taken with `_lease` (a lease that has expired meanwhile may be another's)."""
 
     def _count(self, family: Family, now_ms: float) -> int:
@@ -168,10 +231,6 @@ class BaseStore(ABC):
             for key, stored in zip(chunk, self._read(family, chunk, now_ms), strict=True):
                 if stored is not None:
                     yield key, stored
-
-    @abstractmethod
-    def _clear(self, family: Family, now_ms: float) -> int:
-        """Remove every record of the family; return how many were live."""
 
     def _errors(self) -> contextlib.AbstractContextManager[None]:
         """The one place a backend maps its driver's errors to `stockstore.errors`."""
@@ -423,7 +482,7 @@ class BaseStore(ABC):
 
     # ------------------------------------------------------------------ lifecycle
 
-    def close(self) -> None:  # noqa: B027 -- a no-op is the right default for stores that open nothing
+    def close(self) -> None:
         """Release what the store opened (clients it built from a URL)."""
 
     def __enter__(self: T) -> T:
@@ -710,6 +769,23 @@ def _frames() -> Any:
             raise
         raise ImportError("put_frame and get_frame need pandas and numpy: pip install 'stockstore[pandas]'") from exc
     return _frame
+
+
+_UNIT_PRIMITIVES = ("_load", "_save", "_locked", "_names")
+_STORE_PRIMITIVES = ("_read", "_resolve", "_write", "_remove", "_patch", "_fill", "_invalidate", "_scan", "_clear")
+
+
+def _unimplemented(cls: type) -> list[str]:
+    """The unit primitives *cls* lacks, if it inherits a store primitive built on them."""
+    if all(getattr(cls, name) is not getattr(BaseStore, name) for name in _STORE_PRIMITIVES):
+        return []
+    return [name for name in _UNIT_PRIMITIVES if getattr(cls, name) is getattr(BaseStore, name)]
+
+
+def _refusals(plan: _rules.Plan) -> None:
+    """Raise `PartialWrite` for the entries a plan refused (it was saved: the others are written)."""
+    if plan.refused:
+        raise PartialWrite(plan.refused, InvalidKeyError(plan.problem))
 
 
 def _group_by_family(objs: Sequence[Any]) -> list[tuple[Family, list[Any]]]:

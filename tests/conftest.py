@@ -62,6 +62,16 @@ def _threadlocal(request: pytest.FixtureRequest, **options: Any) -> ss.BaseStore
     return ThreadLocalStore(**options)
 
 
+def _directory(request: pytest.FixtureRequest, **options: Any) -> ss.BaseStore:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent.parent / "examples"))
+    from directory_store import DirectoryStore
+
+    return DirectoryStore(request.getfixturevalue("tmp_path_factory").getbasetemp() / "directory-store", **options)
+
+
 def _chain_memory_sqlite(
     request: pytest.FixtureRequest, *, namespace: str, lifetime: Any, clock: Callable[[], float]
 ) -> ss.BaseStore:
@@ -129,6 +139,7 @@ def _chain_memory_redis_sqlite(layout: str) -> Builder:
 BACKENDS: list[Any] = [
     pytest.param(_memory, id="memory"),
     pytest.param(_threadlocal, id="threadlocal"),
+    pytest.param(_directory, id="directory"),
     pytest.param(_sql("sqlite"), id="sqlite"),
     pytest.param(_sql("postgresql"), id="postgresql", marks=pytest.mark.postgresql),
     pytest.param(_sql("mysql"), id="mysql", marks=pytest.mark.mysql),

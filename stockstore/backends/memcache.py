@@ -38,6 +38,7 @@ from .._codec import decode_head
 from .._entry import Entry, Stored, versions
 from .._keys import Family, decode_key
 from .._lifetime import Lifetime
+from .._rules import fill_lands, slots, stored_version, tombstone
 from .._store import BaseStore, Merge, PartialWrite
 from ..errors import (
     BackendUnavailableError,
@@ -348,8 +349,7 @@ class MemcacheStore(BaseStore):
                 stored.append(0)
                 continue
             held = _unpack(old[item_key]) if item_key in old else None
-            if held is not None and held.version >= entry.version:
-                entry = replace(entry, version=held.version + 1)
+            entry = replace(entry, version=stored_version(held, entry.version))
             items[item_key] = (_pack(entry), self._expire(entry.expires_ms, now_ms))
             stored.append(entry.version)
         unstored = set(self._set_many(items))
@@ -369,7 +369,7 @@ class MemcacheStore(BaseStore):
         # A tombstone rather than a delete: set_many confirms each key (delete_many never does).
         until_ms = int(now_ms) + _TOMBSTONE_SECONDS * 1000
         items = {
-            k: (_pack(Stored(None, max(versions.next(), s.version + 1), until_ms)), _TOMBSTONE_SECONDS)
+            k: (_pack(Stored(None, stored_version(s, versions.next()), until_ms)), _TOMBSTONE_SECONDS)
             for k, s in held.items()
         }
         failed = self._set_many(items)
@@ -385,8 +385,7 @@ class MemcacheStore(BaseStore):
 
         def decide(pos: int, held: Stored | None) -> tuple[bytes, int] | None:
             entry = merge(keys[pos], held if held is not None and held.live(now_ms) else None)
-            if held is not None and held.version >= entry.version:
-                entry = replace(entry, version=held.version + 1)  # tombstones and expired copies too
+            entry = replace(entry, version=stored_version(held, entry.version))  # tombstones and expired copies too
             data = _pack(entry)
             try:
                 self._check_size(family, entry.key, data)
@@ -414,8 +413,7 @@ class MemcacheStore(BaseStore):
 
         def decide(pos: int, held: Stored | None) -> tuple[bytes, int] | None:
             entry = entries[pos]
-            refresh = held is not None and held.payload is not None and held.version == entry.version
-            if held is not None and held.version >= entry.version and not (refresh and not held.live(now_ms)):
+            if not fill_lands(held, entry, now_ms):
                 return None
             data = _pack(entry)
             if len(data) > self.max_value_size:
@@ -424,13 +422,26 @@ class MemcacheStore(BaseStore):
             return data, self._expire(entry.expires_ms, now_ms)
 
         contended = self._cas_loop(self._record_keys(family, gen, [e.key for e in entries]), decide)
-        # A cache yields alternate keys to the newer record it is filled with.
-        pointers = {
-            self._alt_key(family, gen, index, alt): (entries[pos].key, self._expire(entries[pos].expires_ms, now_ms))
+        # A cache yields alternate keys to the newer record it is filled with: the record that
+        # held one here is stale (its source moved the value on) and is dropped (`_rules.plan_fill`).
+        wanted = {
+            self._alt_key(family, gen, *slot): (entries[pos].key, slot, entries[pos].expires_ms)
             for pos in sorted(written.difference(contended))
-            for index, alt in enumerate(entries[pos].alternates, 1)
-            if alt is not None
+            for slot in slots(entries[pos])
         }
+        before = self._get_many(list(wanted))
+        others = {holder: wanted[pkey] for pkey, holder in before.items() if holder != wanted[pkey][0]}
+        if others:
+            names = self._record_keys(family, gen, list(others))
+            held = self._get_many(names)
+            stale = [
+                name
+                for name, (holder, (_, slot, _)) in zip(names, others.items(), strict=True)
+                if name in held and self._holds(family, _unpack(held[name]), *slot, now_ms)
+            ]
+            for name in stale:
+                self._client.delete(name, noreply=False)
+        pointers = {pkey: (key, self._expire(expires_ms, now_ms)) for pkey, (key, _, expires_ms) in wanted.items()}
         if contended or self._set_many(pointers):
             raise BackendUnavailableError(f"memcached did not confirm a fill of {family.name}")
 
@@ -439,8 +450,7 @@ class MemcacheStore(BaseStore):
         expire = self._expire(until_ms, now_ms)
 
         def decide(pos: int, held: Stored | None) -> tuple[bytes, int]:
-            floor = version if held is None else max(version, held.version)
-            return _pack(Stored(None, floor, until_ms)), expire
+            return _pack(tombstone(keys[pos], held, version, until_ms)), expire
 
         try:
             if self._cas_loop(self._record_keys(family, self._generation(family), keys), decide):

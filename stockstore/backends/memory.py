@@ -11,11 +11,12 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from .._entry import Entry, Stored
 from .._keys import Family
 from .._lifetime import Lifetime
+from .._rules import Plan, Slot, holds, plan_fill, plan_write, slots, tombstone
 from .._store import BaseStore, Merge, PartialWrite
 from ..errors import InvalidKeyError
 
@@ -63,17 +64,6 @@ class MemoryStore(BaseStore):
             if alt is not None and state.alternates.get((name, index, alt)) == entry.key:
                 del state.alternates[(name, index, alt)]
 
-    def _conflict(self, state: _State, family: Family, entry: Entry, now_ms: float) -> str | None:
-        for index, alt in enumerate(entry.alternates, 1):
-            if alt is None:
-                continue
-            holder = state.alternates.get((family.name, index, alt))
-            if holder is not None and holder != entry.key:
-                other = state.records.get((family.name, holder))
-                if other is not None and other.live(now_ms) and other.alternates[index - 1] == alt:
-                    return f"{family.name}: alternate key {family.keys[index]} is already held by another record"
-        return None
-
     def _set(self, state: _State, family: Family, entry: Entry) -> None:
         slot = (family.name, entry.key)
         old = state.records.pop(slot, None)
@@ -92,6 +82,29 @@ class MemoryStore(BaseStore):
         if old is not None:
             self._unindex(state, family.name, old)
         return old
+
+    def _held(self, state: _State, family: Family, entries: Sequence[Entry]) -> dict[bytes, Stored | None]:
+        return {e.key: state.records.get((family.name, e.key)) for e in entries}
+
+    def _holders(
+        self, state: _State, family: Family, entries: Sequence[Entry], now_ms: float
+    ) -> dict[Slot, tuple[bytes, bool]]:
+        """The record holding each alternate-key value of *entries*, and whether it is live (see `_rules`)."""
+        out: dict[Slot, tuple[bytes, bool]] = {}
+        for entry in entries:
+            for slot in slots(entry):
+                holder = state.alternates.get((family.name, *slot))
+                record = None if holder is None else state.records.get((family.name, holder))
+                if record is not None and slot in slots(record):
+                    out[slot] = (record.key, record.live(now_ms))
+        return out
+
+    def _apply(self, state: _State, family: Family, plan: Plan) -> None:
+        for key, record in plan.records.items():
+            if record is None:
+                self._drop(state, family, key)
+            else:
+                self._set(state, family, record)
 
     # ---- primitives
 
@@ -115,31 +128,18 @@ class MemoryStore(BaseStore):
             for alt in keys:
                 key = state.alternates.get((family.name, index, alt))
                 entry = None if key is None else state.records.get((family.name, key))
-                live = entry is not None and entry.live(now_ms) and entry.alternates[index - 1] == alt
-                out.append(key if live else None)
+                out.append(key if holds(entry, (index, alt), now_ms) else None)
         return out
 
     def _write(self, family: Family, entries: Sequence[Entry], now_ms: float) -> list[int]:
         state = self._state
-        failed: list[bytes] = []
-        problem = ""
-        stored: list[int] = []
         with state.lock:
-            for entry in entries:
-                conflict = self._conflict(state, family, entry, now_ms)
-                if conflict:
-                    failed.append(entry.key)
-                    problem = conflict
-                    stored.append(0)
-                    continue
-                old = state.records.get((family.name, entry.key))
-                if old is not None and old.version >= entry.version:
-                    entry = replace(entry, version=old.version + 1)
-                self._set(state, family, entry)
-                stored.append(entry.version)
-        if failed:
-            raise PartialWrite(failed, InvalidKeyError(problem))
-        return stored
+            held, holders = self._held(state, family, entries), self._holders(state, family, entries, now_ms)
+            plan = plan_write(family, entries, held, holders, now_ms)
+            self._apply(state, family, plan)
+        if plan.refused:
+            raise PartialWrite(plan.refused, InvalidKeyError(plan.problem))
+        return [0 if e is None else e.version for e in plan.outcomes]
 
     def _remove(self, family: Family, keys: Sequence[bytes], now_ms: float) -> int:
         state = self._state
@@ -148,40 +148,30 @@ class MemoryStore(BaseStore):
 
     def _patch(self, family: Family, keys: Sequence[bytes], merge: Merge, now_ms: float) -> list[Entry]:
         state = self._state
-        out: list[Entry] = []
         with state.lock:
+            merged = []
             for key in keys:
                 current = state.records.get((family.name, key))
-                out.append(merge(key, current if current is not None and current.live(now_ms) else None))
+                merged.append(merge(key, current if current is not None and current.live(now_ms) else None))
             # Merged first, written second: a corrupt record fails the batch before any write.
-            self._write(family, out, now_ms)
-        return out
+            held, holders = self._held(state, family, merged), self._holders(state, family, merged, now_ms)
+            plan = plan_write(family, merged, held, holders, now_ms)
+            self._apply(state, family, plan)
+        if plan.refused:
+            raise PartialWrite(plan.refused, InvalidKeyError(plan.problem))
+        return [e for e in plan.outcomes if e is not None]
 
     def _fill(self, family: Family, entries: Sequence[Entry], now_ms: float) -> None:
         state = self._state
         with state.lock:
-            for entry in entries:
-                held = state.records.get((family.name, entry.key))
-                # An expired copy of this very version is refreshed (else a tier whose own
-                # lifetime ran out would never cache the record again); tombstones still block.
-                refresh = held is not None and held.payload is not None and held.version == entry.version
-                if held is None or held.version < entry.version or (refresh and not held.live(now_ms)):
-                    # A cache yields alternate keys to the newer record it is filled with; an
-                    # expired holder holds none (as in SQL), so it stays, unindexed by _set.
-                    for index, alt in enumerate(entry.alternates, 1):
-                        holder = state.alternates.get((family.name, index, alt)) if alt is not None else None
-                        held_by = None if holder is None else state.records.get((family.name, holder))
-                        if holder is not None and holder != entry.key and held_by is not None and held_by.live(now_ms):
-                            self._drop(state, family, holder)
-                    self._set(state, family, entry)
+            held, holders = self._held(state, family, entries), self._holders(state, family, entries, now_ms)
+            self._apply(state, family, plan_fill(family, entries, held, holders, now_ms))
 
     def _invalidate(self, family: Family, keys: Sequence[bytes], version: int, until_ms: int) -> None:
         state = self._state
         with state.lock:
             for key in keys:
-                held = self._drop(state, family, key)
-                floor = version if held is None else max(version, held.version)
-                self._set(state, family, Entry(None, floor, until_ms, key, ()))
+                self._set(state, family, tombstone(key, self._drop(state, family, key), version, until_ms))
 
     def _scan(self, family: Family, now_ms: float) -> Iterator[bytes]:
         state = self._state

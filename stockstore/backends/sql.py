@@ -34,7 +34,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
 
 import msgpack
@@ -45,6 +45,7 @@ from sqlalchemy.pool import SingletonThreadPool, StaticPool
 from .._entry import Entry, Stored
 from .._keys import Family, family_of
 from .._lifetime import Lifetime
+from .._rules import Plan, Slot, plan_fill, plan_write, slots, tombstone
 from .._store import BaseStore, Merge, PartialWrite
 from ..errors import BackendUnavailableError, InvalidKeyError, SerializationError, StoreError
 
@@ -105,8 +106,8 @@ class _Held(NamedTuple):
     def live(self, now_ms: float) -> bool:
         return self.filled and (self.expires_ms is None or self.expires_ms > now_ms)
 
-
-_Slot = tuple[int, bytes]  # (alternate key index, digest of its value)
+    def expired(self, now_ms: float) -> bool:
+        return self.filled and self.expires_ms is not None and self.expires_ms <= now_ms
 
 
 @dataclass
@@ -308,25 +309,26 @@ class SqlStore(BaseStore):
         return held
 
     def _holders(
-        self, conn: sa.Connection, table: sa.Table, wanted: Iterable[_Slot], now_ms: float
-    ) -> dict[_Slot, tuple[bytes, bool]]:
-        """Lock the rows holding these alternate-key values: slot -> (id, live)."""
-        by_index: dict[int, set[bytes]] = {}
-        for index, value in wanted:
-            by_index.setdefault(index, set()).add(value)
-        out: dict[_Slot, tuple[bytes, bool]] = {}
+        self, conn: sa.Connection, table: sa.Table, family: Family, entries: Sequence[Entry], now_ms: float
+    ) -> dict[Slot, tuple[bytes, bool]]:
+        """Lock the rows holding the alternate-key values of *entries*: each value's holder, and whether it is live."""
+        by_index: dict[int, dict[bytes, bytes]] = {}  # index -> digest -> value
+        for entry in entries:
+            for index, alt in slots(entry):
+                by_index.setdefault(index, {})[_digest(alt)] = alt
+        out: dict[Slot, tuple[bytes, bool]] = {}
         for index, values in sorted(by_index.items()):
             column = table.c[f"alt{index}"]
             for chunk in self._chunks(sorted(values)):
                 query = (
-                    sa.select(table.c.id, column, table.c.expires_ms, table.c.payload.is_not(None).label("filled"))
+                    sa.select(table.c.key, column, table.c.expires_ms, table.c.payload.is_not(None).label("filled"))
                     .where(column.in_(chunk))
                     .order_by(table.c.id)
                     .with_for_update()
                 )
                 for row in conn.execute(query):
                     live = bool(row.filled) and (row.expires_ms is None or row.expires_ms > now_ms)
-                    out[(index, row[1])] = (row.id, live)
+                    out[(index, values[row[1]])] = (row.key, live)
         return out
 
     def _apply(self, conn: sa.Connection, table: sa.Table, plan: _Plan) -> None:
@@ -371,21 +373,10 @@ class SqlStore(BaseStore):
                     f"max_allowed_packet of {self._max_packet} bytes"
                 )
 
-    @staticmethod
-    def _release(plan: _Plan, holders: dict[_Slot, tuple[bytes, bool]], claims: dict[_Slot, bytes]) -> None:
-        """Free, before any row is written, each value whose holder in the table is not its holder after."""
-        for slot, (holder, _) in holders.items():
-            if claims.get(slot, holder) != holder:
-                plan.release.setdefault(slot[0], set()).add(holder)
-
-    @staticmethod
-    def _slots(entry: Entry) -> list[_Slot]:
-        return [(index, _digest(alt)) for index, alt in enumerate(entry.alternates, 1) if alt is not None]
-
-    def _row(self, family: Family, entry: Entry, slots: list[_Slot], now_ms: float) -> dict[str, Any]:
+    def _row(self, family: Family, entry: Entry, now_ms: float) -> dict[str, Any]:
         row: dict[str, Any] = {f"alt{i}": None for i in range(1, len(family.keys))}
         if entry.live(now_ms):  # an expired row holds no alternate key: it can never be returned
-            row.update({f"alt{index}": value for index, value in slots})
+            row.update({f"alt{index}": _digest(alt) for index, alt in slots(entry)})
         row.update(
             id=_digest(entry.key),
             key=entry.key,
@@ -395,6 +386,21 @@ class SqlStore(BaseStore):
         )
         return row
 
+    def _carry_out(
+        self, conn: sa.Connection, table: sa.Table, family: Family, plan: Plan, locked: set[bytes], now_ms: float
+    ) -> None:
+        """Apply what `_rules` decided, over the rows locked (by id): a few batched statements."""
+        rows = _Plan()
+        for key, record in plan.records.items():
+            ident = _digest(key)
+            if record is None:
+                rows.delete.add(ident)
+            else:
+                (rows.replace if ident in locked else rows.insert)[ident] = self._row(family, record, now_ms)
+        for (index, _), holder in plan.released.items():
+            rows.release.setdefault(index, set()).add(_digest(holder))
+        self._apply(conn, table, rows)
+
     def _write_locked(
         self,
         conn: sa.Connection,
@@ -403,42 +409,13 @@ class SqlStore(BaseStore):
         entries: Sequence[Entry],
         held: dict[bytes, _Held],
         now_ms: float,
-    ) -> tuple[list[Entry | None], str]:
-        """Write *entries* over the locked rows *held*, in order, as MemoryStore would.
-
-        An entry whose alternate key is held by another live record (in the
-        table, or by an earlier entry of this batch) is not written.  Returns
-        the entries written with their stored versions (``None`` where refused)
-        and the reason of the last refusal.
-        """
-        slots = [self._slots(e) for e in entries]
-        holders = self._holders(conn, table, (s for ss in slots for s in ss), now_ms) if len(family.keys) > 1 else {}
-        claims = {slot: holder for slot, (holder, live) in holders.items() if live}
-        owned: dict[bytes, set[_Slot]] = {}
-        for slot, holder in claims.items():
-            owned.setdefault(holder, set()).add(slot)
-        plan = _Plan()
-        written: list[Entry | None] = []
-        problem = ""
-        for entry, mine in zip(entries, slots, strict=True):
-            ident = _digest(entry.key)
-            if any(claims.get(slot, ident) != ident for slot in mine):
-                problem = f"{family.name}: an alternate key {list(family.keys[1:])} is already held by another record"
-                written.append(None)
-                continue
-            for slot in owned.pop(ident, set()):
-                del claims[slot]
-            if entry.live(now_ms):
-                claims.update((slot, ident) for slot in mine)
-                owned[ident] = set(mine)
-            old = held.get(ident)
-            if old is not None and old.version >= entry.version:
-                entry = replace(entry, version=old.version + 1)
-            (plan.insert if old is None else plan.replace)[ident] = self._row(family, entry, mine, now_ms)
-            written.append(entry)
-        self._release(plan, holders, claims)
-        self._apply(conn, table, plan)
-        return written, problem
+    ) -> Plan:
+        """Write *entries* over the locked rows *held* (by id), in order, as `_rules.plan_write` decides."""
+        holders = self._holders(conn, table, family, entries, now_ms) if len(family.keys) > 1 else {}
+        versions = {e.key: held.get(_digest(e.key)) for e in entries}
+        plan = plan_write(family, entries, versions, holders, now_ms)
+        self._carry_out(conn, table, family, plan, set(held), now_ms)
+        return plan
 
     # ------------------------------------------------------------------ primitives
 
@@ -481,20 +458,19 @@ class SqlStore(BaseStore):
     def _write(self, family: Family, entries: Sequence[Entry], now_ms: float) -> list[int]:
         table = self._table(family)
 
-        def write(conn: sa.Connection) -> tuple[list[Entry | None], str]:
+        def write(conn: sa.Connection) -> Plan:
             held = self._lock(conn, table, (_digest(e.key) for e in entries), payload=False)
             return self._write_locked(conn, table, family, entries, held, now_ms)
 
-        written, problem = self._run(write, write=True)
-        failed = [e.key for e, w in zip(entries, written, strict=True) if w is None]
-        if failed:
-            raise PartialWrite(failed, InvalidKeyError(problem))
-        return [0 if w is None else w.version for w in written]
+        plan = self._run(write, write=True)
+        if plan.refused:
+            raise PartialWrite(plan.refused, InvalidKeyError(plan.problem))
+        return [0 if e is None else e.version for e in plan.outcomes]
 
     def _patch(self, family: Family, keys: Sequence[bytes], merge: Merge, now_ms: float) -> list[Entry]:
         table = self._table(family)
 
-        def patch(conn: sa.Connection) -> tuple[list[Entry | None], str]:
+        def patch(conn: sa.Connection) -> Plan:
             held = self._lock(conn, table, (_digest(k) for k in keys), payload=True)
             merged = []
             for key in keys:
@@ -504,65 +480,20 @@ class SqlStore(BaseStore):
             # Merged first, written second: a record that fails to decode fails the batch before any write.
             return self._write_locked(conn, table, family, merged, held, now_ms)
 
-        written, problem = self._run(patch, write=True)
-        failed = [k for k, w in zip(keys, written, strict=True) if w is None]
-        if failed:
-            raise PartialWrite(failed, InvalidKeyError(problem))
-        return [w for w in written if w is not None]
+        plan = self._run(patch, write=True)
+        if plan.refused:
+            raise PartialWrite(plan.refused, InvalidKeyError(plan.problem))
+        return [e for e in plan.outcomes if e is not None]
 
     def _fill(self, family: Family, entries: Sequence[Entry], now_ms: float) -> None:
         table = self._table(family)
 
         def fill(conn: sa.Connection) -> None:
-            locked = self._lock(conn, table, (_digest(e.key) for e in entries), payload=False)
-            held: dict[bytes, _Held | None] = dict(locked)
-            slots = [self._slots(e) for e in entries]
-            holders = (
-                self._holders(conn, table, (s for ss in slots for s in ss), now_ms) if len(family.keys) > 1 else {}
-            )
-            # Only live records hold alternate keys: an expired holder is neither dropped nor in the way.
-            claims = {slot: holder for slot, (holder, live) in holders.items() if live}
-            existing = set(locked) | set(claims.values())
-            owned: dict[bytes, set[_Slot]] = {}
-            for slot, holder in claims.items():
-                owned.setdefault(holder, set()).add(slot)
-            plan = _Plan()
-
-            def drop(ident: bytes) -> None:
-                for slot in owned.pop(ident, set()):
-                    del claims[slot]
-                plan.insert.pop(ident, None)
-                plan.replace.pop(ident, None)
-                held[ident] = None
-                if ident in existing:
-                    plan.delete.add(ident)
-
-            for entry, mine in zip(entries, slots, strict=True):
-                ident = _digest(entry.key)
-                old = held.get(ident)
-                # An expired copy of this very version is refreshed; tombstones still block (as MemoryStore).
-                refresh = old is not None and old.filled and old.version == entry.version and not old.live(now_ms)
-                if old is not None and old.version >= entry.version and not refresh:
-                    continue
-                # A cache yields alternate keys to the newer record it is filled with.
-                for slot in mine:
-                    other = claims.get(slot)
-                    if other is not None and other != ident:
-                        drop(other)
-                for slot in owned.pop(ident, set()):
-                    del claims[slot]
-                if entry.live(now_ms):
-                    claims.update((slot, ident) for slot in mine)
-                    owned[ident] = set(mine)
-                held[ident] = _Held(entry.version, entry.expires_ms, entry.payload is not None, None)
-                row = self._row(family, entry, mine, now_ms)
-                if ident in locked:
-                    plan.delete.discard(ident)
-                    plan.replace[ident] = row
-                else:
-                    plan.insert[ident] = row
-            self._release(plan, holders, claims)
-            self._apply(conn, table, plan)
+            held = self._lock(conn, table, (_digest(e.key) for e in entries), payload=False)
+            holders = self._holders(conn, table, family, entries, now_ms) if len(family.keys) > 1 else {}
+            versions = {e.key: held.get(_digest(e.key)) for e in entries}
+            plan = plan_fill(family, entries, versions, holders, now_ms)
+            self._carry_out(conn, table, family, plan, set(held), now_ms)
 
         self._run(fill, write=True)
 
@@ -571,14 +502,12 @@ class SqlStore(BaseStore):
 
         def invalidate(conn: sa.Connection) -> None:
             held = self._lock(conn, table, (_digest(k) for k in keys), payload=False)
-            plan = _Plan()
+            rows = _Plan()
             for key in keys:
                 ident = _digest(key)
-                old = held.get(ident)
-                floor = version if old is None else max(version, old.version)
-                tombstone = self._row(family, Entry(None, floor, until_ms, key, ()), [], 0)
-                (plan.insert if old is None else plan.replace)[ident] = tombstone
-            self._apply(conn, table, plan)
+                row = self._row(family, tombstone(key, held.get(ident), version, until_ms), 0)
+                (rows.replace if ident in held else rows.insert)[ident] = row
+            self._apply(conn, table, rows)
 
         self._run(invalidate, write=True)
 
