@@ -1,17 +1,20 @@
 """The ``stockstore`` command: a click group whose subcommands are thin shells over library code.
 
 ``stockstore bench`` runs the securities analyst's morning (`stockstore._bench`)
-and prints its timings; ``stockstore bench --compare`` runs every backend next to
-plain redis-py baselines (`stockstore._compare`).  Only the console script imports
-this module, so ``import stockstore`` never pays for click or tqdm.
+and prints its timings; ``stockstore bench --compare`` runs the comparison harness
+of a source checkout, ``benchmarks/compare.py``, which is no part of the package.
+Only the console script imports this module, so ``import stockstore`` never pays for
+click or tqdm.
 """
 
 from __future__ import annotations
 
 import contextlib
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 try:
     import click
@@ -21,8 +24,11 @@ except ImportError as exc:  # pragma: no cover -- exercised in a subprocess by t
         f"the stockstore command needs {exc.name!r}: pip install 'stockstore[cli]'", name=exc.name
     ) from exc
 
-from . import _bench, _compare
+from . import _bench
 from .errors import BackendUnavailableError, StoreError
+
+# The comparison harness, where a source checkout has it next to the package (an editable install).
+_COMPARE = Path(__file__).resolve().parent.parent / "benchmarks" / "compare.py"
 
 
 @click.group()
@@ -93,23 +99,20 @@ _OPTION = {
 @click.option(
     "--compare",
     is_flag=True,
-    help="Run every backend next to plain redis-py baselines instead (see docs/performance.md).",
+    help="Run every backend next to plain redis-py baselines instead: benchmarks/compare.py of a source "
+    "checkout, with these options (see docs/performance.md).",
 )
 @click.option(
     "--redis",
     "redis_url",
     metavar="URL",
-    default=_compare.DEFAULT_REDIS,
-    show_default=True,
-    help="With --compare: the Redis of the baselines and Redis stores.",
+    help="With --compare: the Redis of the baselines and Redis stores.  [default: redis://127.0.0.1:6379/0]",
 )
 @click.option("--postgresql", "postgresql_url", metavar="URL", help="With --compare: also SqlStore on this PostgreSQL.")
 @click.option(
     "--legacy-n",
     type=click.IntRange(min=1),
-    default=_compare.DEFAULT_LEGACY_N,
-    show_default=True,
-    help="With --compare: securities for the slow legacy baseline (b).",
+    help="With --compare: securities for the slow legacy baseline (b).  [default: 10000]",
 )
 @click.option(
     "--repeat",
@@ -130,9 +133,9 @@ def bench(
     namespace: str | None,
     no_progress: bool,
     compare: bool,
-    redis_url: str,
+    redis_url: str | None,
     postgresql_url: str | None,
-    legacy_n: int,
+    legacy_n: int | None,
     repeat: int,
     markdown: bool,
 ) -> None:
@@ -144,19 +147,17 @@ def bench(
     fails.  The run writes only in its own namespace and deletes what it
     wrote, also after a failed check.
 
-    With --compare, every backend runs the same steps in this one process,
-    next to a hand-written redis-py pipeline of msgpack blobs (a) and the
-    legacy one HSET per security (b); records/s is printed with its ratio to (a).
+    With --compare, every backend runs the same steps in one process, next
+    to a hand-written redis-py pipeline of msgpack blobs (a) and the legacy
+    one HSET per security (b); records/s is printed with its ratio to (a).
+    This runs benchmarks/compare.py of a source checkout with the options given.
     """
-    source = click.get_current_context().get_parameter_source
-    given = [name for name in _OPTION if source(name) is not click.core.ParameterSource.DEFAULT]
+    context = click.get_current_context()
+    given = [name for name in _OPTION if context.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
     if compare:
         for name in set(given) & {"urls", "db", "namespace"}:
             raise click.UsageError(f"{_OPTION[name]} does not go with --compare: it picks its own stores")
-        settings = _compare.Settings(n=n, attrs=attrs, get_n=get_n, patch_n=patch_n, seed=seed, repeat=repeat)
-        progress = _progress(no_progress or not sys.stderr.isatty())
-        _run_compare(settings, redis_url, postgresql_url, legacy_n, markdown, progress)
-        return
+        _run_compare(context)
     for name in set(given) & {"redis_url", "postgresql_url", "legacy_n", "repeat", "markdown"}:
         raise click.UsageError(f"{_OPTION[name]} needs --compare")
     if db is not None and urls:
@@ -192,24 +193,24 @@ def bench(
     click.echo(f"deleted {deleted:,} securities; every check passed")
 
 
-def _run_compare(
-    settings: _compare.Settings,
-    redis_url: str,
-    postgresql_url: str | None,
-    legacy_n: int,
-    markdown: bool,
-    progress: _bench.Progress,
-) -> None:
-    """``bench --compare``: print the comparison, and exit 1 if a check failed."""
-    header = _compare.describe(settings, legacy_n=legacy_n, redis_url=redis_url)
-    with _compare.open_contenders(redis_url=redis_url, postgresql_url=postgresql_url, legacy_n=legacy_n) as (
-        contenders,
-        notes,
-    ):
-        report = _compare.run_compare(contenders, settings, header=header, notes=notes, progress=progress)
-    click.echo(_compare.render(report, markdown=markdown))
-    for failure in report.failures:
-        click.echo(f"check failed: {failure.backend}: {failure.step}: {failure.detail}", err=True)
-    if report.failures:
-        sys.exit(1)
-    click.echo(f"\nevery check passed ({len({r.backend for r in report.rows})} backends)")
+def _run_compare(context: click.Context) -> NoReturn:
+    """``bench --compare``: run ``benchmarks/compare.py`` with the options given, and exit with its exit code.
+
+    The harness and its hand-written baselines live beside the package, not in it; this
+    keeps the command that docs and issues quote working from a checkout.  Options left
+    at their default are not passed, so the harness's own defaults apply.
+    """
+    if not _COMPARE.is_file():
+        raise click.ClickException(
+            f"--compare runs benchmarks/compare.py of a stockstore source checkout, and there is none at {_COMPARE}: "
+            "get benchmarks/ from the stockstore repository and run 'python benchmarks/compare.py' there, "
+            "or 'pip install -e' a checkout"
+        )
+    args: list[str] = []
+    for param in context.command.params:
+        name = param.name or ""
+        if name == "compare" or context.get_parameter_source(name) is click.core.ParameterSource.DEFAULT:
+            continue
+        is_flag = isinstance(param, click.Option) and param.is_flag
+        args += [param.opts[0]] if is_flag else [param.opts[0], str(context.params[name])]
+    sys.exit(subprocess.run([sys.executable, str(_COMPARE), *args], check=False).returncode)

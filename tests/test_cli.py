@@ -374,14 +374,79 @@ def test_a_store_error_exits_1_with_its_message(cli: types.ModuleType, monkeypat
         ["--store", "nosuch://"],
         ["--store", "memory://?max_items=lots"],
         ["--store", "memory://", "--db", "x.db"],
+        ["--compare", "--store", "memory://"],
+        ["--compare", "--db", "x.db"],
+        ["--compare", "--namespace", "mine"],
+        ["--compare", "--repeat", "0"],
+        ["--compare", "--legacy-n", "0"],
+        ["--redis", "redis://127.0.0.1:1/0"],
+        ["--markdown"],
+        ["--repeat", "2"],
+        ["--legacy-n", "5"],
     ],
     ids=" ".join,
 )
 def test_usage_errors_exit_2(cli: types.ModuleType, args: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_bench, "run_scenario", lambda *a, **k: pytest.fail("ran despite a usage error"))
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("ran the comparison despite a usage error"))
     result = bench(cli, *args)
     assert result.exit_code == 2, result.output
     assert "Error:" in result.output
+
+
+# ---------------------------------------------------------------------------- --compare: benchmarks/compare.py
+
+
+def test_compare_is_the_harness_of_the_checkout(cli: types.ModuleType) -> None:
+    checkout = Path(stockstore.__file__).resolve().parents[1]
+    assert checkout / "benchmarks" / "compare.py" == cli._COMPARE
+    assert cli._COMPARE.is_file()
+
+
+def test_compare_runs_the_harness_with_the_options_given(
+    cli: types.ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    harness = tmp_path / "compare.py"
+    harness.write_text("import json, sys\nprint(json.dumps(sys.argv[1:]))\nsys.exit(3)\n")
+    monkeypatch.setattr(cli, "_COMPARE", harness)
+    given = ["--n", "500", "--repeat", "3", "--markdown", "--redis", "redis://h:1/2", "--no-progress", "--seed", "7"]
+
+    result = CliRunner().invoke(cli.main, ["bench", "--compare", *given])
+
+    assert result.exit_code == 3, result.output  # the harness's exit code
+    forwarded = json.loads(capfd.readouterr().out)  # printed by the child, on the real stdout
+    # In the command's own order; options left at their default are the harness's to choose.
+    assert forwarded == [
+        *("--n", "500", "--seed", "7", "--no-progress"),
+        *("--redis", "redis://h:1/2", "--repeat", "3", "--markdown"),
+    ]
+
+
+def test_compare_without_the_checkout_names_the_file_to_get(
+    cli: types.ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli, "_COMPARE", tmp_path / "benchmarks" / "compare.py")
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("ran a harness that is not there"))
+    result = CliRunner().invoke(cli.main, ["bench", "--compare", "--n", "10"])
+    assert result.exit_code == 1, result.output
+    assert "Error: --compare runs benchmarks/compare.py of a stockstore source checkout" in result.output
+    assert f"there is none at {tmp_path / 'benchmarks' / 'compare.py'}" in result.output
+
+
+def test_console_script_runs_the_comparison(tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "stockstore"
+    nowhere = "redis://127.0.0.1:1/0"  # no Redis: the local stores only, and quickly
+    done = subprocess.run(
+        [str(script), "bench", "--compare", "--n", "200", "--attrs", "5", "--redis", nowhere],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("compare: 200 securities x 5 floats, get 200, patch 200, seed 20240601, repeat 1")
+    assert f"note: Redis at {nowhere} is unreachable" in done.stdout
+    assert done.stdout.endswith("\nevery check passed (2 backends)\n")
 
 
 def test_render_aligns_columns() -> None:

@@ -1,4 +1,9 @@
-"""The `stockstore bench --compare` run: every backend next to two plain redis-py baselines.
+"""Every stockstore backend next to two plain redis-py baselines: the figures of docs/performance.md.
+
+    .venv/bin/python benchmarks/compare.py                     # N=100,000 x 200 floats, Redis on 127.0.0.1:6379
+    .venv/bin/python benchmarks/compare.py --markdown --postgresql postgresql://postgres@127.0.0.1:5432/postgres
+
+``stockstore bench --compare`` runs this script with the same options.
 
 One process, one data set, the same operations on every contender: store all N
 securities, get 1,000 random ones, get all, patch 10,000, list and delete all (and,
@@ -15,13 +20,14 @@ stockstore, so the numbers say what the library costs or saves:
 
 Every read is checked exactly (`stockstore._bench.difference`: types by identity,
 floats bit for bit), also the baselines'; a contender that fails a check is reported
-and the others still run.  Like `stockstore._bench` this module knows nothing of click:
-`open_contenders` builds the field, `run_compare` runs it, `render` prints the result.
-Drivers (redis, SQLAlchemy, pandas) are imported only when a run needs them.
+and the others still run, and the exit code is 1.  `open_contenders` builds the field,
+`run_compare` runs it, `render` prints the result, `main` is the command line.  Drivers
+(redis, SQLAlchemy, pandas) are imported only when a run needs them.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime as dt
 import gc
@@ -46,8 +52,11 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import msgpack
+from tqdm import tqdm
 
-from ._bench import (
+import stockstore
+from stockstore import BaseStore, ChainedStore
+from stockstore._bench import (
     ADDED,
     CHUNK,
     DEFAULT_SEED,
@@ -63,9 +72,7 @@ from ._bench import (
     generate,
     no_progress,
 )
-from ._chained import ChainedStore
-from ._store import BaseStore
-from .errors import StoreError
+from stockstore.errors import StoreError
 
 if TYPE_CHECKING:
     import redis
@@ -217,7 +224,7 @@ def _drop_tables(store: BaseStore) -> None:
     try:
         import sqlalchemy as sa
 
-        from .backends import SqlStore
+        from stockstore.backends import SqlStore
     except ImportError:  # then no tier can be a SqlStore
         return
     for tier in store.tiers if isinstance(store, ChainedStore) else [store]:
@@ -381,7 +388,7 @@ def open_contenders(
 
         def redis_store(layout: str) -> Callable[[str], BaseStore]:
             def build(namespace: str) -> BaseStore:
-                from .backends import RedisHashStore, RedisMsgpackStore
+                from stockstore.backends import RedisHashStore, RedisMsgpackStore
 
                 cls = RedisHashStore if layout == "hash" else RedisMsgpackStore
                 # A generous timeout: on a busy machine a chunk's script may take seconds, and a
@@ -392,14 +399,14 @@ def open_contenders(
 
         def sql_store(url: str) -> Callable[[str], BaseStore]:
             def build(namespace: str) -> BaseStore:
-                from .backends import SqlStore
+                from stockstore.backends import SqlStore
 
                 return SqlStore(url, namespace=namespace)
 
             return build
 
         def memory(namespace: str) -> BaseStore:
-            from .backends import MemoryStore
+            from stockstore.backends import MemoryStore
 
             return MemoryStore(namespace=namespace)
 
@@ -459,7 +466,7 @@ def _sqlite_url(stack: contextlib.ExitStack, notes: list[str]) -> str | None:
 def _sql_reachable(url: str, notes: list[str]) -> bool:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from .backends import SqlStore
+    from stockstore.backends import SqlStore
 
     try:
         with SqlStore(url) as store, store.engine.connect():
@@ -1012,8 +1019,12 @@ def describe(settings: Settings, *, legacy_n: int | None, redis_url: str | None)
 
 
 def revision() -> str | None:
-    """``git rev-parse --short HEAD`` of this checkout, and whether it has uncommitted changes."""
-    here = Path(__file__).resolve().parent
+    """``git rev-parse --short HEAD`` of the stockstore measured, and whether its checkout has uncommitted changes.
+
+    Asked where the imported package lives, not where this script does: the code measured
+    is the package's, and an editable install may import it from another checkout.
+    """
+    here = Path(stockstore.__file__).resolve().parent
     try:
         head = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10, check=True
@@ -1098,3 +1109,89 @@ def _table(rows: Sequence[Sequence[str]], markdown: bool, *, left: int) -> str:
         return "\n".join("  ".join(line(row)).rstrip() for row in rows)
     rule = [("-" * (w - 1) + ":") if i >= left else "-" * w for i, w in enumerate(widths)]
     return "\n".join(f"| {' | '.join(cells)} |" for cells in [line(rows[0]), rule, *map(line, rows[1:])])
+
+
+# ---------------------------------------------------------------------------- the command line
+
+
+def _at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is smaller than {low}")
+        return value
+
+    parse.__name__ = "integer"  # what argparse calls the type when the text is not one
+    return parse
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The options of ``stockstore bench --compare``, with the same names and defaults."""
+    default = Settings()
+    parser = argparse.ArgumentParser(
+        prog="benchmarks/compare.py",
+        description="Run every stockstore backend next to plain redis-py baselines (see docs/performance.md).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--n", type=_at_least(1), default=default.n, help="securities to store")
+    parser.add_argument("--attrs", type=_at_least(len(PATCHED)), default=default.attrs, help="float attributes each")
+    parser.add_argument("--patch-n", type=_at_least(0), default=default.patch_n, help="securities to patch (at most N)")
+    parser.add_argument("--get-n", type=_at_least(0), default=default.get_n, help="securities to get (at most N)")
+    parser.add_argument("--seed", type=int, default=default.seed, help="seed of the random data")
+    parser.add_argument("--redis", metavar="URL", default=DEFAULT_REDIS, help="the Redis of the baselines and stores")
+    parser.add_argument("--postgresql", metavar="URL", help="also SqlStore on this PostgreSQL")
+    parser.add_argument(
+        "--legacy-n", type=_at_least(1), default=DEFAULT_LEGACY_N, help="securities for the legacy baseline (b)"
+    )
+    parser.add_argument(
+        "--repeat", type=_at_least(1), default=default.repeat, help="runs of each backend; the medians are printed"
+    )
+    parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
+    parser.add_argument("--no-progress", action="store_true", help="show no progress bars")
+    return parser.parse_args(argv)
+
+
+def progress_bars(shown: bool) -> Progress:
+    """Progress bars on stderr that appear only once a step has run for a second, if *shown*."""
+    if not shown:
+        return no_progress
+
+    @contextlib.contextmanager
+    def bar(step: str, total: int) -> Iterator[Advance]:
+        with tqdm(
+            total=total, desc=step, unit="rec", unit_scale=True, delay=1.0, leave=False, file=sys.stderr
+        ) as drawn:
+            yield drawn.update
+
+    return bar
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the comparison of *argv* (default: the command line), print it; 1 if a check failed, else 0."""
+    options = parse_args(argv)
+    settings = Settings(
+        n=options.n,
+        attrs=options.attrs,
+        get_n=options.get_n,
+        patch_n=options.patch_n,
+        seed=options.seed,
+        repeat=options.repeat,
+    )
+    header = describe(settings, legacy_n=options.legacy_n, redis_url=options.redis)
+    progress = progress_bars(not options.no_progress and sys.stderr.isatty())
+    with open_contenders(redis_url=options.redis, postgresql_url=options.postgresql, legacy_n=options.legacy_n) as (
+        contenders,
+        notes,
+    ):
+        report = run_compare(contenders, settings, header=header, notes=notes, progress=progress)
+    print(render(report, markdown=options.markdown))
+    for failure in report.failures:
+        print(f"check failed: {failure.backend}: {failure.step}: {failure.detail}", file=sys.stderr)
+    if report.failures:
+        return 1
+    print(f"\nevery check passed ({len({r.backend for r in report.rows})} backends)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
