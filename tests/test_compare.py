@@ -29,19 +29,10 @@ from stockstore.backends import MemoryStore
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import compare as harness
-from compare import (
-    BASELINE,
-    LEGACY,
-    STEPS,
-    Contender,
-    PlainMsgpack,
-    RedisMemory,
-    Report,
-    Settings,
-    StoreContender,
-    render,
-    run_compare,
-)
+from comparison.baselines import BASELINE, LEGACY, PlainMsgpack
+from comparison.contenders import Contender, StoreContender
+from comparison.report import RedisMemory, Report, Row, Settings, render
+from comparison.runner import FRAME_STEPS, STEPS, run_compare
 
 SMALL = ["--n", "2000", "--attrs", "20", "--legacy-n", "200"]
 REDIS_BACKENDS = [BASELINE, LEGACY, "RedisMsgpackStore", "RedisHashStore", "chain mem>redis>sqlite"]
@@ -101,7 +92,7 @@ def test_small_run_prints_every_backends_rows_with_ratios(capsys: pytest.Capture
     backends = REDIS_BACKENDS + LOCAL_BACKENDS
     frame_backends = [BASELINE] + ([b for b in backends if b not in (BASELINE, LEGACY)] if FRAMES_BUILT_IN else [])
     expected = [(step, b) for step in STEPS for b in backends]
-    expected += [(step, b) for step in harness.FRAME_STEPS for b in frame_backends]
+    expected += [(step, b) for step in FRAME_STEPS for b in frame_backends]
     assert [(r["step"], r["backend"]) for r in rows] == expected
     for row in rows:
         records = (LEGACY_RECORDS if row["backend"] == LEGACY else RECORDS).get(row["step"], 2000)
@@ -139,8 +130,8 @@ def test_a_store_that_has_frames_gets_frame_rows(redis_url: str) -> None:
     with harness.open_contenders(redis_url=redis_url, legacy_n=50) as (contenders, _):
         report = run_compare([contenders[0], StoreContender("framed", lambda ns: FramedStore(namespace=ns))], small())
     assert report.failures == []
-    frames = [(r.step, r.backend) for r in report.rows if r.step in harness.FRAME_STEPS]
-    assert frames == [(step, who) for step in harness.FRAME_STEPS for who in (BASELINE, "framed")]
+    frames = [(r.step, r.backend) for r in report.rows if r.step in FRAME_STEPS]
+    assert frames == [(step, who) for step in FRAME_STEPS for who in (BASELINE, "framed")]
     assert all(report.ratio(r) is not None for r in report.rows)
 
 
@@ -169,7 +160,7 @@ def test_a_lossy_baseline_fails_its_check_and_the_rest_still_runs(redis_url: str
     assert re.fullmatch(r"SEC\d{10}: attribute 'a0' is .* \(float\), expected .* \(float\)", report.failures[0].detail)
     assert [r.step for r in report.rows if r.backend == "MemoryStore"] == [
         *STEPS,
-        *(harness.FRAME_STEPS if FRAMES_BUILT_IN else ()),
+        *(FRAME_STEPS if FRAMES_BUILT_IN else ()),
     ]
     assert [r.step for r in report.rows if r.backend == BASELINE] == ["store"]  # the step it passed
     assert all(report.ratio(r) is None for r in report.rows if r.step != "store")  # no baseline, no ratios
@@ -303,9 +294,9 @@ def test_redis_memory_moved_by_another_client_is_flagged(measured: RedisMemory, 
 
 def test_report_ratio_is_records_per_second_over_the_baselines() -> None:
     report = Report(Settings(n=10))
-    base = harness.Row(BASELINE, "store", 1000, 2.0)
-    legacy = harness.Row(LEGACY, "store", 100, 4.0)
-    report.rows = [base, legacy, harness.Row("x", "get all", 10, 1.0)]
+    base = Row(BASELINE, "store", 1000, 2.0)
+    legacy = Row(LEGACY, "store", 100, 4.0)
+    report.rows = [base, legacy, Row("x", "get all", 10, 1.0)]
     assert report.ratio(base) == 1.0
     assert report.ratio(legacy) == pytest.approx(25 / 500)
     assert report.ratio(report.rows[2]) is None  # (a) has no such step

@@ -1,0 +1,223 @@
+"""What a comparison found (`Report`: its settings, rows, Redis memory, failures) and how it is printed.
+
+`render` prints one table grouped by step, so that each contender sits next to
+baseline (a) doing the same thing, then Redis memory and notes; `describe` writes
+the header that says what ran where, with the code revision, so a pasted result
+can be traced back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import stockstore
+from stockstore._bench import DEFAULT_SEED, PATCHED
+
+from .baselines import BASELINE, LEGACY
+from .measure import SAMPLE
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a comparison runs: sizes as in ``stockstore bench``, plus the legacy cap and repeats."""
+
+    n: int = 100_000
+    attrs: int = 200
+    get_n: int = 1_000
+    patch_n: int = 10_000
+    seed: int = DEFAULT_SEED
+    repeat: int = 1
+
+    def __post_init__(self) -> None:
+        if self.n < 1 or self.attrs < len(PATCHED) or self.get_n < 0 or self.patch_n < 0 or self.repeat < 1:
+            raise ValueError(f"need n >= 1, attrs >= {len(PATCHED)}, get_n >= 0, patch_n >= 0, repeat >= 1")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One timed step of one contender (the median of its repeats)."""
+
+    backend: str
+    step: str
+    records: int
+    seconds: float
+    peak_rss: int | None = None  # bytes: the process's peak resident memory during the step
+
+    @property
+    def rate(self) -> float:
+        """Records per second (infinite for a step too quick for the clock)."""
+        return self.records / self.seconds if self.seconds > 0 else float("inf")
+
+
+@dataclass(frozen=True)
+class RedisMemory:
+    """What a contender's records take in Redis, measured around and after its store step."""
+
+    backend: str
+    records: int
+    bytes_per_record: float  # growth of used_memory over the store step, divided by records
+    key_usage: float | None  # mean MEMORY USAGE of a sample of its keys
+    keys_added: int  # growth of the server's key count over the store step
+
+    def disturbed(self) -> str | None:
+        """Why the used_memory figure looks moved by other clients, or ``None``."""
+        # A layout may add a few keys of its own (a schema, say), never one a record more.
+        if abs(self.keys_added - self.records) > max(10, self.records // 100):
+            return f"the server's key count grew by {self.keys_added:,}, not {self.records:,}"
+        if self.key_usage is not None and abs(self.bytes_per_record - self.key_usage) > 0.25 * self.key_usage:
+            return f"{self.bytes_per_record:,.0f} B/record against {self.key_usage:,.0f} B of MEMORY USAGE a key"
+        return None
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A contender that failed a check (or raised): the others still ran."""
+
+    backend: str
+    step: str
+    detail: str
+
+
+@dataclass
+class Report:
+    """Everything a comparison found; `render` prints it."""
+
+    settings: Settings
+    header: list[str] = field(default_factory=list)
+    rows: list[Row] = field(default_factory=list)
+    memory: list[RedisMemory] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    input_bytes: int = 0
+    peak_rss: int = 0
+
+    def ratio(self, row: Row) -> float | None:
+        """*row*'s records/s over baseline (a)'s for the same step; ``None`` without (a)."""
+        base = next((r for r in self.rows if r.backend == BASELINE and r.step == row.step), None)
+        if base is None or base.rate in (0.0, float("inf")) or row.rate == float("inf"):
+            return None
+        return row.rate / base.rate
+
+
+def describe(settings: Settings, *, legacy_n: int | None, redis_url: str | None) -> list[str]:
+    """The lines that say what ran where: sizes, machine, code revision, Redis server."""
+    lines = [
+        f"compare: {settings.n:,} securities x {settings.attrs} floats, get {min(settings.get_n, settings.n):,}, "
+        f"patch {min(settings.patch_n, settings.n):,}, seed {settings.seed}, repeat {settings.repeat}"
+        + ("" if legacy_n is None else f"; {LEGACY} on {min(legacy_n, settings.n):,}"),
+        f"machine: {platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}, "
+        f"{dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
+    ]
+    code = revision()
+    if code is not None:
+        lines.append(f"code: {code}")
+    if redis_url is not None:
+        lines.append(f"redis: {safe_url(redis_url)}")
+    return lines
+
+
+def revision() -> str | None:
+    """``git rev-parse --short HEAD`` of the stockstore measured, and whether its checkout has uncommitted changes.
+
+    Asked where the imported package lives, not where this script does: the code measured
+    is the package's, and an editable install may import it from another checkout.
+    """
+    here = Path(stockstore.__file__).resolve().parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{head} with uncommitted changes" if dirty else head
+
+
+def render(report: Report, *, markdown: bool = False) -> str:
+    """The comparison as text: header, the table of steps, Redis memory, notes.
+
+    One table, grouped by step so each contender sits next to baseline (a) doing the
+    same thing; ``vs (a)`` is records/s over (a)'s records/s, higher is faster.
+    With *markdown*, Markdown tables and a bullet list of the rest.
+    """
+    per_step = any(r.peak_rss is not None for r in report.rows)
+    head = ["step", "backend", "records", "seconds", "records/s", "vs (a)", *(["peak RSS MB"] if per_step else [])]
+    table = [head]
+    for r in report.rows:
+        ratio = report.ratio(r)
+        cells = [r.step, r.backend, f"{r.records:,}", f"{r.seconds:.3f}", f"{r.rate:,.0f}"]
+        cells.append("-" if ratio is None else f"{ratio:.2f}")
+        if per_step:
+            cells.append("-" if r.peak_rss is None else mb(r.peak_rss))
+        table.append(cells)
+    raw = 8 * report.settings.attrs
+    memory = [["layout", "records", "used_memory B/record", f"x raw float64 ({raw:,} B)", "MEMORY USAGE B/key"]]
+    memory += [
+        [
+            m.backend,
+            f"{m.records:,}",
+            f"{m.bytes_per_record:,.0f}",
+            f"{m.bytes_per_record / raw:.2f}",
+            "-" if m.key_usage is None else f"{m.key_usage:,.0f}",
+        ]
+        for m in report.memory
+    ]
+    facts = [
+        *report.header,
+        f"input: {report.settings.n:,} records, about {mb(report.input_bytes)} MB as Python objects "
+        f"(sys.getsizeof); raw float64 payload {mb(report.settings.n * raw)} MB",
+        f"peak RSS of the whole run: {mb(report.peak_rss)} MB",
+    ]
+    legend = "vs (a): records/s over (a)'s records/s for the same step, higher is faster"
+    if per_step:
+        legend += "; peak RSS: this process's high-water mark during the step, the input records included"
+    parts = [_lines(facts, markdown), _table(table, markdown, left=2), legend]
+    if len(memory) > 1:
+        title = (
+            "Redis memory: growth of used_memory (INFO memory) over the store step per record, "
+            f"and the mean MEMORY USAGE of {SAMPLE:,} of the keys"
+        )
+        parts.append(title + ("\n\n" if markdown else "\n") + _table(memory, markdown, left=1))
+    if report.notes:
+        parts.append(_lines([f"note: {note}" for note in report.notes], markdown))
+    return "\n\n".join(parts)
+
+
+def mb(size: float) -> str:
+    """*size* bytes in MB (10**6), to a tenth below 10."""
+    return f"{size / 1e6:,.1f}" if size < 1e7 else f"{size / 1e6:,.0f}"
+
+
+def _lines(lines: Sequence[str], markdown: bool) -> str:
+    return "\n".join(f"- {line}" if markdown else line for line in lines)
+
+
+def _table(rows: Sequence[Sequence[str]], markdown: bool, *, left: int) -> str:
+    """*rows* aligned, the first *left* columns to the left and the others to the right."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+
+    def line(row: Sequence[str]) -> list[str]:
+        return [
+            cell.ljust(w) if i < left else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ]
+
+    if not markdown:
+        return "\n".join("  ".join(line(row)).rstrip() for row in rows)
+    rule = [("-" * (w - 1) + ":") if i >= left else "-" * w for i, w in enumerate(widths)]
+    return "\n".join(f"| {' | '.join(cells)} |" for cells in [line(rows[0]), rule, *map(line, rows[1:])])
+
+
+def safe_url(url: str) -> str:
+    """*url* without its user and password."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
