@@ -28,7 +28,7 @@ from . import _bench
 from .errors import BackendUnavailableError, StoreError
 
 # The comparison harness, where a source checkout has it next to the package (an editable install).
-_COMPARE = Path(__file__).resolve().parent.parent / "benchmarks" / "compare.py"
+_HARNESS = Path(__file__).resolve().parent.parent / "benchmarks" / "compare.py"
 
 
 @click.group()
@@ -157,7 +157,7 @@ def bench(
     if compare:
         for name in set(given) & {"urls", "db", "namespace"}:
             raise click.UsageError(f"{_OPTION[name]} does not go with --compare: it picks its own stores")
-        _run_compare(context)
+        _run_comparison(context)
     for name in set(given) & {"redis_url", "postgresql_url", "legacy_n", "repeat", "markdown"}:
         raise click.UsageError(f"{_OPTION[name]} needs --compare")
     if db is not None and urls:
@@ -193,18 +193,18 @@ def bench(
     click.echo(f"deleted {deleted:,} securities; every check passed")
 
 
-def _run_compare(context: click.Context) -> NoReturn:
+def _run_comparison(context: click.Context) -> NoReturn:
     """``bench --compare``: run ``benchmarks/compare.py`` with the options given, and exit with its exit code.
 
     The harness and its hand-written baselines live beside the package, not in it; this
     keeps the command that docs and issues quote working from a checkout.  Options left
     at their default are not passed, so the harness's own defaults apply.
     """
-    if not _COMPARE.is_file():
+    if not _HARNESS.is_file():
         raise click.ClickException(
-            f"--compare runs benchmarks/compare.py of a stockstore source checkout, and there is none at {_COMPARE}: "
-            "get benchmarks/ from the stockstore repository and run 'python benchmarks/compare.py' there, "
-            "or 'pip install -e' a checkout"
+            f"--compare runs benchmarks/compare.py of a stockstore source checkout, and there is none at {_HARNESS}: "
+            "clone the stockstore repository and run 'python benchmarks/compare.py' in it "
+            "(or 'pip install -e' the clone and run this again)"
         )
     args: list[str] = []
     for param in context.command.params:
@@ -213,4 +213,4 @@ def _run_compare(context: click.Context) -> NoReturn:
             continue
         is_flag = isinstance(param, click.Option) and param.is_flag
         args += [param.opts[0]] if is_flag else [param.opts[0], str(context.params[name])]
-    sys.exit(subprocess.run([sys.executable, str(_COMPARE), *args], check=False).returncode)
+    sys.exit(subprocess.run([sys.executable, str(_HARNESS), *args], check=False).returncode)

@@ -399,8 +399,8 @@ def test_usage_errors_exit_2(cli: types.ModuleType, args: list[str], monkeypatch
 
 def test_compare_is_the_harness_of_the_checkout(cli: types.ModuleType) -> None:
     checkout = Path(stockstore.__file__).resolve().parents[1]
-    assert checkout / "benchmarks" / "compare.py" == cli._COMPARE
-    assert cli._COMPARE.is_file()
+    assert checkout / "benchmarks" / "compare.py" == cli._HARNESS
+    assert cli._HARNESS.is_file()
 
 
 def test_compare_runs_the_harness_with_the_options_given(
@@ -408,7 +408,7 @@ def test_compare_runs_the_harness_with_the_options_given(
 ) -> None:
     harness = tmp_path / "compare.py"
     harness.write_text("import json, sys\nprint(json.dumps(sys.argv[1:]))\nsys.exit(3)\n")
-    monkeypatch.setattr(cli, "_COMPARE", harness)
+    monkeypatch.setattr(cli, "_HARNESS", harness)
     given = ["--n", "500", "--repeat", "3", "--markdown", "--redis", "redis://h:1/2", "--no-progress", "--seed", "7"]
 
     result = CliRunner().invoke(cli.main, ["bench", "--compare", *given])
@@ -425,7 +425,7 @@ def test_compare_runs_the_harness_with_the_options_given(
 def test_compare_without_the_checkout_names_the_file_to_get(
     cli: types.ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cli, "_COMPARE", tmp_path / "benchmarks" / "compare.py")
+    monkeypatch.setattr(cli, "_HARNESS", tmp_path / "benchmarks" / "compare.py")
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("ran a harness that is not there"))
     result = CliRunner().invoke(cli.main, ["bench", "--compare", "--n", "10"])
     assert result.exit_code == 1, result.output
