@@ -19,12 +19,12 @@ from concurrent.futures import Future
 from dataclasses import replace
 
 from ._codec import decode_head
-from ._entry import Entry, Stored, versions
+from ._entry import Entry, Merge, PartialWrite, Stored, versions
 from ._keys import Family
-from ._store import BaseStore, Merge, PartialWrite
+from ._store import BaseStore
 from .errors import StoreError
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("stockstore.chain")
 
 _REPAIR_SHARE = 5000  # bypassed keys of other reads a read repairs at the most, on its way
 
@@ -37,7 +37,8 @@ class ChainedStore(BaseStore):
     bypassed for the affected keys until an invalidation of them succeeds.
     Keys read from the source are leased first in a shared tier, for at most
     *lease_for* seconds, so that processes missing them together read them once
-    (docs/chaining.md).
+    (docs/chaining.md).  The chain reads the time through *clock* (epoch
+    seconds) and waits through *sleep*, so tests can drive both.
     """
 
     def __init__(
@@ -49,6 +50,7 @@ class ChainedStore(BaseStore):
         down_for: float = 1.0,
         lease_for: float = 5.0,
         clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         tiers = list(tiers)
         if not tiers or not all(isinstance(t, BaseStore) for t in tiers):
@@ -61,6 +63,7 @@ class ChainedStore(BaseStore):
         if not lease_for >= 0:
             raise ValueError(f"lease_for must be a number of seconds >= 0, not {lease_for!r}")
         self.lease_for = lease_for
+        self.sleep = sleep
         self.tier_failures = [0] * len(tiers)
         self._bypass: set[tuple[int, str, bytes]] = set()
         self._families: dict[str, Family] = {}  # the families in _bypass, by name
@@ -95,13 +98,13 @@ class ChainedStore(BaseStore):
     def _usable(self, level: int) -> bool:
         """Whether a cache tier may be asked: not failed, or failed long enough ago to try again."""
         down = self._down.get(level)
-        return down is None or time.monotonic() >= down[0]
+        return down is None or self.clock() >= down[0]
 
     def _tier_down(self, level: int) -> None:
         """Leave a failed tier alone for `down_for` seconds, twice as long each time it fails again."""
         with self._lock:
             pause = self._down.get(level, (0.0, self.down_for))[1]
-            self._down[level] = (time.monotonic() + pause, min(max(pause, 0.001) * 2, 60.0))
+            self._down[level] = (self.clock() + pause, min(max(pause, 0.001) * 2, 60.0))
 
     def _tier_up(self, level: int) -> None:
         if level in self._down:
@@ -312,7 +315,7 @@ class ChainedStore(BaseStore):
         missing the same keys at once read each from the source about once, not once each.
         """
         found: dict[bytes, Stored] = {}
-        deadline, pause = time.monotonic() + self.lease_for, 0.005
+        waited, pause = 0.0, 0.005
         pending = list(keys)
         while pending:
             lease, leased, held = self._take_leases(family, pending)
@@ -330,10 +333,11 @@ class ChainedStore(BaseStore):
             theirs = [k for k in pending if k in held]
             if not theirs:
                 break
-            if time.monotonic() >= deadline:
+            if waited >= self.lease_for:
                 found.update(self._read_from_source(family, theirs, now_ms))
                 break
-            time.sleep(pause)
+            self.sleep(pause)
+            waited += pause
             pause = min(pause * 2, 0.1)
             assert lease is not None
             found.update(self._read_cache(lease, self.tiers[lease], family, theirs, now_ms))
@@ -385,7 +389,7 @@ class ChainedStore(BaseStore):
         if hits and level:
             # A tier may decode what it is filled with (a hash layout, a callable lifetime):
             # the row schemas of these records are read first, and fill the tiers above first.
-            self._learn_schemas(s.payload for _, s in hits)
+            self._schemas.learn(s.payload for _, s in hits)
             self._fill_above(family, level, hits, started)
 
     def _fill_above(self, family: Family, level: int, hits: list[tuple[bytes, Stored]], started: float) -> None:
@@ -512,7 +516,7 @@ class ChainedStore(BaseStore):
                 logger.warning("tier %d (%r) failed to clear %s: %s", level, tier, family.name, exc)
         return count
 
-    def close(self) -> None:
+    def _close(self) -> None:
         """Close every tier."""
         for tier in self.tiers:
             tier.close()

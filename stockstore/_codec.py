@@ -13,7 +13,7 @@ it, a *row record* ``[tag, attributes, row]``: ``row`` is ext type 4 holding a
 (name, kind) of those columnar attributes; its id is the BLAKE2b-128 digest of
 its msgpack bytes, so a schema never changes and the process-wide cache of
 schemas by id never goes stale.  Attribute names then cost nothing per record.
-Stores keep schemas as records of their own (see `BaseStore._schema`).
+Stores keep schemas as records of their own (see `stockstore._schemas`).
 """
 
 from __future__ import annotations

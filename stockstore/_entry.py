@@ -1,10 +1,13 @@
-"""The units backends store: encoded records with their version and expiry."""
+"""What the store primitives take and return: encoded records with their version and expiry."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+
+from .errors import BackendUnavailableError
 
 
 # Not frozen: a frozen dataclass is three times slower to make, and a batch makes one
@@ -36,6 +39,33 @@ class Entry(Stored):
 
     key: bytes  # encoded primary key
     alternates: tuple[bytes | None, ...]  # encoded alternate keys, None where unset
+
+
+Merge = Callable[[bytes, Stored | None], Entry]
+"""What a patch primitive calls per key with the live record held (``None``: missing or expired)."""
+
+
+class PartialWrite(Exception):
+    """Raised by a write primitive when some entries were not applied.
+
+    ``failed`` holds their encoded primary keys; the public method turns it into
+    `BatchError` (or, for a single-record call, re-raises ``__cause__``).
+    ``unknown`` is the part of ``failed`` whose outcome is unknown (a reply lost
+    with its connection): those may have been applied after all, where the rest
+    were refused.  `ChainedStore` invalidates the unknown ones, not the refused.
+    """
+
+    def __init__(self, failed: Iterable[bytes], cause: BaseException, unknown: Iterable[bytes] = ()) -> None:
+        super().__init__(str(cause))
+        self.failed = list(failed)
+        self.unknown = list(unknown)
+        self.__cause__ = cause
+
+    @classmethod
+    def of(cls, failures: Mapping[bytes, BaseException]) -> PartialWrite:
+        """One for these keys and why each failed; an unavailable backend leaves the outcome unknown."""
+        unknown = [key for key, error in failures.items() if isinstance(error, BackendUnavailableError)]
+        return cls(failures, next(iter(failures.values())), unknown)
 
 
 class VersionClock:

@@ -19,22 +19,19 @@ extra ``stockstore[pandas]``.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import pandas as pd
 
 from . import _codec
 from ._entry import Entry, Stored, versions
-from ._keys import Family, KeyValue, check_key_part, decode_key, encode_key, family_of
+from ._keys import Family, KeyValue, check_key_part, decode_key, encode_key
+from ._lifetime import Lifetime, expiry_ms
 from ._record import rebuild
-from ._store import _chunks
+from ._writer import Encoded
 from .errors import InvalidKeyError, SerializationError
-
-if TYPE_CHECKING:
-    from ._store import BaseStore, _Encoded
 
 T = TypeVar("T")
 _INT64_MAX = 2**63 - 1
@@ -44,29 +41,12 @@ _PLAIN = frozenset({str, float, int, bool, type(None), bytes})
 # ---------------------------------------------------------------------------- put_frame
 
 
-def put_frame(store: BaseStore, cls: type, df: pd.DataFrame) -> None:
-    """Check the whole frame, then encode and write it a chunk at a time (see `BaseStore.put_frame`)."""
-    if not isinstance(df, pd.DataFrame):
-        raise SerializationError(f"put_frame takes a pandas DataFrame, not {type(df).__qualname__}")
-    family = family_of(cls)
-    frame = _Frame(family, cls, df)
-    if not frame.keys:
-        return
-    if frame.schema is not None:
-        store._save_schema(frame.schema)
-    now, now_ms = store._now()
-    chunks = []
-    for start in range(0, len(frame.keys), store.put_chunk):
-        stop = min(start + store.put_chunk, len(frame.keys))
-        encode = functools.partial(frame.encode, store, start, stop, now, now_ms)
-        chunks.append((family, frame.keys[start:stop], encode))
-    store._write_chunks(chunks, now_ms, len(frame.keys), "records were not written", single=False)
-
-
-class _Frame:
+class Frame:
     """A frame checked whole and split into map columns (Python values) and row columns (numpy)."""
 
     def __init__(self, family: Family, cls: type, df: pd.DataFrame) -> None:
+        if not isinstance(df, pd.DataFrame):
+            raise SerializationError(f"put_frame takes a pandas DataFrame, not {type(df).__qualname__}")
         self.family, self.cls = family, cls
         self.tag = family.tag(cls)
         named = _named_columns(df)
@@ -114,8 +94,8 @@ class _Frame:
             keys = list(latest)
         self.keys = keys
 
-    def encode(self, store: BaseStore, start: int, stop: int, now: float, now_ms: float) -> _Encoded:
-        """Entries for the records of ``keys[start:stop]``, and the keys whose lifetime has already ended."""
+    def encode(self, start: int, stop: int, lifetime: Lifetime, now: float, now_ms: float) -> Encoded:
+        """Entries for the records of ``keys[start:stop]``, and the keys whose *lifetime* has already ended."""
         part: slice | list[int] = slice(start, stop) if self.rows is None else self.rows[start:stop].tolist()
         columns = [_take(values, part) for values in self.map_values]
         keys = self.keys[start:stop]
@@ -138,9 +118,8 @@ class _Frame:
                 (block if kind == "f8" else as_int)[:, j] = array[part]
             raw = block.data.cast("B")
 
-        lifetime = store.lifetime
         per_record = callable(lifetime)
-        fixed = store._expiry(None, now) if lifetime is not None and not per_record else None
+        fixed = expiry_ms(lifetime, None, now) if lifetime is not None and not per_record else None
         live: list[Entry] = []
         expired: list[bytes] = []
         for i, key in enumerate(keys):
@@ -149,7 +128,7 @@ class _Frame:
                 attrs = dict(zip(self.map_names, (values[i] for values in columns), strict=True))
                 if schema is not None:
                     attrs.update(zip(schema.names, schema.row.unpack_from(raw, i * width), strict=True))
-                expires = store._expiry(rebuild(self.cls, attrs), now)
+                expires = expiry_ms(lifetime, rebuild(self.cls, attrs), now)
             if expires is not None and expires <= now_ms:
                 expired.append(key)  # "not kept here": put replaces, so the old record goes
                 continue
@@ -250,37 +229,16 @@ def _check_key_values(family: Family, name: str, values: Sequence[Any]) -> None:
 # ---------------------------------------------------------------------------- get_frame
 
 
-def get_frame(store: BaseStore, cls: type, keys: Iterable[Any] | None, columns: Iterable[str] | None) -> pd.DataFrame:
-    """Read the records in chunks and assemble their columns (see `BaseStore.get_frame`)."""
-    family = family_of(cls)
-    wanted: list[str] | None = None
-    if columns is not None:
-        if isinstance(columns, str):
-            raise SerializationError("columns takes a list of attribute names, not one str")
-        wanted = list(dict.fromkeys(columns))
-        if not all(type(c) is str for c in wanted):
-            raise SerializationError("columns takes str attribute names")
-    _, now_ms = store._now()
-    gather = _Gather(store, family, cls, wanted)
-    if keys is None:
-        for pairs in _chunks(store._scan_read_errors(family, now_ms), store.put_chunk):
-            gather.take([key for key, _ in pairs], [stored for _, stored in pairs])
-    else:
-        single = len(family.primary) == 1
-        refs = [(0, (k,)) if single and type(k) is str else family.parse_key(k) for k in keys]  # str: the common case
-        primaries = store._lookup(family, refs, now_ms)
-        wanted_keys: dict[bytes, bool] = {}  # in order; True when asked for by its primary key
-        for (index, values), key in zip(refs, primaries, strict=True):
-            if key is not None:
-                wanted_keys[key] = wanted_keys.get(key, False) or index == 0
-                if index:
-                    gather.alternates.setdefault(key, []).append((index, values))
-        for key, by_primary in wanted_keys.items():
-            if by_primary:
-                gather.alternates.pop(key, None)
-        for chunk in _chunks(list(wanted_keys), store.put_chunk):
-            gather.read(chunk, now_ms)
-    return gather.frame()
+def wanted_columns(columns: Iterable[str] | None) -> list[str] | None:
+    """*columns* checked: str attribute names, each once; ``None`` for every attribute."""
+    if columns is None:
+        return None
+    if isinstance(columns, str):
+        raise SerializationError("columns takes a list of attribute names, not one str")
+    wanted = list(dict.fromkeys(columns))
+    if not all(type(c) is str for c in wanted):
+        raise SerializationError("columns takes str attribute names")
+    return wanted
 
 
 class _Rows(NamedTuple):
@@ -291,11 +249,14 @@ class _Rows(NamedTuple):
     words: np.ndarray  # one 8-byte word per value: (records, 2 + columns), the first two the schema id
 
 
-class _Gather:
-    """Records read chunk by chunk, kept as they came (row values as numpy words) until the frame is built."""
+class Gather:
+    """Records read chunk by chunk, kept as they came (row values as numpy words) until the frame is built.
 
-    def __init__(self, store: BaseStore, family: Family, cls: type, wanted: list[str] | None) -> None:
-        self.store, self.family, self.cls = store, family, cls
+    *schema_of* finds a row record's schema by id (`stockstore._schemas.Shelf.get`).
+    """
+
+    def __init__(self, family: Family, cls: type, wanted: list[str] | None, schema_of: _codec.SchemaOf) -> None:
+        self.family, self.cls, self.schema_of = family, cls, schema_of
         self.wanted = None if wanted is None else frozenset(wanted)
         self.order: dict[str, None] = dict.fromkeys(wanted or ())  # the columns, in first-seen order
         self.primary = frozenset(family.primary)  # the index already
@@ -306,13 +267,25 @@ class _Gather:
         self.values: dict[str, tuple[list[int], list[Any]]] = {}  # map values by name: (rows, values)
         self.classes: dict[str, bool] = {}
 
-    def read(self, chunk: Sequence[bytes], now_ms: float) -> None:
-        with self.store._errors():
-            self.take(chunk, self.store._read(self.family, chunk, now_ms))
+    def want(self, refs: Sequence[tuple[int, tuple[KeyValue, ...]]], primaries: Sequence[bytes | None]) -> list[bytes]:
+        """The primary keys to read for parsed key references and their look-ups, once each, in order.
+
+        A record asked for only by alternate keys must still hold one when it is read.
+        """
+        wanted: dict[bytes, bool] = {}  # True when asked for by its primary key
+        for (index, values), key in zip(refs, primaries, strict=True):
+            if key is not None:
+                wanted[key] = wanted.get(key, False) or index == 0
+                if index:
+                    self.alternates.setdefault(key, []).append((index, values))
+        for key, by_primary in wanted.items():
+            if by_primary:
+                self.alternates.pop(key, None)
+        return list(wanted)
 
     def take(self, chunk: Sequence[bytes], found: Sequence[Stored | None]) -> None:
         """Keep the records read for *chunk* (aligned; ``None`` where missing)."""
-        store, family, wanted, values = self.store, self.family, self.wanted, self.values
+        family, wanted, values = self.family, self.wanted, self.values
         groups: dict[bytes, tuple[_codec.RowSchema, list[int], list[bytes]]] = {}
         for key, stored in zip(chunk, found, strict=True):
             payload = None if stored is None else stored.payload
@@ -322,7 +295,7 @@ class _Gather:
             if _codec.is_row_record(payload):
                 tag, attrs, body = _codec.split_row(payload)
             else:
-                tag, attrs = _codec.decode_record(payload, store._schema)
+                tag, attrs = _codec.decode_record(payload, self.schema_of)
             of_class = self.classes.get(tag)
             if of_class is None:
                 of_class = self.classes[tag] = family.class_for(tag, self.cls) is not None
@@ -343,7 +316,7 @@ class _Gather:
                 schema_id = body[: _codec.SCHEMA_ID_SIZE]
                 group = groups.get(schema_id)
                 if group is None:
-                    group = groups[schema_id] = (store._schema(schema_id), [], [])
+                    group = groups[schema_id] = (self.schema_of(schema_id), [], [])
                     if wanted is None:
                         self.order.update(dict.fromkeys(group[0].names))
                 schema, rows, bodies = group

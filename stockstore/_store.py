@@ -12,61 +12,24 @@ import contextlib
 import functools
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from . import _codec, _rules, _units
-from ._entry import Entry, Stored, versions
+from . import _codec, _rules, _units, _writer
+from ._entry import Entry, Merge, PartialWrite, Stored, versions
 from ._keys import Family, KeyValue, check_key_part, decode_key, encode_key, family_of
 from ._lifetime import Lifetime, check_lifetime, expiry_ms
-from ._record import Record, attributes_of, rebuild
-from .errors import BackendUnavailableError, BatchError, InvalidKeyError, SerializationError, StoreError
+from ._record import attributes_of, rebuild
+from ._schemas import SCHEMAS, Shelf
+from ._writer import Chunk, Encoded
+from .errors import InvalidKeyError, StoreClosedError, StoreError
 
 if TYPE_CHECKING:
     import pandas as pd
 
 T = TypeVar("T")
 R = TypeVar("R")
-Merge = Callable[[bytes, Stored | None], Entry]
-
-
-class PartialWrite(Exception):
-    """Raised by a write primitive when some entries were not applied.
-
-    ``failed`` holds their encoded primary keys; the public method turns it into
-    `BatchError` (or, for a single-record call, re-raises ``__cause__``).
-    ``unknown`` is the part of ``failed`` whose outcome is unknown (a reply lost
-    with its connection): those may have been applied after all, where the rest
-    were refused.  `ChainedStore` invalidates the unknown ones, not the refused.
-    """
-
-    def __init__(self, failed: Iterable[bytes], cause: BaseException, unknown: Iterable[bytes] = ()) -> None:
-        super().__init__(str(cause))
-        self.failed = list(failed)
-        self.unknown = list(unknown)
-        self.__cause__ = cause
-
-    @classmethod
-    def of(cls, failures: Mapping[bytes, BaseException]) -> PartialWrite:
-        """One for these keys and why each failed; an unavailable backend leaves the outcome unknown."""
-        unknown = [key for key, error in failures.items() if isinstance(error, BackendUnavailableError)]
-        return cls(failures, next(iter(failures.values())), unknown)
-
-
-class _Schema(Record):
-    """A row schema (see `_codec.RowSchema`), kept in the store as a record of stockstore's own.
-
-    Its family name has a ``:``, which no class's ``__qualname__`` has, so it can
-    never meet a user's records; it is keyed by the schema id in hex and never expires.
-    """
-
-    __qualname__ = "stockstore:schema"
-    __stockstore_keys__: ClassVar[list[str]] = ["id"]
-
-
-SCHEMAS = family_of(_Schema)
 
 
 class BaseStore:
@@ -94,7 +57,8 @@ class BaseStore:
         self.namespace = namespace
         self.lifetime = lifetime
         self.clock = clock
-        self._saved_schemas: set[bytes] = set()  # ids of the row schemas this store has written
+        self._schemas = Shelf(self)
+        self._closed = False
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} namespace={self.namespace!r}>"
@@ -178,7 +142,7 @@ class BaseStore:
 
     def _scan(self, family: Family, now_ms: float) -> Iterator[bytes]:
         """Every live primary key of the family."""
-        for names in _chunks(self._names(family), 1000):
+        for names in _writer.chunks(self._names(family), 1000):
             yield from self._follow(family, _units.scan(names, now_ms))
 
     def _clear(self, family: Family, now_ms: float) -> int:
@@ -227,7 +191,7 @@ class BaseStore:
 
         A backend that can read while it scans overrides it (`get_frame` of everything).
         """
-        for chunk in _chunks(self._scan(family, now_ms), 1000):
+        for chunk in _writer.chunks(self._scan(family, now_ms), 1000):
             for key, stored in zip(chunk, self._read(family, chunk, now_ms), strict=True):
                 if stored is not None:
                     yield key, stored
@@ -253,7 +217,7 @@ class BaseStore:
         if self.lifetime is None or entry.payload is None or family.name == SCHEMAS.name:
             return entry
         if callable(self.lifetime):
-            tag, attrs = _codec.decode_record(entry.payload, self._schema)
+            tag, attrs = _codec.decode_record(entry.payload, self._schemas.get)
             obj: Any = rebuild(family.class_for(tag, family.root) or family.root, attrs)
         else:
             obj = None
@@ -265,62 +229,9 @@ class BaseStore:
     def _decode(self, family: Family, cls: type, stored: Stored | None) -> Any:
         if stored is None or stored.payload is None:
             return None
-        tag, attrs = _codec.decode_record(stored.payload, self._schema)
+        tag, attrs = _codec.decode_record(stored.payload, self._schemas.get)
         found = family.class_for(tag, cls)
         return None if found is None else rebuild(found, attrs)
-
-    # ------------------------------------------------------------------ row schemas
-
-    def _schema(self, schema_id: bytes) -> _codec.RowSchema:
-        """The row schema of this id: known in this process, or read from this store.
-
-        Read through `_read`, so a `ChainedStore` asks its tiers in turn and fills
-        the ones above, as for any record.
-        """
-        try:
-            return _codec.known_schema(schema_id)
-        except _codec.UnknownSchemaError:
-            pass
-        _, now_ms = self._now()
-        with self._errors():
-            [stored] = self._read(SCHEMAS, [encode_key((schema_id.hex(),))], now_ms)
-        if stored is None or stored.payload is None:
-            raise SerializationError(
-                f"row schema {schema_id.hex()} is not in this store (memcached may have evicted it; "
-                "written through a ChainedStore, the tiers below still hold it)"
-            )
-        _, attrs = _codec.decode_record(stored.payload)
-        data = attrs.get("schema")
-        if type(data) is not bytes:
-            raise SerializationError(f"stored row schema {schema_id.hex()} is not a stockstore schema")
-        schema = _codec.load_schema(data)
-        if schema.id != schema_id:
-            raise SerializationError(f"stored row schema {schema_id.hex()} does not match its id")
-        return schema
-
-    def _save_schema(self, schema: _codec.RowSchema) -> None:
-        """Write *schema* as a record, once per store, before any row record that uses it."""
-        if schema.id in self._saved_schemas:
-            return
-        key = schema.id.hex()
-        payload = _codec.pack((SCHEMAS.tag(_Schema), {"id": key, "schema": schema.data}))
-        _, now_ms = self._now()
-        try:
-            with self._errors():
-                self._write(SCHEMAS, [Entry(payload, versions.next(), None, encode_key((key,)), ())], now_ms)
-        except PartialWrite as exc:  # the one record was not written: its own error
-            failure = self._failure([(SCHEMAS, exc.failed)], exc, 1, "schema not written", single=True)
-            raise failure from failure.__cause__
-        self._saved_schemas.add(schema.id)
-
-    def _learn_schemas(self, payloads: Iterable[bytes | None]) -> None:
-        """Make the schemas of these records known in this process (see `ChainedStore._read`)."""
-        for payload in payloads:
-            if payload is not None and _codec.is_row_record(payload):
-                self._schema(_codec.split_row(payload)[2][: _codec.SCHEMA_ID_SIZE])
-
-    def _public_keys(self, family: Family, keys: Iterable[bytes]) -> list[Any]:
-        return [family.public_key(decode_key(k)) for k in keys]
 
     def _lookup(
         self, family: Family, refs: Sequence[tuple[int, tuple[KeyValue, ...]]], now_ms: float
@@ -344,14 +255,17 @@ class BaseStore:
 
     def put(self, obj: Any) -> None:
         """Insert or replace the whole record."""
+        self._check_open()
         self._put_many([obj], single=True)
 
     def get(self, cls: type[T], key: Any) -> T | None:
         """The record of *cls* under *key* (any declared key), or ``None``."""
+        self._check_open()
         return self.batch_get(cls, [key])[0]
 
     def delete(self, obj_or_cls: Any, key: Any = None) -> None:
         """Delete ``delete(obj)`` or ``delete(cls, key)``; a missing record is fine."""
+        self._check_open()
         if key is None and not isinstance(obj_or_cls, type):
             self.batch_delete([obj_or_cls])
         else:
@@ -363,6 +277,7 @@ class BaseStore:
         *key* is the primary key (a bare value, a tuple, or a mapping).  Atomic
         per record: concurrent patches of different attributes never lose each other.
         """
+        self._check_open()
         family = family_of(cls)
         index, values = family.parse_key(key)
         if index:
@@ -377,10 +292,12 @@ class BaseStore:
         Everything is validated and encoded before anything is written.  If the
         backend fails part-way, `BatchError.failed` names what was not applied.
         """
+        self._check_open()
         self._put_many(list(objs), single=False)
 
     def batch_get(self, cls: type[T], keys: Iterable[Any]) -> list[T | None]:
         """Records for *keys*, aligned; ``None`` where missing."""
+        self._check_open()
         family = family_of(cls)
         refs = [family.parse_key(k) for k in keys]
         _, now_ms = self._now()
@@ -401,6 +318,7 @@ class BaseStore:
 
         Returns how many existed and were removed.
         """
+        self._check_open()
         if keys is None:
             objs = list(objs_or_cls)
             total = 0
@@ -416,6 +334,7 @@ class BaseStore:
 
     def batch_patch(self, cls: type, patches: Iterable[Mapping[str, Any]]) -> None:
         """Patch many records; each mapping holds the primary key attributes and the changes."""
+        self._check_open()
         family = family_of(cls)
         merged: dict[bytes, dict[str, Any]] = {}
         for mapping in patches:
@@ -436,7 +355,21 @@ class BaseStore:
         (docs/frames.md), in chunks, as `batch_put` writes: everything is checked
         before anything is written, and `BatchError` names what was not.
         """
-        _frames().put_frame(self, cls, df)
+        self._check_open()
+        frames = _frames()
+        family = family_of(cls)
+        frame = frames.Frame(family, cls, df)  # checked whole: nothing is written unless every row is valid
+        if not frame.keys:
+            return
+        if frame.schema is not None:
+            self._schemas.save(frame.schema)
+        now, now_ms = self._now()
+        chunks: list[Chunk] = []
+        for start in range(0, len(frame.keys), self.put_chunk):
+            stop = min(start + self.put_chunk, len(frame.keys))
+            encode = functools.partial(frame.encode, start, stop, self.lifetime, now, now_ms)
+            chunks.append((family, frame.keys[start:stop], encode))
+        self._write_chunks(chunks, now_ms, len(frame.keys), single=False)
 
     def get_frame(
         self, cls: type, keys: Iterable[Any] | None = None, columns: Iterable[str] | None = None
@@ -448,21 +381,40 @@ class BaseStore:
         Float and int attributes held by every record come back float64 / int64,
         bit for bit.
         """
-        return _frames().get_frame(self, cls, keys, columns)
+        self._check_open()
+        frames = _frames()
+        family = family_of(cls)
+        gather = frames.Gather(family, cls, frames.wanted_columns(columns), self._schemas.get)
+        _, now_ms = self._now()
+        if keys is None:
+            for pairs in _writer.chunks(self._scan_read_errors(family, now_ms), self.put_chunk):
+                gather.take([key for key, _ in pairs], [stored for _, stored in pairs])
+            return gather.frame()
+        single = len(family.primary) == 1
+        refs = [(0, (k,)) if single and type(k) is str else family.parse_key(k) for k in keys]  # str: the common case
+        for chunk in _writer.chunks(gather.want(refs, self._lookup(family, refs, now_ms)), self.put_chunk):
+            with self._errors():
+                gather.take(chunk, self._read(family, chunk, now_ms))
+        return gather.frame()
 
     # ------------------------------------------------------------------ listing
 
     def keys(self, cls: type) -> Iterator[Any]:
         """Every stored primary-key value of *cls*: a scalar, or a tuple for a composite key."""
+        self._check_open()
+        return self._keys(cls)
+
+    def _keys(self, cls: type) -> Iterator[Any]:
         family = family_of(cls)
         _, now_ms = self._now()
-        for chunk in _chunks(self._scan_errors(family, now_ms), 1000):
+        for chunk in _writer.chunks(self._scan_errors(family, now_ms), 1000):
             if cls is not family.root:
                 chunk = self._of_class(family, cls, chunk, now_ms)
-            yield from self._public_keys(family, chunk)
+            yield from _writer.public_keys(family, chunk)
 
     def count(self, cls: type) -> int:
         """How many records of *cls* are stored."""
+        self._check_open()
         family = family_of(cls)
         if cls is not family.root:
             return sum(1 for _ in self.keys(cls))
@@ -472,6 +424,7 @@ class BaseStore:
 
     def clear(self, cls: type) -> int:
         """Remove every record of *cls* (subclasses included); return how many."""
+        self._check_open()
         family = family_of(cls)
         _, now_ms = self._now()
         if cls is not family.root:
@@ -483,7 +436,17 @@ class BaseStore:
     # ------------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
-        """Release what the store opened (clients it built from a URL)."""
+        """Release what the store opened; every call after it raises `StoreClosedError` (closing again is fine)."""
+        if not self._closed:
+            self._closed = True
+            self._close()
+
+    def _close(self) -> None:
+        """Release what the backend opened (clients it built from a URL); `close` calls it once."""
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError(f"{self!r} is closed: make a new store to go on")
 
     def __enter__(self: T) -> T:
         return self
@@ -529,7 +492,7 @@ class BaseStore:
         bytes of about two chunks, never of the whole batch.
         """
         now, now_ms = self._now()
-        chunks: list[_Chunk] = []
+        chunks: list[Chunk] = []
         rows = self._stores_rows()
         for family, group in _group_by_family(objs):
             latest: dict[bytes, _Put] = {}  # the last record of a key wins
@@ -549,9 +512,9 @@ class BaseStore:
                 part = puts[start : start + self.put_chunk]
                 encode = functools.partial(self._encode_puts, family, part, now, now_ms)
                 chunks.append((family, [key for key, _ in part], encode))
-        self._write_chunks(chunks, now_ms, len(objs), "records were not written", single=single)
+        self._write_chunks(chunks, now_ms, len(objs), single=single)
 
-    def _encode_puts(self, family: Family, puts: list[tuple[bytes, _Put]], now: float, now_ms: float) -> _Encoded:
+    def _encode_puts(self, family: Family, puts: list[tuple[bytes, _Put]], now: float, now_ms: float) -> Encoded:
         live: list[Entry] = []
         expired: list[bytes] = []
         lifetime = self.lifetime
@@ -565,7 +528,7 @@ class BaseStore:
             if wide is None:
                 payload = _codec.pack((family.tag(type(obj)), attrs))
             else:
-                self._save_schema(wide.schema)
+                self._schemas.save(wide.schema)
                 payload = _codec.encode_wide(attrs, wide, packer)
             live.append(Entry(payload, first + n, expires, key, alternates))
         return live, expired
@@ -577,29 +540,7 @@ class BaseStore:
         """
         return True
 
-    def _write_chunks(self, chunks: Sequence[_Chunk], now_ms: float, total: int, what: str, *, single: bool) -> None:
-        """Encode and write *chunks* in order, the next one encoded while the last one is written.
-
-        With several chunks the writes run on one writer thread: it waits for the
-        server with the GIL released, so the server's work overlaps the encoding of
-        the next chunk (both cores busy).  A chunk that fails names itself and every
-        chunk after it, encoded or not, in the error: none of those were written.
-        """
-        with contextlib.ExitStack() as stack:
-            pool = None
-            if len(chunks) > 1 and self._writes_from_any_thread():
-                pool = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="stockstore-writer"))
-            pending: tuple[int, Future[None]] | None = None
-            for index, (family, _, encode) in enumerate(chunks):
-                encoded = encode()
-                if pending is not None:
-                    self._settle(chunks, *pending, total, what, single=single)
-                write = functools.partial(self._write_encoded, family, encoded, now_ms)
-                pending = (index, _run_now(write) if pool is None else pool.submit(write))
-            if pending is not None:
-                self._settle(chunks, *pending, total, what, single=single)
-
-    def _write_encoded(self, family: Family, encoded: _Encoded, now_ms: float) -> None:
+    def _write_encoded(self, family: Family, encoded: Encoded, now_ms: float) -> None:
         live, expired = encoded
         with self._errors():
             if expired:
@@ -607,22 +548,16 @@ class BaseStore:
             if live:
                 self._write(family, live, now_ms)
 
-    def _settle(
-        self, chunks: Sequence[_Chunk], index: int, write: Future[None], total: int, what: str, *, single: bool
-    ) -> None:
-        """Wait for the write of chunk *index*; if it failed, raise for it and every chunk after it."""
-        try:
-            write.result()
-        except (PartialWrite, StoreError) as exc:
-            if not isinstance(exc, PartialWrite) and index == 0:
-                raise  # the primitive applied nothing, and nothing was written before it
-            family, keys, _ = chunks[index]
-            failed = [(family, exc.failed if isinstance(exc, PartialWrite) else keys)]
-            failed += [(f, ks) for f, ks, _ in chunks[index + 1 :]]
-            failure = self._failure(failed, exc, total, what, single=single)
-            if failure is exc:
-                raise
-            raise failure from failure.__cause__
+    def _write_chunks(self, chunks: Sequence[Chunk], now_ms: float, total: int, *, single: bool) -> None:
+        """Write a batch's chunks, streamed (`_writer.write_chunks`)."""
+        _writer.write_chunks(
+            chunks,
+            functools.partial(self._write_encoded, now_ms=now_ms),
+            threaded=self._writes_from_any_thread(),
+            total=total,
+            what="records were not written",
+            single=single,
+        )
 
     def _writes_from_any_thread(self) -> bool:
         """Whether `_write` may run on another thread than the caller's (see `_write_chunks`)."""
@@ -673,7 +608,7 @@ class BaseStore:
             if rows:
                 wide = _codec.check_wide(stored_tag, attrs)  # checked already: this finds the layout
                 # Only a schema already in the store: none can be written from inside a backend's primitive.
-                if wide is not None and wide.schema.id in self._saved_schemas:
+                if wide is not None and wide.schema.id in self._schemas.saved:
                     payload = _codec.encode_wide(attrs, wide, packer)
                 elif wide is not None:
                     unsaved.append(wide.schema)
@@ -693,7 +628,7 @@ class BaseStore:
                     self._patch(family, keys, merge, now_ms)
                 # The row schemas merges wanted, saved now, so that later patches can use them.
                 for schema in {s.id: s for s in unsaved}.values():
-                    self._save_schema(schema)
+                    self._schemas.save(schema)
                 return
             except (PartialWrite, StoreError) as exc:
                 error: BaseException = exc
@@ -704,60 +639,19 @@ class BaseStore:
             if missing:
                 try:
                     for schema_id in missing:
-                        self._schema(schema_id)
+                        self._schemas.get(schema_id)
                     continue
                 except StoreError as unreadable:
                     error = unreadable
             if not partly:
                 raise error
-            failure = self._failure([(family, keys)], error, len(changes), "patches were not applied", single=single)
+            failure = _writer.failure([(family, keys)], error, len(changes), "patches were not applied", single=single)
             raise failure from failure.__cause__
-
-    def _failure(
-        self,
-        failed: list[tuple[Family, list[bytes]]],
-        exc: BaseException,
-        total: int,
-        what: str,
-        *,
-        single: bool,
-    ) -> BaseException:
-        """What a write that was applied only in part raises; *failed* lists what was not applied.
-
-        A single record raises the cause itself; so does a batch of which nothing is
-        known to be applied because the backend was unreachable.  Anything else is a
-        `BatchError` naming the keys not applied.
-        """
-        cause = exc.__cause__ if isinstance(exc, PartialWrite) else exc
-        keys = [k for family, ks in failed for k in self._public_keys(family, ks)]
-        if isinstance(cause, StoreError) and (
-            single or (len(keys) == total and isinstance(cause, BackendUnavailableError))
-        ):
-            return cause
-        failure = BatchError(f"{len(keys)} of {total} {what}: {cause}", keys)
-        failure.__cause__ = cause
-        return failure
 
 
 # A checked record of a batch_put, waiting to be encoded: the object, its attributes, its
 # encoded alternate keys and its row layout if it is wide.  A plain tuple: one per record.
 _Put = tuple[Any, Mapping[str, Any], tuple[bytes | None, ...], "_codec.WideLayout | None"]
-# A chunk's entries to write, and the keys whose lifetime has already ended (to remove).
-_Encoded = tuple[list[Entry], list[bytes]]
-# A chunk of a batch write: its family, its primary keys, and how to encode it.
-_Chunk = tuple[Family, list[bytes], Callable[[], _Encoded]]
-
-
-def _run_now(call: Callable[[], None]) -> Future[None]:
-    """*call* run here and now, as a finished future (what the writer thread would return)."""
-    done: Future[None] = Future()
-    try:
-        call()
-    except BaseException as exc:  # handed on through the future, as from the writer thread
-        done.set_exception(exc)
-    else:
-        done.set_result(None)
-    return done
 
 
 def _frames() -> Any:
@@ -794,14 +688,3 @@ def _group_by_family(objs: Sequence[Any]) -> list[tuple[Family, list[Any]]]:
         family = family_of(type(obj))
         groups.setdefault(family.name, (family, []))[1].append(obj)
     return list(groups.values())
-
-
-def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    chunk: list[T] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk

@@ -9,6 +9,7 @@
     │                                         error is chained as ``__cause__``
     ├── BatchError                            a batch applied only in part; ``.failed``
     │                                         lists the primary keys not applied
+    ├── StoreClosedError(RuntimeError)        the store (or chain) was closed
     └── UnsupportedOperationError             the backend cannot do this (memcached
                                               cannot list keys)
 
@@ -26,6 +27,7 @@ __all__ = [
     "BatchError",
     "InvalidKeyError",
     "SerializationError",
+    "StoreClosedError",
     "StoreError",
     "UnsupportedOperationError",
 ]
@@ -45,6 +47,10 @@ class SerializationError(StoreError, TypeError):
 
 class BackendUnavailableError(StoreError, ConnectionError):
     """The backend could not be reached or failed; the driver's error is chained."""
+
+
+class StoreClosedError(StoreError, RuntimeError):
+    """The store was closed, and refuses every call after it."""
 
 
 class UnsupportedOperationError(StoreError, NotImplementedError):

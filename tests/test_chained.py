@@ -233,7 +233,7 @@ class TestReads:
         rec = Asset(aid="a")
         chain.put(rec)
         top.failing.add("read")
-        with caplog.at_level(logging.WARNING, logger="stockstore._chained"):
+        with caplog.at_level(logging.WARNING, logger="stockstore.chain"):
             assert_record(chain.get(Asset, "a"), rec)
         assert chain.tier_failures[0] == 1
         assert any("tier 0" in r.getMessage() for r in caplog.records)
@@ -304,11 +304,11 @@ class TestWrites:
         chain.put(Asset(aid="a", v=1))
         assert _held(top, "a") is not None
         top.failing |= broken
-        with caplog.at_level(logging.WARNING, logger="stockstore._chained"):
+        with caplog.at_level(logging.WARNING, logger="stockstore.chain"):
             chain.put(Asset(aid="a", v=2))
         assert chain.tier_failures[0] >= 1
         assert chain.tier_failures[1:] == [0, 0]
-        assert [r.levelno for r in caplog.records if r.name == "stockstore._chained"][:1] == [logging.WARNING]
+        assert [r.levelno for r in caplog.records if r.name == "stockstore.chain"][:1] == [logging.WARNING]
         assert_record(chain.get(Asset, "a"), Asset(aid="a", v=2))
         chain.patch(Asset, "a", {"v": 3})
         assert_record(chain.get(Asset, "a"), Asset(aid="a", v=3))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import types
 
 import pytest
@@ -43,9 +44,20 @@ def test_top_level_names_of_the_contract() -> None:
         "BatchError",
         "InvalidKeyError",
         "SerializationError",
+        "StoreClosedError",
         "StoreError",
         "UnsupportedOperationError",
     }
+
+
+def test_a_backend_author_finds_everything_in_backends_base() -> None:
+    base = importlib.import_module("stockstore.backends.base")
+    assert base.__all__ == sorted(base.__all__)
+    for name in base.__all__:
+        assert getattr(base, name) is not None
+    wanted = {"BaseStore", "Entry", "Family", "Merge", "PartialWrite", "Stored", "plan_fill", "plan_write"}
+    assert wanted <= set(base.__all__)
+    assert base.BaseStore is stockstore.BaseStore
 
 
 def test_submodules_are_private_or_listed() -> None:

@@ -27,7 +27,7 @@ import stockstore as ss
 from stockstore import _codec
 from stockstore._entry import Entry
 from stockstore._keys import Family, encode_key, family_of
-from stockstore._store import SCHEMAS
+from stockstore._schemas import SCHEMAS
 from stockstore.backends import MemoryStore
 from stockstore.errors import (
     BackendUnavailableError,

@@ -36,7 +36,7 @@ from stockstore._keys import Family, encode_key
 from stockstore.backends import MemoryStore, RedisHashStore, RedisMsgpackStore, SqlStore
 from stockstore.errors import BackendUnavailableError, BatchError, InvalidKeyError
 
-CHAINED = "stockstore._chained"
+CHAINED = "stockstore.chain"
 
 
 class Security(ss.Record):
@@ -278,7 +278,7 @@ def test_2_a_dead_cache_tier_is_bypassed_and_never_serves_the_old_value(
     # writes bypass their keys without a new failure to count).
     assert chain.tier_failures[1] >= 1, f"tier_failures={chain.tier_failures}: the failed tier is counted"
     assert chain.tier_failures[0] == chain.tier_failures[2] == 0
-    assert warnings, "a tier failure is logged at WARNING by stockstore._chained"
+    assert warnings, "a tier failure is logged at WARNING by stockstore.chain"
     assert all(n <= chain.retries + 1 for n in tries.values()), f"invalidation attempts per write: {tries}"
     assert max(seconds.values()) < 5, f"write times with a dead tier: {seconds}"
 

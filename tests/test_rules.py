@@ -191,3 +191,27 @@ class TestInAChain:
         assert chain.get(Security, "s2") is None
         assert_record(store.get(Security, "s1"), Security(ssm_id="s1", v=-1.0))
         assert store.get(Security, "s2") is None
+
+
+class TestClose:
+    CALLS: ClassVar[dict[str, Any]] = {
+        "put": lambda s: s.put(Security(ssm_id="k")),
+        "get": lambda s: s.get(Security, "k"),
+        "delete": lambda s: s.delete(Security, "k"),
+        "patch": lambda s: s.patch(Security, "k", {"v": 1.0}),
+        "batch_put": lambda s: s.batch_put([]),
+        "batch_get": lambda s: s.batch_get(Security, []),
+        "batch_delete": lambda s: s.batch_delete(Security, []),
+        "batch_patch": lambda s: s.batch_patch(Security, []),
+        "keys": lambda s: s.keys(Security),
+        "count": lambda s: s.count(Security),
+        "clear": lambda s: s.clear(Security),
+    }
+
+    @pytest.mark.parametrize("call", list(CALLS))
+    def test_a_closed_store_refuses_every_call(self, store: ss.BaseStore, call: str) -> None:
+        store.put(Security(ssm_id="k"))
+        store.close()
+        with pytest.raises(ss.errors.StoreClosedError, match="closed"):
+            self.CALLS[call](store)
+        store.close()  # closing again is fine

@@ -20,10 +20,10 @@ itself with ``stockstore.testing.BackendSuite``.
 
 from __future__ import annotations
 
-from .._entry import Entry, Stored
+from .._entry import Entry, Merge, PartialWrite, Stored
 from .._keys import Family
 from .._rules import Plan, Slot, fill_lands, holds, plan_fill, plan_write, slots, stored_version, tombstone
-from .._store import BaseStore, Merge, PartialWrite
+from .._store import BaseStore
 
 __all__ = [
     "BaseStore",

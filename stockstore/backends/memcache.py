@@ -35,11 +35,9 @@ from pymemcache.client.hash import HashClient
 from pymemcache.exceptions import MemcacheError, MemcacheServerError
 
 from .._codec import decode_head
-from .._entry import Entry, Stored, versions
-from .._keys import Family, decode_key
+from .._entry import versions
+from .._keys import decode_key
 from .._lifetime import Lifetime
-from .._rules import fill_lands, slots, stored_version, tombstone
-from .._store import BaseStore, Merge, PartialWrite
 from ..errors import (
     BackendUnavailableError,
     InvalidKeyError,
@@ -47,6 +45,7 @@ from ..errors import (
     StoreError,
     UnsupportedOperationError,
 )
+from .base import BaseStore, Entry, Family, Merge, PartialWrite, Stored, fill_lands, slots, stored_version, tombstone
 
 MemcacheClient: TypeAlias = Client | PooledClient | HashClient  # pymemcache ships no types: Any to mypy
 
@@ -123,7 +122,7 @@ class MemcacheStore(BaseStore):
     def _stores_rows(self) -> bool:
         return False  # memcached may evict a schema and leave its rows unreadable
 
-    def close(self) -> None:
+    def _close(self) -> None:
         """Close the client if this store built it."""
         if self._owned:
             self._client.close()

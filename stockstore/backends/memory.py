@@ -13,12 +13,23 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from .._entry import Entry, Stored
-from .._keys import Family
 from .._lifetime import Lifetime
-from .._rules import Plan, Slot, holds, plan_fill, plan_write, slots, tombstone
-from .._store import BaseStore, Merge, PartialWrite
 from ..errors import InvalidKeyError
+from .base import (
+    BaseStore,
+    Entry,
+    Family,
+    Merge,
+    PartialWrite,
+    Plan,
+    Slot,
+    Stored,
+    holds,
+    plan_fill,
+    plan_write,
+    slots,
+    tombstone,
+)
 
 _Slot = tuple[str, bytes]  # (family name, encoded primary key)
 
@@ -64,14 +75,14 @@ class MemoryStore(BaseStore):
             if alt is not None and state.alternates.get((name, index, alt)) == entry.key:
                 del state.alternates[(name, index, alt)]
 
-    def _set(self, state: _State, family: Family, entry: Entry) -> None:
+    def _set(self, state: _State, family: Family, entry: Entry, now_ms: float) -> None:
         slot = (family.name, entry.key)
         old = state.records.pop(slot, None)
         if old is not None:
             self._unindex(state, family.name, old)
         state.records[slot] = entry
-        for index, alt in enumerate(entry.alternates, 1):
-            if alt is not None:
+        if entry.live(now_ms):  # an expired record holds no alternate key
+            for index, alt in slots(entry):
                 state.alternates[(family.name, index, alt)] = entry.key
         while self.max_items is not None and len(state.records) > self.max_items:
             (name, _), evicted = state.records.popitem(last=False)
@@ -99,12 +110,12 @@ class MemoryStore(BaseStore):
                     out[slot] = (record.key, record.live(now_ms))
         return out
 
-    def _apply(self, state: _State, family: Family, plan: Plan) -> None:
+    def _apply(self, state: _State, family: Family, plan: Plan, now_ms: float) -> None:
         for key, record in plan.records.items():
             if record is None:
                 self._drop(state, family, key)
             else:
-                self._set(state, family, record)
+                self._set(state, family, record, now_ms)
 
     # ---- primitives
 
@@ -136,7 +147,7 @@ class MemoryStore(BaseStore):
         with state.lock:
             held, holders = self._held(state, family, entries), self._holders(state, family, entries, now_ms)
             plan = plan_write(family, entries, held, holders, now_ms)
-            self._apply(state, family, plan)
+            self._apply(state, family, plan, now_ms)
         if plan.refused:
             raise PartialWrite(plan.refused, InvalidKeyError(plan.problem))
         return [0 if e is None else e.version for e in plan.outcomes]
@@ -156,7 +167,7 @@ class MemoryStore(BaseStore):
             # Merged first, written second: a corrupt record fails the batch before any write.
             held, holders = self._held(state, family, merged), self._holders(state, family, merged, now_ms)
             plan = plan_write(family, merged, held, holders, now_ms)
-            self._apply(state, family, plan)
+            self._apply(state, family, plan, now_ms)
         if plan.refused:
             raise PartialWrite(plan.refused, InvalidKeyError(plan.problem))
         return [e for e in plan.outcomes if e is not None]
@@ -165,13 +176,13 @@ class MemoryStore(BaseStore):
         state = self._state
         with state.lock:
             held, holders = self._held(state, family, entries), self._holders(state, family, entries, now_ms)
-            self._apply(state, family, plan_fill(family, entries, held, holders, now_ms))
+            self._apply(state, family, plan_fill(family, entries, held, holders, now_ms), now_ms)
 
     def _invalidate(self, family: Family, keys: Sequence[bytes], version: int, until_ms: int) -> None:
         state = self._state
         with state.lock:
             for key in keys:
-                self._set(state, family, tombstone(key, self._drop(state, family, key), version, until_ms))
+                self._set(state, family, tombstone(key, self._drop(state, family, key), version, until_ms), 0)
 
     def _scan(self, family: Family, now_ms: float) -> Iterator[bytes]:
         state = self._state

@@ -42,11 +42,11 @@ from redis.exceptions import AskError, MovedError, NoScriptError, RedisClusterEx
 from redis.retry import Retry
 
 from .. import _codec
-from .._entry import Entry, Stored
-from .._keys import Family, encode_key
+from .._keys import encode_key
 from .._lifetime import Lifetime
-from .._store import BaseStore, Merge, PartialWrite, _chunks
+from .._writer import chunks as _chunks
 from ..errors import BackendUnavailableError, InvalidKeyError, SerializationError, StoreError
+from .base import BaseStore, Entry, Family, Merge, PartialWrite, Stored
 
 Client = redis.Redis | RedisCluster
 _Item = tuple[str, list[Any]]  # a record's key name and its argument group for the script
@@ -141,7 +141,7 @@ class _RedisStore(BaseStore):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} namespace={self.namespace!r}>"
 
-    def close(self) -> None:
+    def _close(self) -> None:
         """Close the client if this store built it from a URL."""
         if self._owned:
             self._client.close()

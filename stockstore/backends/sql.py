@@ -42,12 +42,23 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.pool import SingletonThreadPool, StaticPool
 
-from .._entry import Entry, Stored
-from .._keys import Family, family_of
+from .._keys import family_of
 from .._lifetime import Lifetime
-from .._rules import Plan, Slot, plan_fill, plan_write, slots, tombstone
-from .._store import BaseStore, Merge, PartialWrite
 from ..errors import BackendUnavailableError, InvalidKeyError, SerializationError, StoreError
+from .base import (
+    BaseStore,
+    Entry,
+    Family,
+    Merge,
+    PartialWrite,
+    Plan,
+    Slot,
+    Stored,
+    plan_fill,
+    plan_write,
+    slots,
+    tombstone,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -187,7 +198,7 @@ class SqlStore(BaseStore):
     def __repr__(self) -> str:
         return f"<SqlStore {self.engine.url.render_as_string(hide_password=True)} namespace={self.namespace!r}>"
 
-    def close(self) -> None:
+    def _close(self) -> None:
         """Dispose of the engine if this store built it."""
         if self._owned:
             self.engine.dispose()
