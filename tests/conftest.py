@@ -20,19 +20,7 @@ from redis_servers import redis_cluster_url, redis_tls_url, redis_url  # noqa: F
 
 import stockstore as ss
 from stockstore.backends import MemoryStore, ThreadLocalStore
-
-
-class FakeClock:
-    """Epoch seconds that move only when a test ticks them (cachetools' approach)."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def tick(self, seconds: float) -> None:
-        self.now += seconds
+from stockstore.testing import FakeClock
 
 
 class StoreFactory(Protocol):

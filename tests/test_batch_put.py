@@ -10,13 +10,13 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import pytest
-from exact import assert_record
 
 import stockstore as ss
 from stockstore._entry import Entry
 from stockstore._keys import Family
 from stockstore.backends import MemoryStore
 from stockstore.errors import BackendUnavailableError, BatchError, SerializationError
+from stockstore.testing import assert_record
 
 
 class Security(ss.Record):

@@ -14,8 +14,6 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
 import pytest
-from conftest import FakeClock
-from exact import assert_record
 
 import stockstore as ss
 from stockstore._entry import Entry, Stored
@@ -23,6 +21,7 @@ from stockstore._keys import Family, encode_key, family_of
 from stockstore._store import Merge
 from stockstore.backends import MemoryStore
 from stockstore.errors import BackendUnavailableError, InvalidKeyError
+from stockstore.testing import FakeClock, assert_record
 
 
 class Asset(ss.Record):

@@ -19,10 +19,10 @@ from typing import Any, ClassVar
 
 import pytest
 from conftest import FakeClock, StoreFactory
-from exact import assert_record, assert_same, expected
 
 import stockstore as ss
 from stockstore.errors import BatchError, InvalidKeyError, SerializationError, StoreError
+from stockstore.testing import assert_record, assert_same, expected
 
 # ---------------------------------------------------------------------------- storable classes
 

@@ -9,11 +9,13 @@ import pytest
 
 import stockstore
 import stockstore.errors
+import stockstore.testing
 
 # Public submodules named in API.md; every other submodule is `_`-prefixed.
 PUBLIC_SUBMODULES = {"backends", "errors"}
-# Public too, but imported only by the console script (it needs click): never in __all__.
-COMMAND_LINE = {"cli"}
+# Public too, but imported only by the console script (it needs click) and by tests (the
+# conformance suite needs pytest): never in __all__.
+ON_DEMAND = {"cli", "testing"}
 
 
 def public_names(module: types.ModuleType) -> set[str]:
@@ -22,12 +24,12 @@ def public_names(module: types.ModuleType) -> set[str]:
         for name, value in vars(module).items()
         if not name.startswith("_")
         and not (isinstance(value, types.ModuleType) and name not in PUBLIC_SUBMODULES)
-        and name not in COMMAND_LINE
+        and name not in ON_DEMAND
         and getattr(value, "__module__", module.__name__).startswith("stockstore")
     }
 
 
-@pytest.mark.parametrize("module", [stockstore, stockstore.errors], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [stockstore, stockstore.errors, stockstore.testing], ids=lambda m: m.__name__)
 def test_all_is_complete_and_sorted(module: types.ModuleType) -> None:
     exported = module.__all__
     assert exported == sorted(exported)
@@ -62,7 +64,7 @@ def test_a_backend_author_finds_everything_in_backends_base() -> None:
 
 def test_submodules_are_private_or_listed() -> None:
     modules = {name for name, value in vars(stockstore).items() if isinstance(value, types.ModuleType)}
-    assert {m for m in modules if not m.startswith("_")} <= PUBLIC_SUBMODULES | COMMAND_LINE
+    assert {m for m in modules if not m.startswith("_")} <= PUBLIC_SUBMODULES | ON_DEMAND
 
 
 def test_backends_are_listed_and_sorted() -> None:

@@ -21,7 +21,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import FakeClock, StoreFactory
-from exact import assert_same
 
 import stockstore as ss
 from stockstore import _codec
@@ -36,6 +35,7 @@ from stockstore.errors import (
     SerializationError,
     UnsupportedOperationError,
 )
+from stockstore.testing import assert_same
 
 
 class Security(ss.Record):

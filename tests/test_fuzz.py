@@ -28,7 +28,6 @@ from typing import Any
 
 import msgpack
 import pytest
-from exact import assert_same, expected
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -36,6 +35,7 @@ from stockstore import _codec
 from stockstore._entry import Stored
 from stockstore._keys import decode_key, encode_key
 from stockstore.errors import InvalidKeyError, SerializationError
+from stockstore.testing import assert_same, expected
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 QUICK = settings(max_examples=150, deadline=None)

@@ -40,7 +40,6 @@ from typing import Any
 import msgpack
 import pytest
 from conftest import StoreFactory
-from exact import assert_record, assert_same
 from sql_databases import KINDS
 from test_conformance import Colour, Listing, Plain, Quote, Security, Text
 
@@ -48,6 +47,7 @@ import stockstore as ss
 from stockstore._codec import encode_record
 from stockstore._keys import encode_key, family_of
 from stockstore.errors import BackendUnavailableError, BatchError, InvalidKeyError, SerializationError, StoreError
+from stockstore.testing import assert_record, assert_same
 
 # ---------------------------------------------------------------------------- bystanders
 

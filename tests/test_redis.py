@@ -16,7 +16,6 @@ from typing import Any, ClassVar
 
 import pytest
 import redis
-from exact import assert_record, assert_same
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
@@ -25,6 +24,7 @@ from stockstore._keys import encode_key, family_of
 from stockstore.backends import RedisHashStore, RedisMsgpackStore, SqlStore
 from stockstore.backends.redis import key_bytes, key_text
 from stockstore.errors import BackendUnavailableError, SerializationError, StoreError
+from stockstore.testing import assert_record, assert_same
 
 pytestmark = pytest.mark.redis
 

@@ -22,7 +22,6 @@ from typing import Any, ClassVar
 
 import pytest
 import sqlalchemy as sa
-from exact import assert_record, assert_same
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sql_databases import KINDS
@@ -35,6 +34,7 @@ from stockstore._store import PartialWrite
 from stockstore.backends import SqlStore
 from stockstore.backends.sql import table_name
 from stockstore.errors import BackendUnavailableError, BatchError, InvalidKeyError, StoreError
+from stockstore.testing import assert_record, assert_same
 
 
 class Security(ss.Record):

@@ -10,7 +10,6 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 import pytest
-from exact import assert_same, expected
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
@@ -18,6 +17,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 import stockstore as ss
 from stockstore.backends import MemoryStore
 from stockstore.errors import InvalidKeyError
+from stockstore.testing import assert_same, expected
 
 
 class Row(ss.Record):

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import pytest
-from exact import assert_record
 
 import stockstore as ss
+from stockstore.testing import assert_record
 
 pytestmark = pytest.mark.slow
 

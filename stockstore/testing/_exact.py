@@ -1,4 +1,4 @@
-"""Strict comparison for the whole suite: type and value, floats by bit pattern.
+"""Strict comparison for the conformance suite and stockstore's own tests: type and value, floats by bit pattern.
 
 ``==`` hides exactly the bugs a store can have (``1 == 1.0 == True``, ``0.0 == -0.0``,
 ``nan != nan``, a naive datetime turning aware), so every round-trip check goes through
@@ -12,7 +12,7 @@ import decimal
 import struct
 from typing import Any
 
-from stockstore._record import attributes_of
+from .._record import attributes_of
 
 
 def expected(value: Any) -> Any:
