@@ -34,9 +34,9 @@ def test_all_is_complete_and_sorted(module: types.ModuleType) -> None:
     exported = module.__all__
     assert exported == sorted(exported)
     assert len(set(exported)) == len(exported)
-    assert set(exported) == public_names(module)
-    for name in exported:
+    for name in exported:  # (first: a name imported on first use is then in the module too)
         assert getattr(module, name) is not None
+    assert set(exported) == public_names(module)
 
 
 def test_top_level_names_of_the_contract() -> None:
@@ -65,6 +65,13 @@ def test_a_backend_author_finds_everything_in_backends_base() -> None:
 def test_submodules_are_private_or_listed() -> None:
     modules = {name for name, value in vars(stockstore).items() if isinstance(value, types.ModuleType)}
     assert {m for m in modules if not m.startswith("_")} <= PUBLIC_SUBMODULES | ON_DEMAND
+
+
+def test_the_test_kit_names_of_the_contract() -> None:
+    assert stockstore.testing.BackendSuite.__name__ == "BackendSuite"
+    assert dir(stockstore.testing) == sorted(stockstore.testing.__all__)
+    with pytest.raises(AttributeError):
+        stockstore.testing.NoSuchName  # noqa: B018 -- the attribute access is the test
 
 
 def test_backends_are_listed_and_sorted() -> None:

@@ -1,4 +1,4 @@
-"""``import stockstore`` loads no driver: a subprocess proves it on a clean interpreter."""
+"""``import stockstore`` loads no driver, nor pytest: a subprocess proves it on a clean interpreter."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import subprocess
 import sys
 
 DRIVERS = ["redis", "sqlalchemy", "pymemcache", "pandas", "numpy", "psycopg", "pymysql"]
+# Nor what the conformance suite needs: stockstore.testing is imported only by tests.
+NOT_LOADED = [*DRIVERS, "pytest", "_pytest"]
 
 PROBE = """
 import json, sys
@@ -25,8 +27,9 @@ def loaded_modules() -> set[str]:
 def test_import_loads_no_driver() -> None:
     loaded = loaded_modules()
     assert "stockstore.backends.memory" in loaded  # the probe did reach the backend
-    heavy = {m for m in loaded if m.split(".")[0] in DRIVERS}
+    heavy = {m for m in loaded if m.split(".")[0] in NOT_LOADED}
     assert heavy == set()
+    assert "stockstore.testing" not in loaded
 
 
 def test_the_probe_would_notice_a_driver() -> None:
@@ -34,3 +37,19 @@ def test_the_probe_would_notice_a_driver() -> None:
     code = PROBE.replace("store = MemoryStore()", "import sqlalchemy")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert "sqlalchemy" in set(json.loads(out))
+
+
+def test_the_probe_would_notice_the_test_kit() -> None:
+    """The same for the test kit: importing it in the probe loads pytest, and is seen."""
+    code = PROBE.replace("store = MemoryStore()", "from stockstore.testing import BackendSuite")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    assert {"pytest", "stockstore.testing"} <= set(json.loads(out))
+
+
+def test_the_kit_helpers_need_no_pytest() -> None:
+    """`FakeClock` and the strict comparisons come without pytest; only `BackendSuite` needs it."""
+    code = PROBE.replace("store = MemoryStore()", "from stockstore.testing import FakeClock, assert_same")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    loaded = set(json.loads(out))
+    assert "stockstore.testing" in loaded
+    assert {m for m in loaded if m.split(".")[0] in NOT_LOADED} == set()

@@ -1,0 +1,103 @@
+"""put, get and delete of one record; every value type round-trips with its type (API.md sections 1 and 2)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import pytest
+
+from .._store import BaseStore
+from ._base import SuiteBase
+from ._exact import assert_record, assert_same, expected
+from ._records import STORABLE, VALUES, InitCounter, Listing, Security, make_storable
+
+
+class PutGetTests(SuiteBase):
+    @pytest.mark.parametrize("name", list(VALUES))
+    def test_value_round_trips_with_its_type(self, store: BaseStore, name: str) -> None:
+        store.put(Security(ssm_id="x", value=VALUES[name]))
+        got = store.get(Security, "x")
+        assert got is not None
+        assert type(got) is Security
+        assert_same(got["value"], expected(VALUES[name]))
+
+    def test_every_value_in_one_wide_record(self, store: BaseStore) -> None:
+        sec = Security(ssm_id="wide", **VALUES, **{f"a{i}": i / 7 for i in range(300)})
+        store.put(sec)
+        assert_record(store.get(Security, "wide"), sec)
+
+    @pytest.mark.parametrize("cls", STORABLE, ids=lambda c: c.__name__)
+    def test_class_comes_back_without_init(self, store: BaseStore, cls: type) -> None:
+        obj = make_storable(cls, "s1", 1.5)
+        calls = InitCounter.calls
+        store.put(obj)
+        got = store.get(cls, "s1")
+        assert InitCounter.calls == calls, "__init__ / __post_init__ ran while storing or rebuilding"
+        assert_record(got, obj)
+
+    def test_plain_class_whose_init_raises(self, store: BaseStore) -> None:
+        class Hostile:
+            __stockstore_keys__: ClassVar[list[Any]] = ["k"]
+
+            def __init__(self) -> None:
+                raise AssertionError("__init__ must not be called")
+
+        obj = object.__new__(Hostile)
+        obj.k, obj.v = "k", [1.0]  # type: ignore[attr-defined]
+        store.put(obj)
+        assert_record(store.get(Hostile, "k"), obj)
+
+    def test_awkward_attribute_names(self, store: BaseStore) -> None:
+        names = ["", " ", "ssm_id ", "SSM_ID", "a" * 300, "é", "\x00", "__class__", "__dict__", "0", "a.b", "k:v"]
+        rec = Security(ssm_id="x", **{name: i for i, name in enumerate(names)})
+        store.put(rec)
+        assert_record(store.get(Security, "x"), rec)
+        store.patch(Security, "x", {n: -1.0 for n in names})
+        assert_record(store.get(Security, "x"), Security(ssm_id="x", **{n: -1.0 for n in names}))
+
+    def test_put_replaces_the_whole_record(self, store: BaseStore) -> None:
+        store.put(Security(ssm_id="x", a=1, b=2))
+        store.put(Security(ssm_id="x", c=3.0))
+        assert_record(store.get(Security, "x"), Security(ssm_id="x", c=3.0))
+        self.assert_holds(store, Security, ["x"])
+
+    def test_missing_is_none(self, store: BaseStore) -> None:
+        assert store.get(Security, "nope") is None
+        assert store.get(Listing, ("X", "T")) is None
+        assert store.get(Listing, {"isin": "I"}) is None
+
+    def test_each_get_is_a_new_object(self, store: BaseStore) -> None:
+        store.put(Security(ssm_id="x", a=[1]))
+        first, second = store.get(Security, "x"), store.get(Security, "x")
+        assert first is not None
+        assert second is not None
+        assert first is not second
+        assert first["a"] is not second["a"]
+
+    def test_delete_by_object_and_by_key(self, store: BaseStore) -> None:
+        a, b = Security(ssm_id="a"), Security(ssm_id="b")
+        store.batch_put([a, b])
+        store.delete(a)
+        store.delete(Security, "b")
+        assert store.get(Security, "a") is None
+        assert store.get(Security, "b") is None
+        self.assert_holds(store, Security, [], among=["a", "b"])
+        store.delete(Security, "b")  # absent is fine
+        store.delete(a)
+
+    def test_delete_by_alternate_key(self, store: BaseStore) -> None:
+        store.put(Listing(exchange="X", ticker="T", isin="I"))
+        store.delete(Listing, {"isin": "I"})
+        assert store.get(Listing, ("X", "T")) is None
+
+    def test_other_records_untouched(self, store: BaseStore) -> None:
+        keep = Security(ssm_id="keep", v=1.0)
+        store.put(keep)
+        store.put(Security(ssm_id="x"))
+        store.delete(Security, "x")
+        assert_record(store.get(Security, "keep"), keep)
+
+    def test_context_manager(self) -> None:
+        with self.make() as store:
+            store.put(Security(ssm_id="x"))
+            assert store.get(Security, "x") is not None
