@@ -15,11 +15,8 @@ import shutil
 import signal
 import socket
 import subprocess
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from functools import cache
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 
@@ -148,72 +145,6 @@ def memcached_two_servers() -> Iterator[list[str]]:
     """Two memcached servers for the whole session (a HashClient spreads keys over both)."""
     with memcached_servers(2) as servers:
         yield servers
-
-
-# ---------------------------------------------------------------------------- the conformance suite's memcache stores
-
-
-@cache
-def _listed_store_class() -> type[Any]:
-    """`MemcacheStore` plus a test-side list of the keys written through it.
-
-    memcached cannot list keys, so the real store's ``keys``/``count`` raise
-    (tests/test_memcache.py checks that).  The conformance suite uses them to
-    check what a store holds; this subclass answers them by *reading back from
-    memcached* every key written in the namespace, so those checks still see
-    exactly what the server holds (deleted, expired and cleared records drop
-    out).  ``clear`` returns the number of live keys it read before clearing.
-    Everything else is the real store.
-    """
-    from stockstore._entry import Entry
-    from stockstore._keys import Family
-    from stockstore.backends.memcache import MemcacheStore
-
-    written: dict[tuple[str, str], set[bytes]] = {}  # (namespace, family) -> keys ever written
-    lock = threading.Lock()
-
-    class ListedMemcacheStore(MemcacheStore):
-        def _remember(self, family: Family, keys: Iterable[bytes]) -> None:
-            with lock:
-                written.setdefault((self.namespace, family.name), set()).update(keys)
-
-        def _write(self, family: Family, entries: Sequence[Entry], now_ms: float) -> list[int]:
-            self._remember(family, (e.key for e in entries))
-            return super()._write(family, entries, now_ms)
-
-        def _patch(self, family: Family, keys: Sequence[bytes], merge: Any, now_ms: float) -> list[Entry]:
-            self._remember(family, keys)
-            return super()._patch(family, keys, merge, now_ms)
-
-        def _fill(self, family: Family, entries: Sequence[Entry], now_ms: float) -> None:
-            self._remember(family, (e.key for e in entries))
-            super()._fill(family, entries, now_ms)
-
-        def _scan(self, family: Family, now_ms: float) -> Iterator[bytes]:
-            with lock:
-                keys = sorted(written.get((self.namespace, family.name), ()))
-            live = self._read(family, keys, now_ms)
-            return iter([k for k, s in zip(keys, live, strict=True) if s is not None])
-
-        def _count(self, family: Family, now_ms: float) -> int:
-            return sum(1 for _ in self._scan(family, now_ms))
-
-        def _clear(self, family: Family, now_ms: float) -> int:
-            count = self._count(family, now_ms)
-            super()._clear(family, now_ms)
-            return count
-
-    return ListedMemcacheStore
-
-
-def memcache_builder(fixture: str) -> Callable[..., Any]:
-    """A conformance-suite builder of listing memcache stores on the servers of *fixture*."""
-
-    def build(request: pytest.FixtureRequest, **options: Any) -> Any:
-        servers = request.getfixturevalue(fixture)
-        return _listed_store_class()(servers if isinstance(servers, list) else [servers], **options)
-
-    return build
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ import ssl
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -320,3 +321,18 @@ def redis_process() -> Iterator[RedisProcess]:
         yield server
     finally:
         server.close()
+
+
+def namespace_user_url(url: str, namespace: str) -> str:
+    """*url* (``rediss://``) as a new ACL user who may touch only *namespace*'s keys and run no KEYS or FLUSH*."""
+    import redis
+
+    from stockstore.backends.redis import quote
+
+    user, password = f"u{uuid.uuid4().hex[:12]}", uuid.uuid4().hex
+    with redis.Redis.from_url(url) as admin:
+        admin.acl_setuser(
+            user, enabled=True, passwords=[f"+{password}"], keys=[f"{quote(namespace, safe='')}:*"],
+            commands=["+@all", "-@dangerous", "+info"],
+        )  # fmt: skip
+    return url.replace("rediss://", f"rediss://{user}:{password}@")

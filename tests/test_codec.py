@@ -13,11 +13,11 @@ import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_conformance import UNSUPPORTED, VALUES
 
 from stockstore import _codec
 from stockstore.errors import SerializationError
 from stockstore.testing import assert_same, expected
+from stockstore.testing._records import UNSUPPORTED, VALUES
 
 INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 TIMEZONES = st.builds(

@@ -1,10 +1,10 @@
 """MemcacheStore on real memcached servers: what the conformance suite cannot show.
 
-The conformance suite runs memcache stores whose listing is answered test-side
-(see memcached_servers.py); here the real store's gaps, limits and failure modes
-are checked: keys/count raise, clear by generation, hostile and huge keys, the
-item size limit, 30-day expiry and a dead node (tests/test_two_processes.py has two
-processes patching at once).
+The conformance suite certifies the real store with its documented gaps declared
+(``lists_keys = False``, ``counts_cleared = False``: tests/test_conformance.py); here
+its gaps, limits and failure modes are checked on their own: keys/count raise, clear
+by generation, hostile and huge keys, the item size limit, 30-day expiry and a dead
+node (tests/test_two_processes.py has two processes patching at once).
 """
 
 from __future__ import annotations

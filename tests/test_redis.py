@@ -330,15 +330,11 @@ class TestCluster:
 
 
 def test_the_namespace_user_of_the_conformance_suite_is_really_confined(redis_tls_url: str) -> None:
-    """The ``redis-tls-acl`` params of the conformance suite have teeth: outside its namespace, nothing."""
-    from conftest import _redis_namespace_user
-
-    class Request:
-        def getfixturevalue(self, name: str) -> str:
-            return redis_tls_url
+    """The ``TestRedis*TlsAcl`` stores of the conformance suite have teeth: outside its namespace, nothing."""
+    from redis_servers import namespace_user_url
 
     namespace = f"t{uuid.uuid4().hex[:12]}"
-    store = _redis_namespace_user("msgpack")(Request(), namespace=namespace)  # type: ignore[arg-type]
+    store = RedisMsgpackStore(namespace_user_url(redis_tls_url, namespace), namespace=namespace)
     store.put(Security(ssm_id="x"))
     client = store._client
     with pytest.raises(redis.exceptions.NoPermissionError):
