@@ -18,8 +18,8 @@ import pytest
 import stockstore as ss
 from stockstore._entry import Entry, Stored
 from stockstore._keys import Family, encode_key, family_of
-from stockstore._store import Merge
 from stockstore.backends import MemoryStore
+from stockstore.backends.base import Merge
 from stockstore.errors import BackendUnavailableError, InvalidKeyError
 from stockstore.testing import FakeClock, assert_record
 

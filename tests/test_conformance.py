@@ -20,7 +20,7 @@ from redis_servers import namespace_user_url
 import stockstore as ss
 from stockstore._entry import Entry
 from stockstore._keys import Family, encode_key, family_of
-from stockstore._store import SCHEMAS
+from stockstore._schemas import SCHEMAS
 from stockstore.backends import MemoryStore, ThreadLocalStore
 from stockstore.errors import BatchError, InvalidKeyError, SerializationError, StoreError
 from stockstore.testing import BackendSuite
@@ -86,6 +86,19 @@ class TestThreadLocal(ProjectSuite):
 
     def make_store(self, **options: Any) -> ss.BaseStore:
         return ThreadLocalStore(**options)
+
+
+class TestDirectoryExample(ProjectSuite):
+    """examples/directory_store.py, docs/extending.md's backend of four primitives, proved by the kit."""
+
+    @pytest.fixture(autouse=True)
+    def _folder(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self.path = tmp_path_factory.getbasetemp() / "directory-store"  # one folder: stores share it
+
+    def make_store(self, **options: Any) -> ss.BaseStore:
+        from directory_store import DirectoryStore
+
+        return DirectoryStore(self.path, **options)
 
 
 # ---------------------------------------------------------------------------- SQL
@@ -180,6 +193,8 @@ class RedisSuite(ProjectSuite):
 
 @pytest.mark.redis
 class TestRedisMsgpack(RedisSuite):
+    grows_versions = False  # for families without alternate keys: a plain MSET, no script
+
     @pytest.fixture(autouse=True)
     def _server(self, redis_url: str) -> None:
         self.url = redis_url
@@ -188,10 +203,13 @@ class TestRedisMsgpack(RedisSuite):
 @pytest.mark.redis
 class TestRedisHash(TestRedisMsgpack):
     layout = "hash"
+    grows_versions = True
 
 
 @pytest.mark.redis_cluster
 class TestRedisMsgpackCluster(RedisSuite):
+    grows_versions = False
+
     @pytest.fixture(autouse=True)
     def _server(self, redis_cluster_url: str) -> None:
         self.url = redis_cluster_url
@@ -200,11 +218,14 @@ class TestRedisMsgpackCluster(RedisSuite):
 @pytest.mark.redis_cluster
 class TestRedisHashCluster(TestRedisMsgpackCluster):
     layout = "hash"
+    grows_versions = True
 
 
 @pytest.mark.redis
 class TestRedisMsgpackTlsAcl(RedisSuite):
     """Over TLS, as a user who may touch only the namespace's keys and run no KEYS or FLUSH* (one user a store)."""
+
+    grows_versions = False
 
     @pytest.fixture(autouse=True)
     def _server(self, redis_tls_url: str) -> None:
@@ -222,6 +243,7 @@ class TestRedisMsgpackTlsAcl(RedisSuite):
 @pytest.mark.redis
 class TestRedisHashTlsAcl(TestRedisMsgpackTlsAcl):
     layout = "hash"
+    grows_versions = True
 
 
 # ---------------------------------------------------------------------------- chains

@@ -15,3 +15,10 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 def test_examples_run(page: Path) -> None:
     result = doctest.testfile(str(page), module_relative=False, optionflags=doctest.ELLIPSIS, verbose=False)
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {page.name}"
+
+
+def test_the_extending_page_shows_the_example_backend_as_it_is() -> None:
+    """docs/extending.md walks through examples/directory_store.py, which tests/test_conformance.py proves."""
+    page = (ROOT / "docs" / "extending.md").read_text()
+    example = (ROOT / "examples" / "directory_store.py").read_text()
+    assert f"```python\n{example}```" in page

@@ -25,7 +25,6 @@ from typing import Any, ClassVar
 import pytest
 import redis
 import sqlalchemy as sa
-from conftest import FakeClock
 from faults import Attempt, FaultProxy, publish
 from redis_servers import RedisProcess
 from redis_servers import redis_process as redis_process  # the fixture
@@ -35,6 +34,7 @@ from stockstore._entry import Entry
 from stockstore._keys import Family, encode_key
 from stockstore.backends import MemoryStore, RedisHashStore, RedisMsgpackStore, SqlStore
 from stockstore.errors import BackendUnavailableError, BatchError, InvalidKeyError
+from stockstore.testing import FakeClock
 
 CHAINED = "stockstore.chain"
 

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-from conftest import FakeClock
 from faults import publish
 from memcached_servers import MemcachedProcess
 from memcached_servers import memcached_processes as memcached_processes  # the fixture
@@ -32,6 +31,7 @@ from stockstore._entry import Entry
 from stockstore._keys import Family
 from stockstore.backends import MemcacheStore, MemoryStore, RedisMsgpackStore, SqlStore
 from stockstore.errors import BatchError
+from stockstore.testing import FakeClock
 
 pytestmark = pytest.mark.slow
 

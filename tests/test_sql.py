@@ -30,8 +30,8 @@ import stockstore as ss
 from stockstore._codec import encode_record
 from stockstore._entry import Entry
 from stockstore._keys import encode_key, family_of
-from stockstore._store import PartialWrite
 from stockstore.backends import SqlStore
+from stockstore.backends.base import PartialWrite
 from stockstore.backends.sql import table_name
 from stockstore.errors import BackendUnavailableError, BatchError, InvalidKeyError, StoreError
 from stockstore.testing import assert_record, assert_same

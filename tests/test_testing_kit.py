@@ -37,15 +37,37 @@ class TestMyStore(BackendSuite):
         return SqlStore({url!r}, **options)
 """
 
+# The stale late fill ChainedStore exists to prevent: this _fill compares versions with live
+# copies only, so an older version lands over a newer copy that has expired.
+LATE_FILL_TESTS = """\
+from stockstore.backends import SqlStore
+from stockstore.testing import BackendSuite
+
+
+class LateFillStore(SqlStore):
+    def _fill(self, family, entries, now_ms):
+        held = self._read(family, [e.key for e in entries], now_ms)
+        fresh = [e for e, h in zip(entries, held) if h is None or h.version < e.version]
+        if fresh:
+            self._write(family, fresh, now_ms)
+
+
+class TestLateFillStore(BackendSuite):
+    def make_store(self, **options):
+        return LateFillStore({url!r}, **options)
+"""
+
 # Shadows a real package in the second run: importing it fails as if it were not installed.
 MISSING = 'raise ModuleNotFoundError("No module named {name!r}", name={name!r})\n'
 
 
-def run_their_suite(directory: Path, *, without_pandas: bool = False) -> dict[str, int]:
+def run_their_suite(
+    directory: Path, *, without_pandas: bool = False, tests: str = THEIR_TESTS, options: tuple[str, ...] = ()
+) -> dict[str, int]:
     """Write their project into *directory*, run pytest on it, and return the summary's counts."""
     directory.mkdir()
     (directory / "pytest.ini").write_text(PYTEST_INI)
-    (directory / "test_my_store.py").write_text(THEIR_TESTS.format(url=f"sqlite:///{directory / 'store.db'}"))
+    (directory / "test_my_store.py").write_text(tests.format(url=f"sqlite:///{directory / 'store.db'}"))
     path = [str(Path(__file__).parent.parent)]  # this checkout's stockstore, as if installed for them
     if without_pandas:
         shadows = directory / "shadows"
@@ -55,7 +77,7 @@ def run_their_suite(directory: Path, *, without_pandas: bool = False) -> dict[st
         path.insert(0, str(shadows))
     env = {name: value for name, value in os.environ.items() if not name.startswith(("PYTEST", "PYTHON"))}
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "test_my_store.py"],
+        [sys.executable, "-m", "pytest", "-q", "-rf", *options, "test_my_store.py"],
         cwd=directory,
         env={**env, "PYTHONPATH": os.pathsep.join(path)},
         capture_output=True,
@@ -67,6 +89,7 @@ def run_their_suite(directory: Path, *, without_pandas: bool = False) -> dict[st
     assert re.fullmatch(r"=* ?([\w ,]+) in [\d.]+s( \([\d:]+\))? ?=*", summary), output[-3000:]
     counts = {word: int(n) for n, word in re.findall(r"(\d+) (\w+)", summary)}
     assert done.returncode == (1 if counts.get("failed") else 0), output[-3000:]
+    counts.update((f"FAILED {name}", 1) for name in re.findall(r"^FAILED \S+::(\w+)", done.stdout, re.MULTILINE))
     return counts
 
 
@@ -90,3 +113,11 @@ def test_without_pandas_only_the_frame_tests_skip(with_pandas: dict[str, int], t
     numpy_values = sum(name.startswith("numpy_") for name in UNSUPPORTED)  # numpy scalars to refuse: none here
     assert without["passed"] + without["skipped"] == with_pandas["passed"] - numpy_values, (without, with_pandas)
     assert 20 < without["skipped"] < with_pandas["passed"] // 4, without  # the frame tests, and only they
+
+
+@pytest.mark.slow
+def test_a_backend_whose_fill_lands_over_an_expired_newer_copy_fails(tmp_path: Path) -> None:
+    late = run_their_suite(tmp_path / "theirs", tests=LATE_FILL_TESTS, options=("-k", "fill or tombstone or tier"))
+    assert late.get("failed", 0) >= 1, late
+    assert "FAILED test_an_older_fill_never_replaces_an_expired_newer_copy" in late, late
+    assert "FAILED test_an_older_fill_never_replaces_a_newer_copy" not in late, late  # live copies are compared

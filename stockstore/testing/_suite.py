@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ._batches import BatchTests
 from ._chain_rules import ChainRuleTests
+from ._closing import ClosingTests
 from ._errors import ErrorTests
 from ._frames import FrameTests
 from ._hostile import HostileTests
@@ -27,6 +28,7 @@ class BackendSuite(
     FrameTests,
     HostileTests,
     ChainRuleTests,
+    ClosingTests,
 ):
     """The conformance suite (API.md sections 1, 2, 4, 6 and 8): subclass it and say how to make your store.
 
@@ -91,6 +93,11 @@ class BackendSuite(
     ``shared_between_threads = True``
         False for a store whose records each thread sees apart (``ThreadLocalStore``):
         skips test_concurrent_patches_of_different_attributes_lose_nothing.
+    ``grows_versions = True``
+        False for a store whose ``_write`` keeps the versions it is handed instead of
+        storing ``max(new, held + 1)`` (``RedisMsgpackStore``, for families without
+        alternate keys): as a source of truth its versions follow the writers' clocks.
+        Skips test_a_write_stores_a_version_newer_than_any_held.
     ``largest_record_size = None``, ``largest_record_error = ""``
         The largest record, in encoded bytes, the backend stores (memcached's item limit,
         MariaDB's ``max_allowed_packet``); ``None`` for none below the tens of megabytes
