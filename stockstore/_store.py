@@ -1,9 +1,10 @@
 """`BaseStore`: the public API written once over a few backend primitives.
 
 Public methods validate keys, encode records, resolve lifetimes and translate
-errors; a backend implements the underscored primitives below on encoded keys
-(bytes) and `Entry` / `Stored` units.  Primitives take and return lists so a
-fast backend can batch; a minimal one may loop.
+errors.  A backend implements underscored primitives: four over opaque units of
+bytes (a minimal backend), or the store primitives on encoded keys and `Entry` /
+`Stored` units (a fast one), which take and return lists so that it can batch.
+Their public home, with the types and rules they use, is `stockstore.backends.base`.
 """
 
 from __future__ import annotations

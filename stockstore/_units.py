@@ -17,13 +17,13 @@ other stores.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from typing import TypeAlias, TypeVar
 
 import msgpack
 
 from . import _rules
-from ._entry import Entry, Stored
+from ._entry import Entry, Merge, Stored
 from ._keys import Family
 from ._rules import Slot
 from .errors import SerializationError
@@ -34,6 +34,10 @@ Changes: TypeAlias = dict[str, bytes | None]
 """Units to store by name; ``None``: remove the unit."""
 Plan: TypeAlias = Generator[list[str], Units, R]
 """Yields the names it needs loaded, is sent their units, returns its result."""
+Change: TypeAlias = tuple[Changes, R]
+"""What a plan that changes the store returns: the changes to save, and its result."""
+Pointers: TypeAlias = dict[Slot, "bytes | None"]
+"""Alternate-key values, each with the key of the record its unit points at (``None``: no unit)."""
 
 _RECORD = "r"
 _POINTER = "a"
@@ -140,9 +144,6 @@ def scan(names: Iterable[str], now_ms: float) -> Plan[list[bytes]]:
 
 # ---------------------------------------------------------------------------- changes
 
-Change: TypeAlias = tuple[Changes, R]
-Pointers: TypeAlias = dict[Slot, "bytes | None"]
-
 
 def write(family: Family, entries: Sequence[Entry], now_ms: float) -> Plan[Change[_rules.Plan]]:
     records, pointers = yield from _state([e.key for e in entries], [s for e in entries for s in _rules.slots(e)])
@@ -156,9 +157,7 @@ def fill(family: Family, entries: Sequence[Entry], now_ms: float) -> Plan[Change
     return _changes(records, pointers, plan.records, now_ms), plan
 
 
-def patch(
-    family: Family, keys: Sequence[bytes], merge: Callable[[bytes, Stored | None], Entry], now_ms: float
-) -> Plan[Change[_rules.Plan]]:
+def patch(family: Family, keys: Sequence[bytes], merge: Merge, now_ms: float) -> Plan[Change[_rules.Plan]]:
     """Merge each record as it is held (``None`` where missing or expired), then write the results."""
     units = yield [record_name(k) for k in keys]
     merged = [merge(k, live(decode_record(u, k), now_ms)) for k, u in zip(keys, units, strict=True)]
