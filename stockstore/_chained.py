@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import replace
+from typing import Any
 
 from ._codec import decode_head
 from ._entry import Entry, Merge, PartialWrite, Stored, versions
@@ -80,6 +81,15 @@ class ChainedStore(BaseStore):
 
     def _stores_rows(self) -> bool:
         return self._source._stores_rows()  # the source keeps the schemas; tiers above are filled from it
+
+    def _lifetime_per_record(self) -> bool:
+        return any(tier._lifetime_per_record() for tier in self.tiers)
+
+    def _expiry(self, obj: Any, now: float, family: Family | None = None, key: bytes | None = None) -> int | None:
+        """None: a chain has no lifetime of its own.  Its tiers' are checked here, before anything is written."""
+        for tier in reversed(self.tiers):
+            tier._expiry(obj, now, family, key)
+        return None
 
     @property
     def _source(self) -> BaseStore:
@@ -184,14 +194,13 @@ class ChainedStore(BaseStore):
         if not isinstance(exc, PartialWrite):
             self._tier_down(level)
 
-    def _fill_tier(self, level: int, family: Family, entries: Sequence[Entry], now: float) -> None:
-        """Fill one cache tier with its own lifetime; a tier left alone has its keys bypassed instead.
+    def _fill_tier(self, level: int, family: Family, mine: Sequence[Entry], now: float) -> None:
+        """Fill one cache tier with written entries (its lifetime applied); a tier left alone has them bypassed.
 
         The written versions are the newest there are, so a fill that lands also
         repairs a key bypassed there before.
         """
         tier = self.tiers[level]
-        mine = [tier._apply_lifetime(family, e, now) for e in entries]
         if not mine:
             return
         if not self._usable(level):
@@ -212,17 +221,32 @@ class ChainedStore(BaseStore):
         refused = set(failed)
         self._lift(level, family.name, [e.key for e in mine if e.key not in refused])
 
-    def _propagate(self, family: Family, entries: Sequence[Entry], now: float) -> None:
-        """Carry written entries up the tiers, nearest the source first, each with its own lifetime.
+    def _lifetimes(self, family: Family, entries: Sequence[Entry], now: float) -> dict[int, list[int | None]]:
+        """Each cache tier's expiry of each entry, aligned: its own lifetime, never past the entry's.
+
+        Computed before anything is written: a lifetime that fails raises then (`BaseStore._expiry`).
+        """
+        return {
+            level: [tier._apply_lifetime(family, e, now).expires_ms for e in entries] for level, tier in self._caches
+        }
+
+    def _propagate(
+        self, family: Family, entries: Sequence[Entry], expiries: dict[int, list[int | None]], now: float
+    ) -> None:
+        """Carry written entries up the tiers, nearest the source first, each with its tier's expiry (aligned).
 
         On the way, a bounded share of keys bypassed before is repaired, so that a
         process that only writes repairs too.
         """
         self._repair(family, ())
         floor = self._floors.get(family.name, 0)
-        entries = [e for e in entries if e.version > floor]
         for level, _ in self._caches:
-            self._fill_tier(level, family, entries, now)
+            mine = [
+                e if e.expires_ms == expires else replace(e, expires_ms=expires)
+                for e, expires in zip(entries, expiries[level], strict=True)
+                if e.version > floor
+            ]
+            self._fill_tier(level, family, mine, now)
 
     def _forget_flights(self, family: Family, keys: Sequence[bytes]) -> None:
         """A write: reads under way for these keys may have read the old value; none joins them now."""
@@ -403,15 +427,21 @@ class ChainedStore(BaseStore):
         ]
         for upper in range(level - 1, -1, -1):
             tier = self.tiers[upper]
-            mine = [tier._apply_lifetime(family, e, now) for e in entries if not self._bypassed(upper, family, e.key)]
-            if not mine or not self._usable(upper):
+            if not self._usable(upper):
                 continue
             try:
                 with tier._errors():
-                    tier._fill(family, mine, now * 1000)
+                    mine = [
+                        tier._apply_lifetime(family, e, now)
+                        for e in entries
+                        if not self._bypassed(upper, family, e.key)
+                    ]
+                    if mine:
+                        tier._fill(family, mine, now * 1000)
             except (StoreError, PartialWrite) as exc:
-                # The read itself succeeded; a fill that may or may not have landed
-                # carried the current version, so nothing stale can result.
+                # The read itself succeeded, and never fails for a fill (or a tier's lifetime)
+                # that could not be made; a fill that may or may not have landed carried the
+                # current version, so nothing stale can result.
                 self.tier_failures[upper] += 1
                 if not isinstance(exc, PartialWrite):
                     self._tier_down(upper)
@@ -429,6 +459,7 @@ class ChainedStore(BaseStore):
         failure: PartialWrite | None = None
         # The source's own expiry travels up with the entries: no cached copy may outlive it.
         entries = [source._apply_lifetime(family, e, now) for e in entries]
+        expiries = self._lifetimes(family, entries, now)  # every tier's lifetime checked before anything is written
         try:
             with source._errors():
                 stored = source._write(family, entries, now_ms)
@@ -441,7 +472,8 @@ class ChainedStore(BaseStore):
             # are not known here) and the ones of unknown outcome; the refused stay as they were.
             self._invalidate_caches(family, _may_have_changed([e.key for e in entries], failure))
             raise failure
-        self._propagate(family, [replace(e, version=v) for e, v in zip(entries, stored, strict=True)], now)
+        written = [replace(e, version=v) for e, v in zip(entries, stored, strict=True)]
+        self._propagate(family, written, expiries, now)
         return stored
 
     def _remove(self, family: Family, keys: Sequence[bytes], now_ms: float) -> int:
@@ -466,8 +498,14 @@ class ChainedStore(BaseStore):
         now = now_ms / 1000
         source = self._source
 
+        expiries: dict[bytes, list[int | None]] = {}
+
         def merge_here(key: bytes, current: Stored | None) -> Entry:
-            return source._apply_lifetime(family, merge(key, current), now)
+            # A patch renews the source's lifetime, as on the source alone; every tier's
+            # lifetime is checked here, before the source writes anything.
+            entry = source._apply_lifetime(family, merge(key, current), now, renew=True)
+            expiries[key] = [e[0] for e in self._lifetimes(family, [entry], now).values()]
+            return entry
 
         try:
             with source._errors():
@@ -477,7 +515,9 @@ class ChainedStore(BaseStore):
             self._invalidate_caches(family, _may_have_changed(keys, failure))
             raise
         self._forget_flights(family, keys)
-        self._propagate(family, written, now)
+        levels = [level for level, _ in self._caches]
+        by_level = {level: [expiries[e.key][n] for e in written] for n, level in enumerate(levels)}
+        self._propagate(family, written, by_level, now)
         return written
 
     def _fill(self, family: Family, entries: Sequence[Entry], now_ms: float) -> None:

@@ -19,7 +19,7 @@ extra ``stockstore[pandas]``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
@@ -28,7 +28,6 @@ import pandas as pd
 from . import _codec
 from ._entry import Entry, Stored, versions
 from ._keys import Family, KeyValue, check_key_part, decode_key, encode_key
-from ._lifetime import Lifetime, expiry_ms
 from ._record import rebuild
 from ._writer import Encoded
 from .errors import InvalidKeyError, SerializationError
@@ -94,8 +93,19 @@ class Frame:
             keys = list(latest)
         self.keys = keys
 
-    def encode(self, start: int, stop: int, lifetime: Lifetime, now: float, now_ms: float) -> Encoded:
-        """Entries for the records of ``keys[start:stop]``, and the keys whose *lifetime* has already ended."""
+    def objects(self) -> Iterator[Any]:
+        """Each row as an object of the frame's class, in the order of `keys` (what a callable lifetime sees)."""
+        rows = range(len(self.keys)) if self.rows is None else self.rows.tolist()
+        names = [*self.map_names, *(() if self.schema is None else self.schema.names)]
+        columns = [*self.map_values, *(array.tolist() for _, array in self.row_arrays)]
+        for i in rows:
+            yield rebuild(self.cls, dict(zip(names, (values[i] for values in columns), strict=True)))
+
+    def encode(self, start: int, stop: int, expiries: Sequence[int | None], now_ms: float) -> Encoded:
+        """Entries for the records of ``keys[start:stop]``, and the keys whose expiry has already passed.
+
+        *expiries* are the records' expiries (checked before anything is written), aligned with `keys`.
+        """
         part: slice | list[int] = slice(start, stop) if self.rows is None else self.rows[start:stop].tolist()
         columns = [_take(values, part) for values in self.map_values]
         keys = self.keys[start:stop]
@@ -118,17 +128,9 @@ class Frame:
                 (block if kind == "f8" else as_int)[:, j] = array[part]
             raw = block.data.cast("B")
 
-        per_record = callable(lifetime)
-        fixed = expiry_ms(lifetime, None, now) if lifetime is not None and not per_record else None
         live: list[Entry] = []
         expired: list[bytes] = []
-        for i, key in enumerate(keys):
-            expires = fixed
-            if per_record:
-                attrs = dict(zip(self.map_names, (values[i] for values in columns), strict=True))
-                if schema is not None:
-                    attrs.update(zip(schema.names, schema.row.unpack_from(raw, i * width), strict=True))
-                expires = expiry_ms(lifetime, rebuild(self.cls, attrs), now)
+        for i, (key, expires) in enumerate(zip(keys, expiries[start:stop], strict=True)):
             if expires is not None and expires <= now_ms:
                 expired.append(key)  # "not kept here": put replaces, so the old record goes
                 continue

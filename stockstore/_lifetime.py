@@ -2,6 +2,10 @@
 
 Expiries are whole milliseconds since the Unix epoch everywhere inside
 stockstore (Redis' PEXPIREAT unit), so every tier compares the same numbers.
+One range for every backend: from the epoch (an expiry before it is the epoch:
+already expired, as any past one) to `MAX_EXPIRY_MS`, the end of 9999, the last
+instant a `datetime` can name; a lifetime that ends later is refused.  "Never"
+is ``None``, no number.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from collections.abc import Callable
 from typing import Any, TypeAlias
 
 from .errors import StoreError
+
+MAX_EXPIRY_MS = math.ceil(dt.datetime.max.replace(tzinfo=dt.UTC).timestamp() * 1000)
 
 LifetimeValue: TypeAlias = int | float | dt.timedelta | dt.datetime | None
 Lifetime: TypeAlias = LifetimeValue | Callable[[Any], LifetimeValue]
@@ -42,7 +48,7 @@ def to_expiry(value: Any, now: float) -> int | None:
     if isinstance(value, dt.datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=dt.UTC)
-        return math.ceil(float(value.timestamp()) * 1000)
+        return _in_range(math.ceil(float(value.timestamp()) * 1000), value)
     if isinstance(value, dt.timedelta):
         seconds = value.total_seconds()
     elif type(value) in (int, float):
@@ -55,4 +61,13 @@ def to_expiry(value: Any, now: float) -> int | None:
         return None
     seconds = float(seconds)
     # Round up so a lifetime never ends early; a non-positive one ends now.
-    return math.ceil((now + seconds) * 1000) if seconds > 0 else math.floor(now * 1000)
+    return _in_range(math.ceil((now + seconds) * 1000) if seconds > 0 else math.floor(now * 1000), value)
+
+
+def _in_range(expires_ms: int, value: Any) -> int:
+    if expires_ms > MAX_EXPIRY_MS:
+        raise StoreError(
+            f"a lifetime must end by the end of 9999 (the last year a datetime can name), not {value!r:.80}: "
+            "use None for a record that never expires"
+        )
+    return max(expires_ms, 0)  # before the epoch: already expired, as the epoch is

@@ -207,13 +207,30 @@ class BaseStore:
         now = self.clock()
         return now, now * 1000
 
-    def _expiry(self, obj: Any, now: float) -> int | None:
-        return expiry_ms(self.lifetime, obj, now)
+    def _expiry(self, obj: Any, now: float, family: Family | None = None, key: bytes | None = None) -> int | None:
+        """The expiry of *obj* (a record of *family* under *key*) under this store's lifetime.
 
-    def _apply_lifetime(self, family: Family, entry: Entry, now: float) -> Entry:
+        A callback that raises, or returns what is no lifetime, raises `StoreError`
+        naming the record and this store.
+        """
+        try:
+            return expiry_ms(self.lifetime, obj, now)
+        except Exception as exc:
+            record = (
+                "" if family is None or key is None else f" of {family.name} {_writer.public_key(family, key)!r:.80}"
+            )
+            raise StoreError(f"the lifetime{record} in {self!r} failed: {type(exc).__name__}: {exc}") from exc
+
+    def _lifetime_per_record(self) -> bool:
+        """Whether a record's expiry depends on the record (a callable lifetime)."""
+        return callable(self.lifetime)
+
+    def _apply_lifetime(self, family: Family, entry: Entry, now: float, *, renew: bool = False) -> Entry:
         """*entry* with this store's lifetime applied, never outliving its own expiry.
 
-        Row schemas never expire: the records that need them may live on.
+        With *renew* (a patch at a chain's source of truth) the store's lifetime
+        applies afresh, as on a patch of the store alone: its expiry replaces the
+        entry's.  Row schemas never expire: the records that need them may live on.
         """
         if self.lifetime is None or entry.payload is None or family.name == SCHEMAS.name:
             return entry
@@ -222,7 +239,9 @@ class BaseStore:
             obj: Any = rebuild(family.class_for(tag, family.root) or family.root, attrs)
         else:
             obj = None
-        own = self._expiry(obj, now)
+        own = self._expiry(obj, now, family, entry.key)
+        if renew:
+            return entry if own == entry.expires_ms else replace(entry, expires_ms=own)
         if own is None or (entry.expires_ms is not None and entry.expires_ms <= own):
             return entry
         return replace(entry, expires_ms=own)
@@ -362,13 +381,20 @@ class BaseStore:
         frame = frames.Frame(family, cls, df)  # checked whole: nothing is written unless every row is valid
         if not frame.keys:
             return
+        now, now_ms = self._now()
+        # Lifetimes are part of the check: a callback that fails, fails before anything is written.
+        if self._lifetime_per_record():
+            expiries = [
+                self._expiry(obj, now, family, key) for key, obj in zip(frame.keys, frame.objects(), strict=True)
+            ]
+        else:
+            expiries = [self._expiry(None, now)] * len(frame.keys)
         if frame.schema is not None:
             self._schemas.save(frame.schema)
-        now, now_ms = self._now()
         chunks: list[Chunk] = []
         for start in range(0, len(frame.keys), self.put_chunk):
             stop = min(start + self.put_chunk, len(frame.keys))
-            encode = functools.partial(frame.encode, start, stop, self.lifetime, now, now_ms)
+            encode = functools.partial(frame.encode, start, stop, expiries, now_ms)
             chunks.append((family, frame.keys[start:stop], encode))
         self._write_chunks(chunks, now_ms, len(frame.keys), single=False)
 
@@ -495,6 +521,8 @@ class BaseStore:
         now, now_ms = self._now()
         chunks: list[Chunk] = []
         rows = self._stores_rows()
+        per_record = self._lifetime_per_record()
+        fixed = None if per_record else self._expiry(None, now)
         for family, group in _group_by_family(objs):
             latest: dict[bytes, _Put] = {}  # the last record of a key wins
             for obj in group:
@@ -507,22 +535,22 @@ class BaseStore:
                 else:
                     _codec.check_attributes(attrs)
                     wide = None
-                latest[key] = (obj, attrs, alternates, wide)
+                # Lifetimes are part of the check: a callback that fails, fails before anything is written.
+                expires = self._expiry(obj, now, family, key) if per_record else fixed
+                latest[key] = (obj, attrs, alternates, wide, expires)
             puts = list(latest.items())
             for start in range(0, len(puts), self.put_chunk):
                 part = puts[start : start + self.put_chunk]
-                encode = functools.partial(self._encode_puts, family, part, now, now_ms)
+                encode = functools.partial(self._encode_puts, family, part, now_ms)
                 chunks.append((family, [key for key, _ in part], encode))
         self._write_chunks(chunks, now_ms, len(objs), single=single)
 
-    def _encode_puts(self, family: Family, puts: list[tuple[bytes, _Put]], now: float, now_ms: float) -> Encoded:
+    def _encode_puts(self, family: Family, puts: list[tuple[bytes, _Put]], now_ms: float) -> Encoded:
         live: list[Entry] = []
         expired: list[bytes] = []
-        lifetime = self.lifetime
         packer = _codec.packer()
         first = versions.take(len(puts))  # one clock reading a chunk
-        for n, (key, (obj, attrs, alternates, wide)) in enumerate(puts):
-            expires = None if lifetime is None else self._expiry(obj, now)
+        for n, (key, (obj, attrs, alternates, wide, expires)) in enumerate(puts):
             if expires is not None and expires <= now_ms:
                 expired.append(key)  # an already-expired lifetime means "not kept here", and put replaces
                 continue
@@ -592,7 +620,7 @@ class BaseStore:
                     patched = None if callable(self.lifetime) else _codec.patch_row(current.payload, changes[key])
                     if patched is not None:
                         if self.lifetime is not None:
-                            expires = self._expiry(None, now)  # a lifetime applies afresh to the patched record
+                            expires = self._expiry(None, now, family, key)  # a lifetime applies afresh to the patch
                         return Entry(patched[1], version, expires, key, family.alternates_of(patched[0]))
                     stored_tag, attrs = _codec.decode_record(current.payload)
                 except _codec.UnknownSchemaError as exc:
@@ -604,7 +632,7 @@ class BaseStore:
                 obj = None
                 if callable(self.lifetime):
                     obj = rebuild(family.class_for(stored_tag, family.root) or cls, dict(attrs))
-                expires = self._expiry(obj, now)
+                expires = self._expiry(obj, now, family, key)
             payload = None
             if rows:
                 wide = _codec.check_wide(stored_tag, attrs)  # checked already: this finds the layout
@@ -652,7 +680,7 @@ class BaseStore:
 
 # A checked record of a batch_put, waiting to be encoded: the object, its attributes, its
 # encoded alternate keys and its row layout if it is wide.  A plain tuple: one per record.
-_Put = tuple[Any, Mapping[str, Any], tuple[bytes | None, ...], "_codec.WideLayout | None"]
+_Put = tuple[Any, Mapping[str, Any], tuple[bytes | None, ...], "_codec.WideLayout | None", int | None]
 
 
 def _frames() -> Any:

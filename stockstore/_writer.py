@@ -109,6 +109,14 @@ def public_keys(family: Family, keys: Iterable[bytes]) -> list[Any]:
     return [family.public_key(decode_key(k)) for k in keys]
 
 
+def public_key(family: Family, key: bytes) -> Any:
+    """One encoded primary key as users see it, for a message: its bytes if they are no key."""
+    try:
+        return family.public_key(decode_key(key))
+    except StoreError:
+        return key
+
+
 def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
     """*items* in lists of *size* (the last one shorter)."""
     chunk: list[T] = []

@@ -18,7 +18,7 @@ from .. import _codec
 from .._chained import ChainedStore
 from .._record import Record
 from .._store import BaseStore
-from ..errors import InvalidKeyError, SerializationError, UnsupportedOperationError
+from ..errors import InvalidKeyError, SerializationError, StoreError, UnsupportedOperationError
 from ._base import SuiteBase
 from ._exact import assert_same
 
@@ -449,6 +449,19 @@ class FrameTests(SuiteBase):
         assert list(store.get_frame(Security, keys=df["ssm_id"]).index) == ["long", "never"]
         self.clock.tick(100)
         assert list(store.get_frame(Security, keys=df["ssm_id"]).index) == ["never"]
+
+    def test_a_lifetime_that_fails_fails_the_frame_before_anything_is_written(self, needs_pandas: None) -> None:
+        def lifetime(obj: Any) -> Any:
+            if obj["ssm_id"] == "K4321":
+                raise ValueError("no lifetime for this one")
+            return 60
+
+        store = self.make(lifetime=lifetime)
+        keys = [f"K{i:04d}" for i in range(5000)]  # several chunks
+        df = pd.DataFrame({"v": np.arange(5000, dtype=float)}, index=pd.Index(keys, name="ssm_id"))
+        with pytest.raises(StoreError, match="K4321"):
+            store.put_frame(Security, df)
+        assert store.get_frame(Security, keys=keys).empty
 
     def test_schemas_outlive_the_store_lifetime(self, needs_pandas: None, monkeypatch: pytest.MonkeyPatch) -> None:
         store = self.make(lifetime=60)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from .._store import BaseStore
-from ..errors import StoreError
+from ..errors import BatchError, StoreError
 from ._base import SuiteBase
 from ._exact import assert_record
 from ._records import IST, UTC, Listing, Security
@@ -152,9 +152,59 @@ class LifetimeTests(SuiteBase):
         assert_record(store.get(Security, "x"), Security(ssm_id="x", short=False))
 
     def test_invalid_lifetime_is_refused(self) -> None:
-        for bad in ["10", math.nan, object()]:
+        for bad in ["10", math.nan, object(), 1e17]:  # 1e17 s: past the end of 9999, the last a datetime names
             with pytest.raises((StoreError, TypeError, ValueError)):
                 self.make(lifetime=bad)
+
+    @pytest.mark.parametrize(
+        "when",
+        [dt.datetime(1970, 1, 1), dt.datetime(1970, 1, 1, tzinfo=UTC), dt.datetime(1900, 1, 1), dt.datetime.min],
+        ids=["naive-epoch", "aware-epoch", "1900", "datetime-min"],
+    )
+    def test_an_expiry_at_or_before_the_epoch_is_already_expired(self, when: dt.datetime) -> None:
+        """No expiry may read as "never": the epoch and earlier are past, for put, batch_put and patch."""
+        store = self.make(lifetime=lambda obj: when if obj.get("expire") else None)
+        store.put(Security(ssm_id="x", expire=True))
+        self._assert_gone(store, "x")
+        store.batch_put([Security(ssm_id=f"b{i}", expire=True) for i in range(20)])
+        for i in range(20):
+            self._assert_gone(store, f"b{i}")
+        store.put(Security(ssm_id="p", v=1))
+        store.patch(Security, "p", {"expire": True})
+        self._assert_gone(store, "p")
+        self.clock.tick(10**6)
+        self._assert_gone(store, "p")
+
+    def test_lifetimes_up_to_the_end_of_9999(self) -> None:
+        last = dt.datetime.max.replace(tzinfo=UTC)
+        store = self.make(lifetime=lambda obj: last)
+        store.put(Security(ssm_id="x"))
+        self.clock.tick(10**9)  # thirty years on
+        assert_record(store.get(Security, "x"), Security(ssm_id="x"))
+
+    @pytest.mark.parametrize(
+        "outcome",
+        [ValueError("no lifetime for this one"), "ten seconds", 1e17, dt.timedelta(days=10**7)],
+        ids=["raises", "wrong-type", "too-long", "past-9999"],
+    )
+    def test_a_lifetime_that_fails_fails_a_batch_before_anything_is_written(self, outcome: Any) -> None:
+        """A callback that raises or returns no valid lifetime: the error names the record, nothing is written."""
+
+        def lifetime(obj: Any) -> Any:
+            if obj["ssm_id"] != "S3333":
+                return 60
+            if isinstance(outcome, Exception):
+                raise outcome
+            return outcome
+
+        store = self.make(lifetime=lifetime)
+        store.put(Security(ssm_id="S0001", v="old"))
+        batch = [Security(ssm_id=f"S{i:04d}", v="new") for i in range(1, 5001)]  # several chunks
+        with pytest.raises(StoreError, match="S3333") as failed:
+            store.batch_put(batch)
+        assert not isinstance(failed.value, BatchError), "nothing was written: no BatchError"
+        assert_record(store.get(Security, "S0001"), Security(ssm_id="S0001", v="old"))
+        assert store.batch_get(Security, ["S0002", "S2001", "S4999"]) == [None, None, None]
 
     def _assert_gone(self, store: BaseStore, key: Any) -> None:
         """The record of Security under *key* has expired: no call sees it."""
