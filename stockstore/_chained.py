@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ._codec import decode_head
@@ -288,12 +288,13 @@ class ChainedStore(BaseStore):
         got = {key: flight.result() for key, flight in theirs.items()}
         return [found[k] if k in found else got.get(k) for k in keys]
 
-    def _read_tiers(self, family: Family, keys: Sequence[bytes], now_ms: float) -> dict[bytes, Stored]:
+    def _read_tiers(self, family: Family, keys: Sequence[bytes], now_ms: float, below: int = -1) -> dict[bytes, Stored]:
+        """Read *keys* from the tiers below level *below* (every tier by default), top to bottom."""
         self._repair(family, keys)
         found: dict[bytes, Stored] = {}
         missing = list(keys)
         for level, tier in enumerate(self.tiers[:-1]):
-            if not self._usable(level):
+            if level <= below or not self._usable(level):
                 continue
             ask = [k for k in missing if not self._bypassed(level, family, k)]
             if not ask:
@@ -326,7 +327,26 @@ class ChainedStore(BaseStore):
         floor = self._floors.get(family.name, 0)
         hits = [(k, s) for k, s in zip(keys, got, strict=True) if s is not None and s.version > floor]
         self._fill_from(family, level, hits, started)
-        return dict(hits)
+        return {k: _Cached(s.payload, s.version, s.expires_ms, level) for k, s in hits}
+
+    def _recover(self, family: Family, key: bytes, stored: Stored, error: Exception) -> Stored | None:
+        """A cache tier's copy that cannot be read is a miss: dropped there, counted, logged, read again below.
+
+        The copy is removed before the tiers below are read, so a write that lands
+        meanwhile is not undone; what is read fills the tiers above as usual.
+        """
+        if not isinstance(stored, _Cached):
+            return super()._recover(family, key, stored, error)  # the source's own copy: it raises
+        level, tier = stored.level, self.tiers[stored.level]
+        self.tier_failures[level] += 1
+        logger.warning("tier %d (%r) held a copy of a %s it cannot read, dropped: %s", level, tier, family.name, error)
+        now_ms = self.clock() * 1000
+        try:
+            with tier._errors():
+                tier._remove(family, [key], now_ms)
+        except StoreError:
+            self._bypass_keys(level, family, [key])
+        return self._read_tiers(family, [key], now_ms, below=level).get(key)
 
     def _read_source(self, family: Family, keys: Sequence[bytes], now_ms: float) -> dict[bytes, Stored]:
         """Read *keys* from the source of truth and fill the tiers above, sharing the reads with other processes.
@@ -413,7 +433,11 @@ class ChainedStore(BaseStore):
         if hits and level:
             # A tier may decode what it is filled with (a hash layout, a callable lifetime):
             # the row schemas of these records are read first, and fill the tiers above first.
-            self._schemas.learn(s.payload for _, s in hits)
+            try:
+                self._schemas.learn(s.payload for _, s in hits)
+            except StoreError as exc:  # the read answers all the same: reading the records will say what is wrong
+                logger.warning("no read-fill of %s above tier %d: %s", family.name, level, exc)
+                return
             self._fill_above(family, level, hits, started)
 
     def _fill_above(self, family: Family, level: int, hits: list[tuple[bytes, Stored]], started: float) -> None:
@@ -422,9 +446,13 @@ class ChainedStore(BaseStore):
             # A read this slow may predate a write whose tombstone has already gone.
             return
         floor = self._floors.get(family.name, 0)
-        entries = [
-            Entry(s.payload, s.version, s.expires_ms, k, _alternates(family, s)) for k, s in hits if s.version > floor
-        ]
+        entries = []
+        for k, s in hits:
+            try:
+                if s.version > floor:
+                    entries.append(Entry(s.payload, s.version, s.expires_ms, k, _alternates(family, s)))
+            except StoreError:  # a copy that cannot be read is not filled: reading it recovers it (`_recover`)
+                continue
         for upper in range(level - 1, -1, -1):
             tier = self.tiers[upper]
             if not self._usable(upper):
@@ -572,3 +600,10 @@ def _alternates(family: Family, stored: Stored) -> tuple[bytes | None, ...]:
     if len(family.keys) == 1 or stored.payload is None:
         return ()
     return family.alternates_of(decode_head(stored.payload)[1])  # key attributes are in the map
+
+
+@dataclass(slots=True)
+class _Cached(Stored):
+    """A copy read from a cache tier: `_recover` drops it from that *level* if it cannot be read."""
+
+    level: int

@@ -19,7 +19,7 @@ extra ``stockstore[pandas]``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
@@ -254,11 +254,19 @@ class _Rows(NamedTuple):
 class Gather:
     """Records read chunk by chunk, kept as they came (row values as numpy words) until the frame is built.
 
-    *schema_of* finds a row record's schema by id (`stockstore._schemas.Shelf.get`).
+    *schema_of* finds a row record's schema by id (`stockstore._schemas.Shelf.get`); *recover*
+    is what to read instead of a copy that cannot be read (`BaseStore._recover`, bound to the family).
     """
 
-    def __init__(self, family: Family, cls: type, wanted: list[str] | None, schema_of: _codec.SchemaOf) -> None:
-        self.family, self.cls, self.schema_of = family, cls, schema_of
+    def __init__(
+        self,
+        family: Family,
+        cls: type,
+        wanted: list[str] | None,
+        schema_of: _codec.SchemaOf,
+        recover: Callable[[bytes, Stored, Exception], Stored | None],
+    ) -> None:
+        self.family, self.cls, self.schema_of, self.recover = family, cls, schema_of, recover
         self.wanted = None if wanted is None else frozenset(wanted)
         self.order: dict[str, None] = dict.fromkeys(wanted or ())  # the columns, in first-seen order
         self.primary = frozenset(family.primary)  # the index already
@@ -287,21 +295,20 @@ class Gather:
 
     def take(self, chunk: Sequence[bytes], found: Sequence[Stored | None]) -> None:
         """Keep the records read for *chunk* (aligned; ``None`` where missing)."""
-        family, wanted, values = self.family, self.wanted, self.values
+        wanted, values = self.wanted, self.values
         groups: dict[bytes, tuple[_codec.RowSchema, list[int], list[bytes]]] = {}
         for key, stored in zip(chunk, found, strict=True):
-            payload = None if stored is None else stored.payload
-            if payload is None:
+            parsed = None
+            while stored is not None and stored.payload is not None:
+                try:
+                    parsed = self._parse(key, stored.payload)
+                    break
+                except (SerializationError, InvalidKeyError) as exc:
+                    stored = self.recover(key, stored, exc)
+            if parsed is None:
                 continue
-            body = None
-            if _codec.is_row_record(payload):
-                tag, attrs, body = _codec.split_row(payload)
-            else:
-                tag, attrs = _codec.decode_record(payload, self.schema_of)
-            of_class = self.classes.get(tag)
-            if of_class is None:
-                of_class = self.classes[tag] = family.class_for(tag, self.cls) is not None
-            if not of_class or (key in self.alternates and not self._still_holds(key, attrs)):
+            tag, attrs, body, schema = parsed
+            if not self.classes[tag] or (key in self.alternates and not self._still_holds(key, attrs)):
                 continue
             row = len(self.keys)
             self.keys.append(key)
@@ -314,23 +321,38 @@ class Gather:
                     self.order.setdefault(name)
                 column[0].append(row)
                 column[1].append(value)
-            if body is not None:
-                schema_id = body[: _codec.SCHEMA_ID_SIZE]
-                group = groups.get(schema_id)
+            if body is not None and schema is not None:
+                group = groups.get(schema.id)
                 if group is None:
-                    group = groups[schema_id] = (self.schema_of(schema_id), [], [])
+                    group = groups[schema.id] = (schema, [], [])
                     if wanted is None:
-                        self.order.update(dict.fromkeys(group[0].names))
-                schema, rows, bodies = group
-                if len(body) != schema.size or not schema.name_set.isdisjoint(attrs):
-                    raise SerializationError("corrupt row record: its row does not fit its schema")
-                rows.append(row)
-                bodies.append(body)
+                        self.order.update(dict.fromkeys(schema.names))
+                group[1].append(row)
+                group[2].append(body)
         for schema, rows, bodies in groups.values():
             words = np.frombuffer(b"".join(bodies), dtype="<u8").reshape(len(bodies), -1)
             consecutive = rows[-1] - rows[0] + 1 == len(rows)
             at = slice(rows[0], rows[-1] + 1) if consecutive else np.array(rows, dtype=np.intp)
             self.rows.append(_Rows(schema, at, words))
+
+    def _parse(self, key: bytes, payload: bytes) -> tuple[str, dict[str, Any], bytes | None, _codec.RowSchema | None]:
+        """A record's tag, map attributes, row body and its schema (a row record's values stay undecoded).
+
+        Raises for a record that cannot be read, or that is another key's (a copied value).
+        """
+        body = schema = None
+        if _codec.is_row_record(payload):
+            tag, attrs, body = _codec.split_row(payload)
+            schema = self.schema_of(body[: _codec.SCHEMA_ID_SIZE])
+            if len(body) != schema.size or not schema.name_set.isdisjoint(attrs):
+                raise SerializationError("corrupt row record: its row does not fit its schema")
+        else:
+            tag, attrs = _codec.decode_record(payload, self.schema_of)
+        if not self.family.owns(attrs, key):
+            raise self.family.not_owned(tag, attrs)
+        if tag not in self.classes:
+            self.classes[tag] = self.family.class_for(tag, self.cls) is not None
+        return tag, attrs, body, schema
 
     def _still_holds(self, key: bytes, attrs: dict[str, Any]) -> bool:
         """Whether a record asked for by alternate keys still holds one (it may have moved on, as in batch_get)."""

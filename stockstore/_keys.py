@@ -16,7 +16,7 @@ from typing import Any
 
 import msgpack
 
-from .errors import InvalidKeyError, SerializationError
+from .errors import InvalidKeyError, SerializationError, StoreError
 
 KeyValue = str | int
 _INT64 = range(-(2**63), 2**63)
@@ -106,7 +106,15 @@ class Family:
                 return cls
         if wanted is not self.root and any(c.__qualname__ == tag for c in _subtree(self.root)):
             return None
-        raise SerializationError(f"stored class {tag!r} of family {self.name!r} is not defined in this process")
+        others = {f.name for c, f in list(_families.items()) if c.__qualname__ == tag and f.name != self.name}
+        if others:
+            raise SerializationError(
+                f"the stored record is a {tag!r}, of family {min(others)!r}, not of family {self.name!r}"
+            )
+        raise SerializationError(
+            f"the stored record is of class {tag!r}, which is not defined in this process (as a class of family "
+            f"{self.name!r}): import the module that defines it before reading"
+        )
 
     def public_key(self, values: tuple[KeyValue, ...]) -> Any:
         """A primary key as users see it: a scalar, or a tuple for a composite key.
@@ -147,6 +155,29 @@ class Family:
         values = self.key_values(0, attrs.get)
         assert values is not None  # the primary key is never optional
         return values
+
+    def owns(self, attrs: Mapping[str, Any], key: bytes) -> bool:
+        """Whether a record with these attributes is the one stored under *key* (its encoded primary key).
+
+        Checked on every read: a stored record carries its own key, so another
+        record's bytes copied under *key* are never taken for its record.
+        """
+        try:
+            return encode_key(tuple([attrs[name] for name in self.keys[0]])) == key
+        except (KeyError, TypeError, ValueError, StoreError):  # missing, or no key value at all
+            return False
+
+    def not_owned(self, tag: str, attrs: Mapping[str, Any]) -> SerializationError:
+        """The error for a record (of class *tag*) read under a key that `owns` says is not its own."""
+        held = tuple(attrs.get(name) for name in self.primary)
+        if all(value is None for value in held):
+            return SerializationError(
+                f"the stored record, a {tag!r}, has no {'/'.join(self.primary)} attribute: a record of another family?"
+            )
+        value = held[0] if len(held) == 1 else held
+        return SerializationError(
+            f"the stored record, a {tag!r}, is the one of {value!r:.80}: copied from another key?"
+        )
 
     def alternates_of(self, attrs: Mapping[str, Any]) -> tuple[bytes | None, ...]:
         """Encoded alternate keys of a record, aligned with ``keys[1:]``."""

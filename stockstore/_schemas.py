@@ -43,6 +43,12 @@ class Holder(Protocol):
 
     def _write(self, family: Family, entries: Sequence[Entry], now_ms: float) -> list[int]: ...
 
+    def _recover(self, family: Family, key: bytes, stored: Stored, error: Exception) -> Stored | None: ...
+
+
+class SchemaMissingError(SerializationError):
+    """A row record's schema is neither known in this process nor in its store."""
+
 
 class Shelf:
     """One store's row schemas: the ones it has written, and how it finds the others."""
@@ -62,22 +68,19 @@ class Shelf:
         except _codec.UnknownSchemaError:
             pass
         store = self._store
+        key = encode_key((schema_id.hex(),))
         _, now_ms = store._now()
         with store._errors():
-            [stored] = store._read(SCHEMAS, [encode_key((schema_id.hex(),))], now_ms)
-        if stored is None or stored.payload is None:
-            raise SerializationError(
-                f"row schema {schema_id.hex()} is not in this store (memcached may have evicted it; "
-                "written through a ChainedStore, the tiers below still hold it)"
-            )
-        _, attrs = _codec.decode_record(stored.payload)
-        data = attrs.get("schema")
-        if type(data) is not bytes:
-            raise SerializationError(f"stored row schema {schema_id.hex()} is not a stockstore schema")
-        schema = _codec.load_schema(data)
-        if schema.id != schema_id:
-            raise SerializationError(f"stored row schema {schema_id.hex()} does not match its id")
-        return schema
+            [stored] = store._read(SCHEMAS, [key], now_ms)
+        while stored is not None and stored.payload is not None:
+            try:
+                return _schema_of(schema_id, stored.payload)
+            except SerializationError as exc:  # a garbled copy: a chain reads it again below
+                stored = store._recover(SCHEMAS, key, stored, exc)
+        raise SchemaMissingError(
+            f"row schema {schema_id.hex()} is not in this store (memcached may have evicted it; "
+            "written through a ChainedStore, the tiers below still hold it)"
+        )
 
     def save(self, schema: _codec.RowSchema) -> None:
         """Write *schema* as a record, once per store, before any row record that uses it."""
@@ -100,3 +103,15 @@ class Shelf:
         for payload in payloads:
             if payload is not None and _codec.is_row_record(payload):
                 self.get(_codec.split_row(payload)[2][: _codec.SCHEMA_ID_SIZE])
+
+
+def _schema_of(schema_id: bytes, payload: bytes) -> _codec.RowSchema:
+    """The schema a stored schema record holds, checked against its id."""
+    _, attrs = _codec.decode_record(payload)
+    data = attrs.get("schema")
+    if type(data) is not bytes:
+        raise SerializationError(f"stored row schema {schema_id.hex()} is not a stockstore schema")
+    schema = _codec.load_schema(data)
+    if schema.id != schema_id:
+        raise SerializationError(f"stored row schema {schema_id.hex()} does not match its id")
+    return schema

@@ -24,7 +24,7 @@ from ._lifetime import Lifetime, check_lifetime, expiry_ms
 from ._record import attributes_of, rebuild
 from ._schemas import SCHEMAS, Shelf
 from ._writer import Chunk, Encoded
-from .errors import InvalidKeyError, StoreClosedError, StoreError
+from .errors import InvalidKeyError, SerializationError, StoreClosedError, StoreError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -246,12 +246,48 @@ class BaseStore:
             return entry
         return replace(entry, expires_ms=own)
 
-    def _decode(self, family: Family, cls: type, stored: Stored | None) -> Any:
-        if stored is None or stored.payload is None:
+    def _decode(self, family: Family, cls: type, key: bytes, stored: Stored | None) -> Any:
+        """The record of *cls* (or a subclass) held under *key*; ``None`` if missing or of another class."""
+        decoded = self._decoded(family, key, stored)
+        if decoded is None:
             return None
-        tag, attrs = _codec.decode_record(stored.payload, self._schemas.get)
-        found = family.class_for(tag, cls)
+        tag, attrs = decoded
+        try:
+            found = family.class_for(tag, cls)
+        except SerializationError as exc:
+            raise self._unreadable(family, key, exc) from None
         return None if found is None else rebuild(found, attrs)
+
+    def _decoded(self, family: Family, key: bytes, stored: Stored | None) -> tuple[str, dict[str, Any]] | None:
+        """The class tag and attributes of the record *stored* under *key*; ``None`` if missing.
+
+        A stored record carries its own key: one that is another key's (a copied value)
+        or cannot be decoded raises `SerializationError` naming *key* -- or, in a chain,
+        is dropped from the cache tier that held it and read again below (`_recover`).
+        """
+        while stored is not None and stored.payload is not None:
+            try:
+                tag, attrs = _codec.decode_record(stored.payload, self._schemas.get)
+                if not family.owns(attrs, key):
+                    raise family.not_owned(tag, attrs)
+                return tag, attrs
+            except (SerializationError, InvalidKeyError) as exc:
+                stored = self._recover(family, key, stored, exc)
+        return None
+
+    def _recover(self, family: Family, key: bytes, stored: Stored, error: Exception) -> Stored | None:
+        """What to read instead of a copy of *key* that could not be decoded; a store has nothing else: it raises.
+
+        `ChainedStore` drops a cache tier's copy and reads the key again from the tiers below.
+        """
+        raise self._unreadable(family, key, error) from error
+
+    def _unreadable(self, family: Family, key: bytes, error: Exception) -> SerializationError:
+        detail = str(error).removeprefix("stored bytes are not a stockstore record: ")
+        return SerializationError(
+            f"{family.name} {_writer.public_key(family, key)!r:.80} in {self!r} cannot be read: {detail}; "
+            "delete it, or write the record again"
+        )
 
     def _lookup(
         self, family: Family, refs: Sequence[tuple[int, tuple[KeyValue, ...]]], now_ms: float
@@ -327,7 +363,7 @@ class BaseStore:
             found = dict(zip(wanted, self._read(family, wanted, now_ms), strict=True))
         out: list[T | None] = []
         for (index, values), key in zip(refs, primaries, strict=True):
-            obj = None if key is None else self._decode(family, cls, found.get(key))
+            obj = None if key is None else self._decode(family, cls, key, found.get(key))
             if obj is not None and index and family.key_values(index, attributes_of(obj).get) != values:
                 obj = None  # the alternate key moved on between look-up and read
             out.append(obj)
@@ -411,7 +447,8 @@ class BaseStore:
         self._check_open()
         frames = _frames()
         family = family_of(cls)
-        gather = frames.Gather(family, cls, frames.wanted_columns(columns), self._schemas.get)
+        recover = functools.partial(self._recover, family)
+        gather = frames.Gather(family, cls, frames.wanted_columns(columns), self._schemas.get, recover)
         _, now_ms = self._now()
         if keys is None:
             for pairs in _writer.chunks(self._scan_read_errors(family, now_ms), self.put_chunk):
@@ -496,7 +533,7 @@ class BaseStore:
     def _of_class(self, family: Family, cls: type, keys: list[bytes], now_ms: float) -> list[bytes]:
         with self._errors():
             stored = self._read(family, keys, now_ms)
-        return [k for k, s in zip(keys, stored, strict=True) if self._decode(family, cls, s) is not None]
+        return [k for k, s in zip(keys, stored, strict=True) if self._decode(family, cls, k, s) is not None]
 
     def _changes(self, family: Family, values: tuple[KeyValue, ...], changes: Mapping[str, Any]) -> dict[str, Any]:
         changes = dict(changes)
@@ -619,6 +656,8 @@ class BaseStore:
                     # A row record takes the changes in place, undecoded: its schema is in this store.
                     patched = None if callable(self.lifetime) else _codec.patch_row(current.payload, changes[key])
                     if patched is not None:
+                        if not family.owns(patched[0], key):
+                            raise family.not_owned(tag, patched[0])
                         if self.lifetime is not None:
                             expires = self._expiry(None, now, family, key)  # a lifetime applies afresh to the patch
                         return Entry(patched[1], version, expires, key, family.alternates_of(patched[0]))
@@ -626,6 +665,10 @@ class BaseStore:
                 except _codec.UnknownSchemaError as exc:
                     missing.add(exc.schema_id)
                     raise
+                except SerializationError as exc:
+                    raise self._unreadable(family, key, exc) from None
+                if not family.owns(attrs, key):  # a value copied from another key: never patched into this one
+                    raise self._unreadable(family, key, family.not_owned(stored_tag, attrs))
             attrs.update(changes[key])
             if self.lifetime is not None:
                 # A lifetime applies afresh to the patched record; without one the expiry stays.

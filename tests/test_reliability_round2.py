@@ -16,7 +16,11 @@ import pytest
 from faults import publish
 
 import stockstore as ss
+from stockstore import _codec
+from stockstore._keys import encode_key, family_of
+from stockstore._schemas import SCHEMAS
 from stockstore.backends import MemoryStore, RedisMsgpackStore, SqlStore
+from stockstore.backends.base import Entry
 from stockstore.errors import StoreError
 from stockstore.testing import FakeClock, assert_record
 
@@ -110,3 +114,67 @@ def test_5_a_read_never_fails_because_a_fill_could_not_be_made(
     chain.close()
     cache.close()
     source.close()
+
+
+# ---------------------------------------------------------------------------- 3, 7. copies a cache cannot read
+
+
+@pytest.mark.redis
+def test_7_copies_a_cache_tier_cannot_read_are_misses_refilled_from_below(
+    redis_url: str, tmp_path: Path, namespace: str, clock: FakeClock
+) -> None:
+    """Another key's value copied under a key (3), and a garbled payload, in the Redis tier of a chain (7)."""
+    import redis
+
+    keys = [f"S{i:04d}" for i in range(1000)]
+    records = [Security({f"a{j}": i + j / 7 for j in range(50)}, ssm_id=k) for i, k in enumerate(keys)]
+    source = SqlStore(sqlite_url(tmp_path), namespace=namespace, clock=clock)
+    cache = RedisMsgpackStore(redis_url, namespace=namespace, clock=clock)
+    writer = ss.ChainedStore([MemoryStore(namespace=namespace, clock=clock), cache, source], clock=clock)
+    writer.batch_put(records)
+
+    raw = redis.Redis.from_url(redis_url)
+    family = family_of(Security)
+    copied, garbled = cache._record_keys(family, [encode_key(("S0007",)), encode_key(("S0500",))])
+    raw.set(copied, raw.get(cache._record_keys(family, [encode_key(("S0003",))])[0]))  # S0003's bytes under S0007
+    value = raw.get(garbled)
+    raw.set(garbled, value[:30] + bytes(b ^ 0x5A for b in value[30:60]) + value[60:])  # the header kept
+
+    reader = ss.ChainedStore([MemoryStore(namespace=namespace, clock=clock), cache, source], clock=clock)
+    got = reader.batch_get(Security, keys)  # a fresh process: its memory tier is empty
+    wrong = [k for k, g, r in zip(keys, got, records, strict=True) if g is None or dict(g) != dict(r)]
+    publish("r2-7-unreadable-cache-copies", wrong=len(wrong), of=len(keys), tier_failures=reader.tier_failures)
+    assert wrong == []
+    assert reader.tier_failures[1] == 2, "both copies were counted"
+    assert_record(cache.get(Security, "S0007"), records[7])  # dropped, and refilled from below
+    assert_record(cache.get(Security, "S0500"), records[500])
+    frame = reader.get_frame(Security, keys=keys)
+    assert frame.loc["S0007", "a1"] == records[7]["a1"]
+    assert frame.loc["S0500", "a49"] == records[500]["a49"]
+    for store in (reader, writer, cache, source):
+        store.close()
+
+
+def test_7_a_garbled_schema_copy_in_a_memory_tier_is_dropped(
+    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pd = pytest.importorskip("pandas")
+    np = pytest.importorskip("numpy")
+    source = SqlStore(sqlite_url(tmp_path), clock=clock)
+    memory = MemoryStore(clock=clock)
+    chain = ss.ChainedStore([memory, source], clock=clock)
+    df = pd.DataFrame(np.arange(300.0).reshape(100, 3), columns=["a", "b", "c"])
+    df.index = pd.Index([f"S{i}" for i in range(100)], name="ssm_id")
+    chain.put_frame(Security, df)
+    monkeypatch.setattr(_codec, "_schemas", {})  # a process that has not met the schema
+    chain.get(Security, "S1")  # the schema is read through the chain: the memory tier now holds a copy
+    (slot,) = [s for s in memory._state.records if s[0] == SCHEMAS.name]
+    held = memory._state.records[slot]
+    memory._state.records[slot] = Entry(held.payload[:-5] + b"\x00" * 5, held.version, None, held.key, ())
+    monkeypatch.setattr(_codec, "_schemas", {})
+    got = chain.get_frame(Security, keys=list(df.index))
+    publish("r2-7-garbled-schema-copy", rows=len(got), tier_failures=chain.tier_failures)
+    assert got.to_numpy().tolist() == df.to_numpy().tolist()
+    assert chain.tier_failures[0] == 1
+    assert memory._state.records[slot].payload == held.payload  # refilled from below
+    chain.close()

@@ -8,6 +8,7 @@ from ._closing import ClosingTests
 from ._errors import ErrorTests
 from ._frames import FrameTests
 from ._hostile import HostileTests
+from ._integrity import IntegrityTests
 from ._isolation import IsolationTests
 from ._keys import KeyTests
 from ._lifetimes import LifetimeTests
@@ -27,6 +28,7 @@ class BackendSuite(
     IsolationTests,
     FrameTests,
     HostileTests,
+    IntegrityTests,
     ChainRuleTests,
     ClosingTests,
 ):
