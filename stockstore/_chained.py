@@ -289,8 +289,17 @@ class ChainedStore(BaseStore):
         return [found[k] if k in found else got.get(k) for k in keys]
 
     def _read_tiers(self, family: Family, keys: Sequence[bytes], now_ms: float, below: int = -1) -> dict[bytes, Stored]:
-        """Read *keys* from the tiers below level *below* (every tier by default), top to bottom."""
+        """Read *keys* from the tiers below level *below* (every tier by default), top to bottom.
+
+        Each cache tier that misses a key is watched for it (`_watch`) before the
+        tiers below are read: the fill it then gets lands only if nothing was written
+        to the key there since, whatever the tier lost meanwhile (an eviction, a
+        restart).  The tiers down to *below* are watched first: they are missing the keys.
+        """
         self._repair(family, keys)
+        tokens: _Tokens = {}
+        for level in range(below + 1):
+            self._watch_in(level, family, keys, tokens)
         found: dict[bytes, Stored] = {}
         missing = list(keys)
         for level, tier in enumerate(self.tiers[:-1]):
@@ -299,17 +308,33 @@ class ChainedStore(BaseStore):
             ask = [k for k in missing if not self._bypassed(level, family, k)]
             if not ask:
                 continue
-            hits = self._read_cache(level, tier, family, ask, now_ms)
+            hits = self._read_cache(level, tier, family, ask, now_ms, tokens)
             if hits:
                 found.update(hits)
                 missing = [k for k in missing if k not in found]
             if not missing:
                 return found
-        found.update(self._read_source(family, missing, now_ms))
+            self._watch_in(level, family, [k for k in ask if k not in hits], tokens)
+        found.update(self._read_source(family, missing, now_ms, tokens))
         return found
 
+    def _watch_in(self, level: int, family: Family, keys: Sequence[bytes], tokens: _Tokens) -> None:
+        """Watch *keys* in a cache tier that will be filled with them; a tier without tokens is not watched."""
+        tier = self.tiers[level]
+        ask = [k for k in keys if not self._bypassed(level, family, k)]
+        if not ask or not self._usable(level):
+            return
+        try:
+            with tier._errors():
+                taken = tier._watch(family, ask, max(1, int(self.tombstone_ttl * 500)))
+        except StoreError as exc:  # watched for nothing: nothing is filled there by this read
+            taken = []
+            logger.warning("tier %d (%r) failed to watch keys for a fill: %s", level, tier, exc)
+        if taken is not None:
+            tokens.setdefault(level, {}).update(zip(ask, taken, strict=False))
+
     def _read_cache(
-        self, level: int, tier: BaseStore, family: Family, keys: Sequence[bytes], now_ms: float
+        self, level: int, tier: BaseStore, family: Family, keys: Sequence[bytes], now_ms: float, tokens: _Tokens
     ) -> dict[bytes, Stored]:
         """What a cache tier holds of *keys*, filled into the tiers above it; a tier that fails is a miss."""
         started = self.clock()
@@ -326,7 +351,7 @@ class ChainedStore(BaseStore):
         # Copies from before the last clear() are void, even if this tier missed the clear.
         floor = self._floors.get(family.name, 0)
         hits = [(k, s) for k, s in zip(keys, got, strict=True) if s is not None and s.version > floor]
-        self._fill_from(family, level, hits, started)
+        self._fill_from(family, level, hits, started, tokens)
         return {k: _Cached(s.payload, s.version, s.expires_ms, level) for k, s in hits}
 
     def _recover(self, family: Family, key: bytes, stored: Stored, error: Exception) -> Stored | None:
@@ -348,7 +373,9 @@ class ChainedStore(BaseStore):
             self._bypass_keys(level, family, [key])
         return self._read_tiers(family, [key], now_ms, below=level).get(key)
 
-    def _read_source(self, family: Family, keys: Sequence[bytes], now_ms: float) -> dict[bytes, Stored]:
+    def _read_source(
+        self, family: Family, keys: Sequence[bytes], now_ms: float, tokens: _Tokens
+    ) -> dict[bytes, Stored]:
         """Read *keys* from the source of truth and fill the tiers above, sharing the reads with other processes.
 
         Through the nearest tier that has leases (Redis): this process reads the keys
@@ -366,10 +393,10 @@ class ChainedStore(BaseStore):
             try:
                 if leased:  # filled by another process since this one missed them, and the lease ended?
                     assert lease is not None
-                    found.update(self._read_cache(lease, self.tiers[lease], family, leased, now_ms))
+                    found.update(self._read_cache(lease, self.tiers[lease], family, leased, now_ms, tokens))
                 # The rest leased here, and the keys that cannot be waited for (bypassed in that tier).
                 ask = [k for k in pending if k not in held and k not in found]
-                found.update(self._read_from_source(family, ask, now_ms))
+                found.update(self._read_from_source(family, ask, now_ms, tokens))
             finally:
                 if leased:
                     assert lease is not None
@@ -378,13 +405,13 @@ class ChainedStore(BaseStore):
             if not theirs:
                 break
             if waited >= self.lease_for:
-                found.update(self._read_from_source(family, theirs, now_ms))
+                found.update(self._read_from_source(family, theirs, now_ms, tokens))
                 break
             self.sleep(pause)
             waited += pause
             pause = min(pause * 2, 0.1)
             assert lease is not None
-            found.update(self._read_cache(lease, self.tiers[lease], family, theirs, now_ms))
+            found.update(self._read_cache(lease, self.tiers[lease], family, theirs, now_ms, tokens))
             pending = [k for k in theirs if k not in found]
         return found
 
@@ -417,7 +444,9 @@ class ChainedStore(BaseStore):
         except StoreError as exc:  # the leases run out on their own
             logger.warning("tier %d (%r) failed to release leases: %s", level, self.tiers[level], exc)
 
-    def _read_from_source(self, family: Family, keys: Sequence[bytes], now_ms: float) -> dict[bytes, Stored]:
+    def _read_from_source(
+        self, family: Family, keys: Sequence[bytes], now_ms: float, tokens: _Tokens
+    ) -> dict[bytes, Stored]:
         if not keys:
             return {}
         started = self.clock()
@@ -425,10 +454,12 @@ class ChainedStore(BaseStore):
         with source._errors():
             got = source._read(family, keys, now_ms)
         hits = [(k, s) for k, s in zip(keys, got, strict=True) if s is not None]
-        self._fill_from(family, len(self.tiers) - 1, hits, started)
+        self._fill_from(family, len(self.tiers) - 1, hits, started, tokens)
         return dict(hits)
 
-    def _fill_from(self, family: Family, level: int, hits: list[tuple[bytes, Stored]], started: float) -> None:
+    def _fill_from(
+        self, family: Family, level: int, hits: list[tuple[bytes, Stored]], started: float, tokens: _Tokens
+    ) -> None:
         """Fill the tiers above *level* with what it held (and their row schemas first)."""
         if hits and level:
             # A tier may decode what it is filled with (a hash layout, a callable lifetime):
@@ -438,9 +469,15 @@ class ChainedStore(BaseStore):
             except StoreError as exc:  # the read answers all the same: reading the records will say what is wrong
                 logger.warning("no read-fill of %s above tier %d: %s", family.name, level, exc)
                 return
-            self._fill_above(family, level, hits, started)
+            self._fill_above(family, level, hits, started, tokens)
 
-    def _fill_above(self, family: Family, level: int, hits: list[tuple[bytes, Stored]], started: float) -> None:
+    def _fill_above(
+        self, family: Family, level: int, hits: list[tuple[bytes, Stored]], started: float, tokens: _Tokens
+    ) -> None:
+        """Fill the tiers above *level* with what it held, each with its own lifetime.
+
+        A tier watched for the keys (*tokens*) takes each only while its token is in place.
+        """
         now = self.clock()
         if now - started > self.tombstone_ttl / 2:
             # A read this slow may predate a write whose tombstone has already gone.
@@ -459,13 +496,19 @@ class ChainedStore(BaseStore):
                 continue
             try:
                 with tier._errors():
-                    mine = [
-                        tier._apply_lifetime(family, e, now)
+                    watched = tokens.get(upper)
+                    ask = [
+                        e
                         for e in entries
-                        if not self._bypassed(upper, family, e.key)
+                        if not self._bypassed(upper, family, e.key) and (watched is None or e.key in watched)
                     ]
-                    if mine:
+                    mine = [tier._apply_lifetime(family, e, now) for e in ask]
+                    if not mine:
+                        continue
+                    if watched is None:
                         tier._fill(family, mine, now * 1000)
+                    else:
+                        tier._fill_watched(family, mine, [watched[e.key] for e in mine], now * 1000)
             except (StoreError, PartialWrite) as exc:
                 # The read itself succeeded, and never fails for a fill (or a tier's lifetime)
                 # that could not be made; a fill that may or may not have landed carried the
@@ -600,6 +643,10 @@ def _alternates(family: Family, stored: Stored) -> tuple[bytes | None, ...]:
     if len(family.keys) == 1 or stored.payload is None:
         return ()
     return family.alternates_of(decode_head(stored.payload)[1])  # key attributes are in the map
+
+
+_Tokens = dict[int, dict[bytes, bytes]]
+"""A read's fill tokens: level -> key -> token, for the cache tiers that give them (`BaseStore._watch`)."""
 
 
 @dataclass(slots=True)

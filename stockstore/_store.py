@@ -171,6 +171,22 @@ class BaseStore:
                 self._save(family, changes)
         return result
 
+    def _watch(self, family: Family, keys: Sequence[bytes], ttl_ms: int) -> list[bytes] | None:
+        """Give each key a fill token, kept *ttl_ms* at most; ``None`` (the default): this store gives none.
+
+        A `ChainedStore` watches a cache tier for the keys it missed before reading
+        them below; `_fill_watched` then stores each entry only while its token is
+        in place.  Any other fill, invalidation or removal of the key takes the token
+        away, and so does whatever the store loses (an eviction, a restart): a late
+        fill of what was read before a write never lands, even once the newer copy
+        is gone.  A store that can lose copies behind a chain's back gives tokens.
+        """
+        return None
+
+    def _fill_watched(self, family: Family, entries: Sequence[Entry], tokens: Sequence[bytes], now_ms: float) -> None:
+        """`_fill` each entry only while its token (aligned) from `_watch` is in place; the token is used up."""
+        raise NotImplementedError(f"{type(self).__qualname__} gives fill tokens (_watch) and must take them here")
+
     def _lease(self, family: Family, keys: Sequence[bytes], ttl_ms: int) -> list[bool] | None:
         """Take a lease of *ttl_ms* on each key nobody holds one on: True where taken.
 

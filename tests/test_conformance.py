@@ -75,6 +75,7 @@ class ProjectSuite(BackendSuite):
 
 class TestMemory(ProjectSuite):
     shares_namespace_between_instances = False
+    gives_fill_tokens = True  # max_items evicts
 
     def make_store(self, **options: Any) -> ss.BaseStore:
         return MemoryStore(**options)
@@ -83,6 +84,7 @@ class TestMemory(ProjectSuite):
 class TestThreadLocal(ProjectSuite):
     shares_namespace_between_instances = False
     shared_between_threads = False
+    gives_fill_tokens = True
 
     def make_store(self, **options: Any) -> ss.BaseStore:
         return ThreadLocalStore(**options)

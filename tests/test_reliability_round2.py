@@ -9,6 +9,8 @@ and tests/test_sql.py.  `publish` prints what was measured.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -178,3 +180,56 @@ def test_7_a_garbled_schema_copy_in_a_memory_tier_is_dropped(
     assert chain.tier_failures[0] == 1
     assert memory._state.records[slot].payload == held.payload  # refilled from below
     chain.close()
+
+
+# ---------------------------------------------------------------------------- 2. late fills after a copy is lost
+
+
+class _HeldRead(MemoryStore):
+    """A source of truth whose reads can be held after they have read: a reader delayed by the network."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.hold = threading.Event()
+        self.have_read = threading.Event()
+        self.go = threading.Event()
+
+    def _read(self, family: Any, keys: Any, now_ms: float) -> Any:
+        got = super()._read(family, keys, now_ms)
+        if self.hold.is_set() and family.name == "Security":
+            self.have_read.set()
+            self.go.wait(10)
+        return got
+
+
+def late_fill(chain: ss.ChainedStore, source: _HeldRead, keys: list[str], lose: Callable[[], None]) -> list[Any]:
+    """A reader reads *keys* (v1) from the source and is held; a writer writes v2; the tier loses v2; the reader fills.
+
+    Returns what the chain serves afterwards.
+    """
+    source.hold.set()
+    reader = threading.Thread(target=chain.batch_get, args=(Security, keys))
+    reader.start()
+    assert source.have_read.wait(10)
+    source.hold.clear()
+    chain.batch_put([Security(ssm_id=k, v=2) for k in keys])  # the writer: v2 at the source and in the caches
+    lose()
+    source.go.set()
+    reader.join(10)
+    return chain.batch_get(Security, keys)
+
+
+def test_2_a_late_fill_never_lands_after_an_eviction(clock: FakeClock) -> None:
+    keys = [f"S{i}" for i in range(500)]
+    source = _HeldRead(clock=clock)
+    source.batch_put([Security(ssm_id=k, v=1) for k in keys])
+    tier = MemoryStore(max_items=1000, clock=clock)
+    chain = ss.ChainedStore([tier, source], clock=clock)
+
+    def evict() -> None:  # other records push every copy of v2 out of the tier
+        tier.batch_put([Security(ssm_id=f"other{i}") for i in range(1000)])
+
+    got = late_fill(chain, source, keys, evict)
+    stale = sum(1 for r in got if r is None or r["v"] != 2)
+    publish("r2-2-late-fill-after-eviction", tier="MemoryStore(max_items)", stale=stale, of=len(keys))
+    assert stale == 0

@@ -7,6 +7,7 @@ SQL or Redis tier would.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import OrderedDict
@@ -32,6 +33,8 @@ from .base import (
 )
 
 _Slot = tuple[str, bytes]  # (family name, encoded primary key)
+_TOKENS_KEPT = 100_000  # fill tokens held before those past their end are dropped
+_tokens = itertools.count(1)  # fill tokens: never two alike in this process
 
 
 @dataclass
@@ -40,6 +43,7 @@ class _State:
 
     records: OrderedDict[_Slot, Entry] = field(default_factory=OrderedDict)  # oldest first, for LRU
     alternates: dict[tuple[str, int, bytes], bytes] = field(default_factory=dict)  # -> primary key
+    tokens: dict[_Slot, tuple[bytes, float]] = field(default_factory=dict)  # fill tokens and when they end (ms)
     lock: threading.RLock = field(default_factory=threading.RLock)
 
 
@@ -77,6 +81,7 @@ class MemoryStore(BaseStore):
 
     def _set(self, state: _State, family: Family, entry: Entry, now_ms: float) -> None:
         slot = (family.name, entry.key)
+        state.tokens.pop(slot, None)  # any change of the record takes its fill token away
         old = state.records.pop(slot, None)
         if old is not None:
             self._unindex(state, family.name, old)
@@ -89,6 +94,7 @@ class MemoryStore(BaseStore):
             self._unindex(state, name, evicted)
 
     def _drop(self, state: _State, family: Family, key: bytes) -> Entry | None:
+        state.tokens.pop((family.name, key), None)
         old = state.records.pop((family.name, key), None)
         if old is not None:
             self._unindex(state, family.name, old)
@@ -177,6 +183,29 @@ class MemoryStore(BaseStore):
         with state.lock:
             held, holders = self._held(state, family, entries), self._holders(state, family, entries, now_ms)
             self._apply(state, family, plan_fill(family, entries, held, holders, now_ms), now_ms)
+
+    def _watch(self, family: Family, keys: Sequence[bytes], ttl_ms: int) -> list[bytes]:
+        """Fill tokens (see `BaseStore._watch`): an eviction (``max_items``) loses a copy behind a chain's back."""
+        state = self._state
+        until = self.clock() * 1000 + ttl_ms
+        with state.lock:
+            if len(state.tokens) > _TOKENS_KEPT:  # the tokens of reads that never filled: dropped once over
+                now_ms = self.clock() * 1000
+                for slot in [s for s, (_, end) in state.tokens.items() if end <= now_ms]:
+                    del state.tokens[slot]
+            taken = [next(_tokens).to_bytes(8, "big") for _ in keys]
+            state.tokens.update(((family.name, k), (t, until)) for k, t in zip(keys, taken, strict=True))
+        return taken
+
+    def _fill_watched(self, family: Family, entries: Sequence[Entry], tokens: Sequence[bytes], now_ms: float) -> None:
+        state = self._state
+        with state.lock:
+            mine = []
+            for entry, token in zip(entries, tokens, strict=True):
+                held = state.tokens.pop((family.name, entry.key), None)
+                if held is not None and held[0] == token and held[1] > now_ms:
+                    mine.append(entry)
+            self._fill(family, mine, now_ms)
 
     def _invalidate(self, family: Family, keys: Sequence[bytes], version: int, until_ms: int) -> None:
         state = self._state

@@ -30,6 +30,7 @@ class SuiteBase:
     lists_keys: bool = True
     counts_cleared: bool = True
     grows_versions: bool = True
+    gives_fill_tokens: bool = False
     shares_namespace_between_instances: bool = True
     shared_between_threads: bool = True
     largest_record_size: int | None = None

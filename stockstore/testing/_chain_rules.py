@@ -106,6 +106,58 @@ class ChainRuleTests(SuiteBase):
         fill(store, entry(Security(ssm_id="k", v=2.0), v + 1))
         assert_record(store.get(Security, "k"), Security(ssm_id="k", v=2.0))
 
+    # ------------------------------------------------------------------ fill tokens
+
+    def watch(self, store: BaseStore, *keys: Any, ttl_ms: int = 30_000) -> list[bytes]:
+        if not self.gives_fill_tokens:
+            pytest.skip("gives_fill_tokens is false: this store loses no copy behind a chain's back")
+        with store._errors():
+            tokens = store._watch(family_of(Security), [encode_key((k,)) for k in keys], ttl_ms)
+        assert tokens is not None, "gives_fill_tokens is true, but _watch gives no tokens"
+        assert len(tokens) == len(keys)
+        return tokens
+
+    def test_fill_tokens_are_given_as_declared(self, store: BaseStore) -> None:
+        with store._errors():
+            tokens = store._watch(family_of(Security), [encode_key(("k",))], 30_000)
+        assert (tokens is not None) == self.gives_fill_tokens, "see gives_fill_tokens"
+
+    def fill_watched(self, store: BaseStore, token: bytes, *entries: Entry) -> None:
+        with store._errors():
+            store._fill_watched(family_of(Security), list(entries), [token] * len(entries), now_ms(store))
+
+    def test_a_watched_fill_lands_while_its_token_is_in_place(self, store: BaseStore) -> None:
+        [token] = self.watch(store, "k")
+        self.fill_watched(store, token, entry(Security(ssm_id="k", v=1.0), versions.next()))
+        assert_record(store.get(Security, "k"), Security(ssm_id="k", v=1.0))
+
+    @pytest.mark.parametrize("change", ["fill", "invalidate", "remove"])
+    def test_a_watched_fill_is_refused_once_the_key_changed(self, store: BaseStore, change: str) -> None:
+        """Taken away by a newer fill, an invalidation or a removal, even if that copy is gone again."""
+        v = versions.take(3)
+        [token] = self.watch(store, "k")
+        if change == "fill":
+            fill(store, entry(Security(ssm_id="k", v=2.0), v + 2))
+        elif change == "invalidate":
+            invalidate(store, Security, ["k"], v + 2)
+        else:
+            store.delete(Security, "k")
+        store.delete(Security, "k")  # the newer copy (or tombstone) is lost, as an eviction would lose it
+        self.fill_watched(store, token, entry(Security(ssm_id="k", v=1.0), v))
+        assert store.get(Security, "k") is None, "a late fill landed though the key changed since it was watched"
+
+    def test_a_token_is_used_once_and_not_past_its_time(self, store: BaseStore) -> None:
+        v = versions.take(3)
+        [token] = self.watch(store, "k")
+        self.fill_watched(store, token, entry(Security(ssm_id="k", v=1.0), v))
+        store.delete(Security, "k")
+        self.fill_watched(store, token, entry(Security(ssm_id="k", v=2.0), v + 1))
+        assert store.get(Security, "k") is None
+        [late] = self.watch(store, "late", ttl_ms=1000)
+        self.clock.tick(2)
+        self.fill_watched(store, late, entry(Security(ssm_id="late", v=1.0), v + 2))
+        assert store.get(Security, "late") is None
+
     # ------------------------------------------------------------------ tombstones
 
     def test_a_tombstone_hides_the_record_and_refuses_fills_up_to_its_version(self, store: BaseStore) -> None:

@@ -100,6 +100,14 @@ class BackendSuite(
         storing ``max(new, held + 1)`` (``RedisMsgpackStore``, for families without
         alternate keys): as a source of truth its versions follow the writers' clocks.
         Skips test_a_write_stores_a_version_newer_than_any_held.
+    ``gives_fill_tokens = False``
+        True for a store that can lose a copy behind a chain's back (an eviction, a
+        restart, a flush) and so gives fill tokens (``_watch``, ``_fill_watched``: a
+        late fill of what was read before a write never lands).  With it false,
+        ``_watch`` must give none, and the three token tests skip:
+        test_a_watched_fill_lands_while_its_token_is_in_place,
+        test_a_watched_fill_is_refused_once_the_key_changed and
+        test_a_token_is_used_once_and_not_past_its_time.
     ``largest_record_size = None``, ``largest_record_error = ""``
         The largest record, in encoded bytes, the backend stores (memcached's item limit,
         MariaDB's ``max_allowed_packet``); ``None`` for none below the tens of megabytes
