@@ -82,9 +82,9 @@ class Shelf:
             "written through a ChainedStore, the tiers below still hold it)"
         )
 
-    def save(self, schema: _codec.RowSchema) -> None:
-        """Write *schema* as a record, once per store, before any row record that uses it."""
-        if schema.id in self.saved:
+    def save(self, schema: _codec.RowSchema, *, again: bool = False) -> None:
+        """Write *schema* as a record before any row record that uses it: once per store, unless *again*."""
+        if schema.id in self.saved and not again:
             return
         store = self._store
         key = schema.id.hex()

@@ -441,12 +441,12 @@ class BaseStore:
             ]
         else:
             expiries = [self._expiry(None, now)] * len(frame.keys)
-        if frame.schema is not None:
-            self._schemas.save(frame.schema)
         chunks: list[Chunk] = []
         for start in range(0, len(frame.keys), self.put_chunk):
             stop = min(start + self.put_chunk, len(frame.keys))
             encode = functools.partial(frame.encode, start, stop, expiries, now_ms)
+            if frame.schema is not None:  # kept in the store before the first record that needs it
+                encode = functools.partial(self._with_schemas, [frame.schema], encode)
             chunks.append((family, frame.keys[start:stop], encode))
         self._write_chunks(chunks, now_ms, len(frame.keys), single=False)
 
@@ -601,6 +601,7 @@ class BaseStore:
     def _encode_puts(self, family: Family, puts: list[tuple[bytes, _Put]], now_ms: float) -> Encoded:
         live: list[Entry] = []
         expired: list[bytes] = []
+        schemas: dict[bytes, _codec.RowSchema] = {}
         packer = _codec.packer()
         first = versions.take(len(puts))  # one clock reading a chunk
         for n, (key, (obj, attrs, alternates, wide, expires)) in enumerate(puts):
@@ -610,10 +611,25 @@ class BaseStore:
             if wide is None:
                 payload = _codec.pack((family.tag(type(obj)), attrs))
             else:
-                self._schemas.save(wide.schema)
+                schemas[wide.schema.id] = wide.schema
                 payload = _codec.encode_wide(attrs, wide, packer)
             live.append(Entry(payload, first + n, expires, key, alternates))
-        return live, expired
+        return self._with_schemas(schemas.values(), lambda: (live, expired))
+
+    def _with_schemas(self, schemas: Iterable[_codec.RowSchema], encode: Callable[[], Encoded]) -> Encoded:
+        """A chunk, encoded, once the row schemas its records need are in the store.
+
+        A store that may lose them behind its records' backs (`_schemas_may_vanish`:
+        a flush, a restart, an eviction) writes them again with every chunk.
+        """
+        encoded = encode()
+        for schema in schemas:
+            self._schemas.save(schema, again=self._schemas_may_vanish())
+        return encoded
+
+    def _schemas_may_vanish(self) -> bool:
+        """Whether the store may lose a row schema it kept (a flush, a restart, an eviction): no, by default."""
+        return False
 
     def _stores_rows(self) -> bool:
         """Whether wide records are written as row records, their schema kept in this store.
