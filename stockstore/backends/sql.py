@@ -15,8 +15,9 @@ bytes: per-attribute, JSON or REAL columns each lose NaN, -0.0, big ints or
 types on some database.  Key values and attribute names only ever travel as
 bound parameters.  Every write primitive is one transaction that locks the
 rows it replaces (``SELECT ... FOR UPDATE`` in id order; ``BEGIN IMMEDIATE`` on
-SQLite), decides in Python, then writes in a few batched statements;
-deadlocks, serialization failures and racing inserts are retried.
+SQLite), decides in Python, then writes in a few batched statements that
+reach no other row (MariaDB/MySQL: through the primary key); deadlocks,
+serialization failures and racing inserts are retried.
 See docs/backends.md for the details.
 """
 
@@ -337,35 +338,57 @@ class SqlStore(BaseStore):
                     .order_by(table.c.id)
                     .with_for_update()
                 )
-                for row in conn.execute(query):
+                for row in conn.execute(_through_index(query, table, column.name)):
                     live = bool(row.filled) and (row.expires_ms is None or row.expires_ms > now_ms)
                     out[(index, values[row[1]])] = (row.key, live)
         return out
 
     def _apply(self, conn: sa.Connection, table: sa.Table, plan: _Plan) -> None:
-        """Delete, release alternate keys, rewrite, insert: a few batched statements."""
+        """Delete, release alternate keys, rewrite, insert: a few batched statements.
+
+        No statement may wait for a row the transaction has not locked, or two batches
+        over overlapping rows deadlock: MariaDB's ``DELETE ... WHERE id IN (...)`` over a
+        good part of a table scans all of it, waiting for each row another transaction
+        holds.  So there a replaced row is rewritten in place by one multi-row ``INSERT ...
+        ON DUPLICATE KEY UPDATE`` (PyMySQL would send an executemany ``UPDATE`` row by
+        row) and a removed one is deleted by its id alone; an ``UPDATE`` skips rows it does
+        not match without waiting.  PostgreSQL rewrites in place too: a transaction waiting
+        to lock a row it saw would skip one that was deleted (even though its id was
+        re-inserted) and then collide with it.  SQLite, one writer at a time, deletes and
+        re-inserts.
+        """
         if self._dialect == "mysql":
             self._check_packets(conn, table, [*plan.insert.values(), *plan.replace.values()])
-        in_place = self._dialect == "postgresql"
-        # PostgreSQL rewrites replaced rows in place: a transaction waiting to lock a row it
-        # saw would skip one that was deleted (even though its id was re-inserted) and then
-        # collide with it.  MySQL/MariaDB and SQLite hand the waiter the re-inserted row, and
-        # DELETE + INSERT spares PyMySQL's one-round-trip-per-row executemany of UPDATE.
+        in_place = self._dialect != "sqlite"
         gone = plan.delete if in_place else plan.delete | set(plan.replace)
-        for chunk in self._chunks(sorted(gone)):
-            conn.execute(table.delete().where(table.c.id.in_(chunk)))
+        self._delete(conn, table, sorted(gone))
         for index, ids in sorted(plan.release.items()):
             for chunk in self._chunks(sorted(ids - gone)):
                 conn.execute(table.update().where(table.c.id.in_(chunk)).values({f"alt{index}": None}))
-        rows = plan.insert if in_place else {**plan.insert, **plan.replace}
         if in_place and plan.replace:
-            names = [c.name for c in table.columns if c.name not in ("id", "key")]
-            update = table.update().where(table.c.id == sa.bindparam("w_id"))
-            update = update.values({n: sa.bindparam(f"w_{n}") for n in names})
-            changes = [plan.replace[i] for i in sorted(plan.replace)]
-            conn.execute(update, [{f"w_{n}": row[n] for n in ("id", *names)} for row in changes])
+            self._rewrite(conn, table, [plan.replace[i] for i in sorted(plan.replace)])
+        rows = plan.insert if in_place else {**plan.insert, **plan.replace}
         if rows:
             conn.execute(table.insert(), [rows[i] for i in sorted(rows)])
+
+    def _delete(self, conn: sa.Connection, table: sa.Table, ids: Sequence[bytes]) -> None:
+        """Delete the rows of *ids* (sorted), which this transaction has locked."""
+        if self._dialect != "mysql":
+            for chunk in self._chunks(ids):
+                conn.execute(table.delete().where(table.c.id.in_(chunk)))
+        elif ids:  # one row a statement: a DELETE takes no index hint (see _apply)
+            conn.execute(table.delete().where(table.c.id == sa.bindparam("d_id")), [{"d_id": i} for i in ids])
+
+    def _rewrite(self, conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
+        """Rewrite locked rows in place (in id order): their id and key stay, the rest changes."""
+        names = [c.name for c in table.columns if c.name not in ("id", "key")]
+        if self._dialect == "mysql":
+            upsert = mysql.insert(table)
+            conn.execute(upsert.on_duplicate_key_update({n: upsert.inserted[n] for n in names}), rows)
+            return
+        update = table.update().where(table.c.id == sa.bindparam("w_id"))
+        update = update.values({n: sa.bindparam(f"w_{n}") for n in names})
+        conn.execute(update, [{f"w_{n}": row[n] for n in ("id", *names)} for row in rows])
 
     def _check_packets(self, conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
         """Refuse (`SerializationError`) a row whose INSERT would exceed the server's ``max_allowed_packet``.
@@ -529,6 +552,10 @@ class SqlStore(BaseStore):
         ids = sorted({_digest(k) for k in keys})
 
         def remove(conn: sa.Connection) -> int:
+            if self._dialect == "mysql":  # no DELETE ... IN (...) there (see _apply)
+                held = self._lock(conn, table, ids, payload=False)
+                self._delete(conn, table, sorted(held))
+                return sum(h.live(now_ms) for h in held.values())
             live = 0
             for chunk in self._chunks(ids):
                 # Live rows first, to count them; then what is left (expired rows, tombstones).
@@ -602,6 +629,18 @@ def _url(where: str | sa.URL) -> sa.URL:
         raise StoreError("SqlStore needs a SQLAlchemy URL (sqlite:///path.db, postgresql://...) or an Engine") from None
     driver = _DRIVERS.get(url.drivername)
     return url if driver is None else url.set(drivername=driver)
+
+
+def _through_index(query: sa.Select[Any], table: sa.Table, index: str) -> sa.Select[Any]:
+    """*query* with MariaDB/MySQL told to read *table* through *index* (other databases ignore it).
+
+    Given ``WHERE altN IN (...) ORDER BY id FOR UPDATE`` over a good part of a table,
+    MariaDB scans the whole primary key to skip the sort, locking (and waiting for)
+    rows it does not want.  The unnamed ``UNIQUE (altN)`` key is named after its column.
+    """
+    for name in _MYSQL:
+        query = query.with_hint(table, f"FORCE INDEX ({index})", dialect_name=name)
+    return query
 
 
 def _check_supported(name: str, driver: str) -> None:
