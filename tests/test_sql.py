@@ -19,12 +19,13 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
+from urllib.parse import quote
 
 import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from sql_databases import KINDS
+from sql_databases import DRIVERS, KINDS
 
 import stockstore as ss
 from stockstore._codec import encode_record
@@ -497,6 +498,84 @@ def test_unreachable_server_fails_fast_without_the_password(
     for text in (str(info.value), repr(info.value), str(cause), repr(cause), caplog.text):
         assert "secret" not in text
     store.close()
+
+
+# An '@' with ':', '/', '#', '?' around it, and at either end: each piece is distinctive enough
+# that any four characters of it found in a message, a repr or a log line are a leak.
+AT_PASSWORDS = ["se@cret", "Qx7a@Zk9b:Wv4c/Jm5d#Rt6e?Yp8f", "@Lead1ng", "Trail1ng@", "Tw0x@@Dbl2", "Pq3r/St4u@Vw5x"]
+
+
+def _leaks(password: str, texts: list[str]) -> list[str]:
+    """The pieces (four characters or the whole) of *password* found in *texts*."""
+    pieces = {password} | {password[i : i + 4] for i in range(len(password) - 3)}
+    return sorted(p for p in pieces for t in texts if p in t)
+
+
+def _told(error: BaseException) -> list[str]:
+    """str and repr of *error* and of every error chained to it."""
+    texts: list[str] = []
+    seen: BaseException | None = error
+    while seen is not None:
+        texts += [str(seen), repr(seen)]
+        seen = seen.__cause__ or seen.__context__
+    return texts
+
+
+def _refusal(build: Callable[[], Any]) -> StoreError:
+    with pytest.raises(StoreError) as info:
+        build()
+    return info.value
+
+
+@pytest.mark.parametrize("password", AT_PASSWORDS)
+@pytest.mark.parametrize("scheme", ["postgresql", "postgresql+psycopg", "mysql", "mysql+pymysql", "mariadb"])
+@pytest.mark.parametrize("port", [1, 5432, 3306])  # nothing there, PostgreSQL, MariaDB: refused before either
+def test_a_password_with_an_unencoded_at_is_refused_without_a_trace_of_it(
+    password: str, scheme: str, port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SQLAlchemy ends the password at its first '@' and reads the rest as the host name."""
+    caplog.set_level(logging.DEBUG)
+    where = f"{scheme}://user:{password}@127.0.0.1:{port}/db"
+    errors = [_refusal(lambda: SqlStore(where)), _refusal(lambda: ss.from_url(where))]
+    try:
+        engine = sa.create_engine(where.replace(scheme, DRIVERS.get(scheme, scheme), 1))
+    except ValueError:
+        pass  # SQLAlchemy itself cannot parse it (a port of "Wv4c/Jm5d#Rt6e?Yp8f")
+    else:
+        errors.append(_refusal(lambda: SqlStore(engine)))
+        engine.dispose()
+    for error in errors:
+        assert type(error) is StoreError
+        assert "%40" in str(error)
+        assert _leaks(password, [*_told(error), caplog.text]) == []
+
+
+@pytest.mark.parametrize("password", AT_PASSWORDS)
+def test_a_password_with_an_encoded_or_given_at_never_shows(password: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Percent-encoded, or given to URL.create, the password is whole and hidden."""
+    caplog.set_level(logging.DEBUG)
+    encoded = f"postgresql://user:{quote(password, safe='')}@127.0.0.1:1/db"
+    created = sa.URL.create("postgresql+psycopg", "user", password, "127.0.0.1", 1, "db")
+    for where in (encoded, created):
+        store = SqlStore(where, timeout=2)
+        assert store.engine.url.password == password
+        assert store.engine.url.host == "127.0.0.1"
+        with pytest.raises(BackendUnavailableError) as info:
+            store.put(Plain(k="x"))
+        store.close()
+        assert _leaks(password, [repr(store), *_told(info.value), caplog.text]) == []
+
+
+@pytest.mark.mysql
+def test_a_refused_login_never_shows_the_password(mysql_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    password = AT_PASSWORDS[1]
+    url = sa.make_url(mysql_url).set(username="stockstore_nobody", password=password)
+    with SqlStore(url) as store:
+        with pytest.raises(BackendUnavailableError) as info:
+            store.put(Plain(k="x"))
+        assert "Access denied" in str(info.value)
+        assert _leaks(password, [repr(store), *_told(info.value), caplog.text]) == []
 
 
 # ---------------------------------------------------------------------------- SQLite
