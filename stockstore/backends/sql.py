@@ -175,6 +175,7 @@ class SqlStore(BaseStore):
         self.retries = retries
         self.timeout = timeout
         if isinstance(url_or_engine, sa.Engine):
+            _check_host(url_or_engine.url)
             self.engine = url_or_engine
             self._owned = False
         else:
@@ -622,13 +623,40 @@ class SqlStore(BaseStore):
 # ---------------------------------------------------------------------- engines and driver errors
 
 
+_AT_IN_PASSWORD = (
+    "a SqlStore URL with an '@' in its password: percent-encode '@' in the password as %40 "
+    "(postgresql://user:p%40ss@host/db), or pass sqlalchemy.URL.create(..., password=...)"
+)
+
+
 def _url(where: str | sa.URL) -> sa.URL:
+    """*where* parsed, with stockstore's driver where it names none.
+
+    Errors never repeat the URL, nor carry SQLAlchemy's error, even as a suppressed
+    context: it quotes the URL, or a piece of the password as a port it could not read.
+    """
     try:
-        url = sa.make_url(where)
-    except sa.exc.ArgumentError:
-        raise StoreError("SqlStore needs a SQLAlchemy URL (sqlite:///path.db, postgresql://...) or an Engine") from None
+        url: sa.URL | None = sa.make_url(where)
+    except (sa.exc.ArgumentError, ValueError):
+        url = None
+    if url is None:
+        if isinstance(where, str) and where.count("@") > 1:
+            raise StoreError(_AT_IN_PASSWORD)
+        raise StoreError("SqlStore needs a SQLAlchemy URL (sqlite:///path.db, postgresql://...) or an Engine")
+    _check_host(url)
     driver = _DRIVERS.get(url.drivername)
     return url if driver is None else url.set(drivername=driver)
+
+
+def _check_host(url: sa.URL) -> None:
+    """Refuse a URL whose password held an unencoded '@'.
+
+    SQLAlchemy ends the password at its first '@' and reads the rest as the host
+    name, which then shows in ``repr`` and in every connection error.  No host name
+    holds an '@', so one there is always a piece of the password.
+    """
+    if url.host is not None and "@" in url.host:
+        raise StoreError(_AT_IN_PASSWORD)
 
 
 def _through_index(query: sa.Select[Any], table: sa.Table, index: str) -> sa.Select[Any]:
