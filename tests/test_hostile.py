@@ -508,24 +508,35 @@ class TestForeignBytesInMemcached:
     @staticmethod
     def _absent(store: Any, value: bytes) -> bool:
         """Whether the header in *value* reads as a tombstone or an expired record (of a version stores write)."""
-        from stockstore.backends.memcache import _NO_EXPIRY
-
-        if len(value) < 16:
+        if len(value) < 17:
             return False
-        version, expires = struct.unpack_from(">qq", value)
-        live = expires == _NO_EXPIRY or expires > store.clock() * 1000
-        return 0 <= version < _NO_EXPIRY and (len(value) == 16 or not live)
+        version, flag, expires = struct.unpack_from(">qBq", value)
+        header = 0 <= version < 2**63 - 1 and (flag == ord("E") or (flag == ord("N") and expires == 0))
+        live = flag == ord("N") or expires > store.clock() * 1000
+        return header and (len(value) == 17 or not live)
 
     @pytest.mark.parametrize("case", list(FOREIGN_RECORDS))
     def test_foreign_record_behind_a_live_header(self, mc_store: Any, raw_memcache: Any, case: str) -> None:
-        from stockstore.backends.memcache import _HEADER, _NO_EXPIRY
+        from stockstore.backends.memcache import _HEADER, _NEVER
 
-        item, value = self._item(mc_store), _HEADER.pack(1, _NO_EXPIRY) + FOREIGN_RECORDS[case]
-        absent, patchable = len(value) == 16, case == "undefined_class"
+        item, value = self._item(mc_store), _HEADER.pack(1, _NEVER, 0) + FOREIGN_RECORDS[case]
+        absent, patchable = len(value) == _HEADER.size, case == "undefined_class"
         _exercise(mc_store, lambda: raw_memcache.set(item, value), absent=absent, lists=False, patchable=patchable)
 
     @pytest.mark.parametrize(
-        "value", [b"", b"short", bytes(15), bytes(range(40)), b"\xff" * 64, bytes(8) + b"\xff" * 8 + b"x"], ids=repr
+        "value",
+        [
+            b"",
+            b"short",
+            bytes(16),
+            bytes(range(40)),
+            b"\xff" * 64,
+            bytes(8) + b"E" + b"\xff" * 8 + b"x",  # expired (at -1 ms)
+            bytes(8) + b"N" + b"\xff" * 8 + b"x",  # "never", with an expiry all the same
+            struct.pack(">qq", 1, 2**63 - 1) + _record({"ssm_id": "x"}),  # an earlier stockstore's "never"
+            struct.pack(">qq", 1, 2**41) + _record({"ssm_id": "x"}),  # ... and its expiry (in 2039)
+        ],
+        ids=repr,
     )
     def test_foreign_values(self, mc_store: Any, raw_memcache: Any, value: bytes) -> None:
         """With no magic number, a header is what its bytes say: one that reads "expired" is absent (as expired)."""
@@ -535,10 +546,10 @@ class TestForeignBytesInMemcached:
     @pytest.mark.parametrize("version", [2**63 - 1, -1, -(2**63)])
     def test_a_header_whose_version_cannot_grow(self, mc_store: Any, raw_memcache: Any, version: int) -> None:
         """Every write stores the held version + 1: a foreign header at the top must not crash it."""
-        from stockstore.backends.memcache import _HEADER, _NO_EXPIRY
+        from stockstore.backends.memcache import _HEADER, _NEVER
 
         item = self._item(mc_store)
-        value = _HEADER.pack(version, _NO_EXPIRY) + _record({"ssm_id": "x", "v": 1})
+        value = _HEADER.pack(version, _NEVER, 0) + _record({"ssm_id": "x", "v": 1})
         _assert_survives_versions(mc_store, lambda: raw_memcache.set(item, value))
 
     def test_a_value_stored_with_pickle_flags_is_never_unpickled(self, mc_store: Any, memcached_server: str) -> None:

@@ -1,11 +1,12 @@
 """`MemcacheStore`: records in memcached, on one server or several.
 
-Every item is ``<16-byte header><codec payload>``: the header holds the
-record's version and its exact expiry in milliseconds (memcached expires in
-whole seconds, so the header decides what is live); a tombstone is the header
-alone.  Item keys are ``ss:`` + base64url(sha256(msgpack([namespace, family,
-generation, kind, ...key bytes]))): always 46 ASCII characters, whatever the
-key value holds, and distinct inputs never share a key.
+Every item is ``<17-byte header><codec payload>``: the header holds the
+record's version and its exact expiry in milliseconds, or a flag that says it
+never expires (memcached expires in whole seconds, so the header decides what
+is live); a tombstone is the header alone.  Item keys are ``ss:`` +
+base64url(sha256(msgpack([namespace, family, generation, kind, ...key
+bytes]))): always 46 ASCII characters, whatever the key value holds, and
+distinct inputs never share a key.
 
 memcached cannot list its keys, so `keys` and `count` raise
 `UnsupportedOperationError`.  `clear` bumps a per-(namespace, family)
@@ -49,8 +50,10 @@ from .base import BaseStore, Entry, Family, Merge, PartialWrite, Stored, fill_la
 
 MemcacheClient: TypeAlias = Client | PooledClient | HashClient  # pymemcache ships no types: Any to mypy
 
-_HEADER = struct.Struct(">qq")  # version, expires_ms
-_NO_EXPIRY = 2**63 - 1
+_HEADER = struct.Struct(">qBq")  # version, whether the record expires (_EXPIRES or _NEVER), expiry in ms (0 when never)
+_EXPIRES, _NEVER = ord("E"), ord("N")  # a flag of its own: every expiry is a number a record may have
+_LATEST_EXPIRY = 2**63 - 1  # the header's largest: a later expiry is kept as this (and one before -this as -this)
+_VERSION_LIMIT = 2**63 - 1  # versions stay below it, so that a write's + 1 still fits
 _THIRTY_DAYS = 30 * 86400  # memcached reads a larger expiry as an absolute unix time
 _MEGABYTE = 1024 * 1024
 _TOMBSTONE_SECONDS = 300  # how long a delete keeps refusing late, older cache fills
@@ -487,18 +490,24 @@ class MemcacheStore(BaseStore):
 
 
 def _pack(stored: Stored) -> bytes:
-    expires = _NO_EXPIRY if stored.expires_ms is None else stored.expires_ms
-    return _HEADER.pack(stored.version, expires) + (stored.payload or b"")
+    expires = stored.expires_ms
+    if expires is None:
+        head = _HEADER.pack(stored.version, _NEVER, 0)
+    else:
+        head = _HEADER.pack(stored.version, _EXPIRES, max(-_LATEST_EXPIRY, min(expires, _LATEST_EXPIRY)))
+    return head + (stored.payload or b"")
 
 
 def _unpack(data: bytes) -> Stored:
     if len(data) < _HEADER.size:
         raise SerializationError("memcached item is not a stockstore record")
-    version, expires = _HEADER.unpack_from(data)
-    if not 0 <= version < _NO_EXPIRY:  # microseconds since the epoch, with room to grow (writes add 1)
+    version, flag, expires = _HEADER.unpack_from(data)
+    # Versions are microseconds since the epoch, with room to grow (writes add 1).  A flag that
+    # is neither (another format, an earlier stockstore's header: its expiry's high byte) is refused.
+    if not 0 <= version < _VERSION_LIMIT or (flag != _EXPIRES and (flag != _NEVER or expires)):
         raise SerializationError("memcached item is not a stockstore record")
     payload = data[_HEADER.size :] if len(data) > _HEADER.size else None
-    return Stored(payload, version, None if expires == _NO_EXPIRY else expires)
+    return Stored(payload, version, expires if flag == _EXPIRES else None)
 
 
 def _generation_of(raw: bytes, family: Family) -> int:
