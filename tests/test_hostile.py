@@ -239,11 +239,11 @@ def _redis_name(store: Any, key: Any = "x", cls: type = Security) -> str:
     return str(store._record_keys(family_of(cls), [encode_key(key if type(key) is tuple else (key,))])[0])
 
 
-def _redis_header(version: int = 1, expires: int = 0) -> bytes:
-    """The header a source of truth writes: version and expiry (0: never), then zeros (the rest of it)."""
-    from stockstore.backends.redis import _HEADER
+def _redis_header(version: int = 1) -> bytes:
+    """The header a source of truth writes for a record that never expires."""
+    from stockstore.backends.redis import _header
 
-    return struct.pack(">QQ", version, expires) + bytes(_HEADER.size - 16)
+    return bytes(_header(version, None))
 
 
 def _redis_header_size() -> int:
@@ -317,6 +317,21 @@ class TestForeignBytesInRedis:
             _exercise(redis_store, lambda: raw_redis.set(name, header), absent=True)
         else:
             _exercise(redis_store, lambda: (raw_redis.delete(name), raw_redis.hset(name, _META, header)), absent=True)
+
+    @pytest.mark.parametrize("expires", [0, 2**40 + 1], ids=["never", "expiring"])
+    @pytest.mark.parametrize("payload", [b"", _record({"ssm_id": "x", "v": 1})], ids=["tombstone", "record"])
+    def test_a_header_of_the_earlier_format(
+        self, redis_store: Any, raw_redis: Any, layout: str, expires: int, payload: bytes
+    ) -> None:
+        """An earlier stockstore's header (``>QQ8s``, an expiry of 0 for "never") is refused, never misread."""
+        from stockstore.backends.redis import _META
+
+        name, header = _redis_name(redis_store), struct.pack(">QQ8s", 1, expires, bytes(8))
+        if layout == "msgpack":
+            _exercise(redis_store, lambda: raw_redis.set(name, header + payload))
+            return
+        fields = {_META: header + (b"Security" if payload else b""), b"ssm_id": b"\xa1x"}
+        _exercise(redis_store, lambda: (raw_redis.delete(name), raw_redis.hset(name, mapping=fields)))
 
     @pytest.mark.parametrize(
         "value", [b"", b"short", bytes(15), bytes(range(40)), b"\xff" * 64, bytes(7) + b"\x7f" + bytes(40)], ids=repr

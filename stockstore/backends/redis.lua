@@ -1,8 +1,10 @@
 -- Record operations of stockstore's Redis stores, each atomic on the server.
 --
 -- User values are never decoded here (Redis' cmsgpack is lossy): a record is opaque
--- bytes behind a 24-byte header: big-endian version, expiry in epoch ms (0: never), and
--- the stamp of the server run that filled it into a cache tier (zeros: a source's write).
+-- bytes behind a 25-byte header: the big-endian version (8 bytes), 'E' if the record
+-- expires or 'N' if it never does (1), the expiry in epoch ms (8, signed; 0 after 'N'),
+-- and the stamp of the server run that filled it into a cache tier (8; zeros: a
+-- source's write).  "Never" has a flag of its own: every expiry, 0 too, is a time.
 -- Layout 'm' stores header .. payload as a string; layout 'h' a hash whose field "\255"
 -- holds header .. class tag and whose other fields are the encoded attributes.  A
 -- header alone is a tombstone: it keeps its version so that older fills are refused.
@@ -27,10 +29,30 @@
 local layout, mode, now, prefix = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local nalt = tonumber(ARGV[5])
 local META = '\255'
+local HEADER = 25
+local EXPIRES, NEVER = 'E', 'N'
+
+-- Lua's numbers are doubles: big-endian integers of 8 bytes, read in halves, exact below
+-- 2^53 (versions are, and the client writes no expiry beyond +-(2^53 - 1)).
+local function u32(s, at)
+  local a, b, c, d = string.byte(s, at, at + 3)
+  return ((a * 256 + b) * 256 + c) * 256 + d
+end
 
 local function u64(s, at)
-  local a, b, c, d, e, f, g, h = string.byte(s, at, at + 7)
-  return ((((((a * 256 + b) * 256 + c) * 256 + d) * 256 + e) * 256 + f) * 256 + g) * 256 + h
+  return u32(s, at) * 4294967296 + u32(s, at + 4)
+end
+
+local function i64(s, at)
+  local high = u32(s, at)
+  if high >= 2147483648 then high = high - 4294967296 end
+  return high * 4294967296 + u32(s, at + 4)
+end
+
+-- A header's expiry: epoch ms, or nil when it never expires.
+local function expiry(h)
+  if string.sub(h, 9, 9) == EXPIRES then return i64(h, 10) end
+  return nil
 end
 
 local function be64(n)
@@ -55,28 +77,31 @@ local function boot()
 end
 local SOURCE = string.rep('\0', 8)  -- the stamp of what a source of truth writes: always current
 
--- The first 25 stored bytes: '' when missing, 24 for a tombstone, 25 for a record.
+-- The first HEADER + 1 stored bytes: '' when missing, a header alone for a tombstone,
+-- one byte more for a record.
 local function head(key)
-  if layout == 'm' then return redis.call('GETRANGE', key, 0, 24) end
-  return string.sub(redis.call('HGET', key, META) or '', 1, 25)
+  if layout == 'm' then return redis.call('GETRANGE', key, 0, HEADER) end
+  return string.sub(redis.call('HGET', key, META) or '', 1, HEADER + 1)
 end
 
 -- Whether a header is of this run (or of the source of truth's own writes).
 local function current(h)
-  local stamp = string.sub(h, 17, 24)
+  local stamp = string.sub(h, 18, 25)
   return stamp == SOURCE or stamp == boot()
 end
 
+-- A record (not a tombstone) of this run that has not expired: its flag says 'N', or
+-- 'E' and a time still to come (any other flag is not a stockstore header: not live).
 local function live(h)
-  if #h < 25 or not current(h) then return false end
-  local expires = u64(h, 9)
-  return expires == 0 or expires > now
+  if #h <= HEADER or not current(h) then return false end
+  local flag = string.sub(h, 9, 9)
+  return flag == NEVER or (flag == EXPIRES and i64(h, 10) > now)
 end
 
 local MAX_VERSION = 2 ^ 62  -- as the client's: a larger one is not a stockstore header, and counts for nothing
 
 local function version(h)
-  if #h < 24 then return 0 end
+  if #h < HEADER then return 0 end
   local v = u64(h, 1)
   if v > MAX_VERSION then return 0 end
   return v
@@ -85,7 +110,7 @@ end
 -- Redis expires keys by its own clock: hand it the time left by the client's clock, so
 -- clock skew between them moves when Redis frees memory, never what a read returns.
 local function ttl(expires)
-  return string.format('%d', math.max(1, tonumber(expires) - now))
+  return string.format('%d', math.max(1, expires - now))
 end
 
 -- Does the live record `holder` hold pointer `ptr` as its alternate key `index`?
@@ -105,12 +130,12 @@ end
 
 -- The record being handled, set for each one by the loop at the end (upvalues of the
 -- functions below, so that no closure is made per record): its key, key part, version
--- and expiry (from the body's header), and where its pointers and body are in ARGV.
+-- and expiry (from the body's header; nil: never), and where its pointers and body are in ARGV.
 local key, me, v, expires, ptrs, body, last
 
 local function store(first, partial)
   if layout == 'm' then
-    if expires ~= 0 then redis.call('SET', key, first, 'PX', ttl(expires)) else redis.call('SET', key, first) end
+    if expires then redis.call('SET', key, first, 'PX', ttl(expires)) else redis.call('SET', key, first) end
     return
   end
   if not partial then redis.call('DEL', key) end
@@ -118,7 +143,7 @@ local function store(first, partial)
   for i = body + 1, last, 500 do
     redis.call('HSET', key, unpack(ARGV, i, math.min(i + 499, last)))
   end
-  if expires ~= 0 then redis.call('PEXPIRE', key, ttl(expires)) else redis.call('PERSIST', key) end
+  if expires then redis.call('PEXPIRE', key, ttl(expires)) else redis.call('PERSIST', key) end
 end
 
 local function claim()
@@ -127,11 +152,11 @@ local function claim()
   for i = 1, nalt do
     local ptr = ARGV[ptrs + i]
     if ptr ~= '' then
-      if expires ~= 0 then redis.call('SET', ptr, me, 'PX', ttl(expires)) else redis.call('SET', ptr, me) end
+      if expires then redis.call('SET', ptr, me, 'PX', ttl(expires)) else redis.call('SET', ptr, me) end
       redis.call('HSET', list, i, ptr)
     end
   end
-  if expires ~= 0 and redis.call('EXISTS', list) == 1 then redis.call('PEXPIRE', list, ttl(expires)) end
+  if expires and redis.call('EXISTS', list) == 1 then redis.call('PEXPIRE', list, ttl(expires)) end
 end
 
 local function conflict()
@@ -154,7 +179,7 @@ local function record(expected)
 
   if mode == 'g' then  -- a read: what is held, unless a copy from another server run
     local held = layout == 'm' and redis.call('GET', key) or redis.call('HGET', key, META)
-    if not held or (#held >= 24 and not current(held)) then return false end
+    if not held or (#held >= HEADER and not current(held)) then return false end
     if layout == 'm' then return held end
     return redis.call('HGETALL', key)
   end
@@ -170,17 +195,17 @@ local function record(expected)
   end
 
   local first = ARGV[body]
-  v, expires = u64(first, 1), u64(first, 9)
+  v, expires = u64(first, 1), expiry(first)
   if mode == 'i' then
     if nalt > 0 then free(me) end
-    store(be64(math.max(v, old)) .. string.sub(first, 9, 16) .. boot(), false)
+    store(be64(math.max(v, old)) .. string.sub(first, 9, 17) .. boot(), false)
     return 1
   end
 
   if mode == 'f' then
     -- Refused when what is held is newer, or this very version and current.
-    if #h >= 24 and not (old < v or (old == v and #h >= 25 and not live(h))) then return 0 end
-    first = string.sub(first, 1, 16) .. boot() .. string.sub(first, 25)
+    if #h >= HEADER and not (old < v or (old == v and #h > HEADER and not live(h))) then return 0 end
+    first = string.sub(first, 1, 17) .. boot() .. string.sub(first, HEADER + 1)
     for i = 1, nalt do  -- a cache yields alternate keys to the newer record it is filled with
       local ptr = ARGV[ptrs + i]
       local holder = ptr ~= '' and redis.call('GET', ptr)

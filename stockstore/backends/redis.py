@@ -54,12 +54,29 @@ _Patched = list[tuple[Entry, "int | StoreError"]]  # entries written by a patch,
 
 _SCRIPT = files(__package__).joinpath("redis.lua").read_text()
 _SHA = hashlib.sha1(_SCRIPT.encode()).hexdigest()  # EVALSHA's name of it; loaded when a server says NOSCRIPT
-_HEADER = struct.Struct(">QQ8s")  # version, expiry in epoch ms (0: never), server-run stamp
+# version, whether the record expires (_EXPIRES or _NEVER), expiry in epoch ms (0 when never), server-run stamp
+_HEADER = struct.Struct(">QBq8s")
+_EXPIRES, _NEVER = ord("E"), ord("N")  # a flag of its own: every expiry is a number a record may have, 0 too
+_LATEST_EXPIRY = 2**53 - 1  # the script's numbers are doubles; later expiries (past the year 287,000) are kept as this
 _MAX_VERSION = 2**62  # microseconds for the next hundred thousand years; room for + 1 below 2**64
 _SOURCE = bytes(8)  # the stamp of a source of truth's own writes; fills carry the server's run (redis.lua)
 _VERSION = struct.Struct(">Q")
 _META = b"\xff"  # the hash layout's header field: never a UTF-8 attribute name
 _SAFE = re.compile(r"[A-Za-z0-9_.~-]*")
+
+
+def _header(version: int, expires_ms: int | None) -> bytes:
+    """The header a source of truth writes (redis.lua reads it): the version, then the expiry or "never"."""
+    if expires_ms is None:
+        return _HEADER.pack(version, _NEVER, 0, _SOURCE)
+    return _HEADER.pack(version, _EXPIRES, _bounded(expires_ms), _SOURCE)
+
+
+def _bounded(expires_ms: int) -> int:
+    """*expires_ms* within what the header (and the script) holds exactly: ±(2**53 - 1)."""
+    if -_LATEST_EXPIRY <= expires_ms <= _LATEST_EXPIRY:
+        return expires_ms
+    return _LATEST_EXPIRY if expires_ms > 0 else -_LATEST_EXPIRY
 
 
 def _text(value: str) -> str:
@@ -478,7 +495,7 @@ class _RedisStore(BaseStore):
         self._cache_writes(family, "f", [e.key for e in entries], items, now_ms)
 
     def _invalidate(self, family: Family, keys: Sequence[bytes], version: int, until_ms: int) -> None:
-        items = [self._item(family, k, body=(_HEADER.pack(version, until_ms, _SOURCE),)) for k in keys]
+        items = [self._item(family, k, body=(_header(version, until_ms),)) for k in keys]
         self._cache_writes(family, "i", keys, items, self.clock() * 1000)
 
     def _cache_writes(
@@ -547,7 +564,7 @@ class _RedisStore(BaseStore):
 class RedisMsgpackStore(_RedisStore):
     """Records in Redis, one string per record: ``RedisMsgpackStore("redis://localhost:6379/0")``.
 
-    The value is a 16-byte header (version, expiry) followed by the codec's bytes;
+    The value is a 25-byte header (version, expiry, server run) followed by the codec's bytes;
     the key expires with the record (``PXAT``).  The compact, fast layout.
     *client_or_url* is a ``redis.Redis`` / ``redis.cluster.RedisCluster`` (left
     open by `close`) or a ``redis://``, ``rediss://`` or ``redis+cluster://`` URL.
@@ -576,7 +593,8 @@ class RedisMsgpackStore(_RedisStore):
                 if entry.expires_ms is None:
                     lasting += (name, value)
                 else:
-                    commands.append(("SET", name, value, "PX", max(1, math.ceil(entry.expires_ms - now_ms))))
+                    ttl = max(1, math.ceil(_bounded(entry.expires_ms) - now_ms))
+                    commands.append(("SET", name, value, "PX", ttl))
                     owners.append([entry])
             if lasting and self._cluster:  # MSET wants one hash slot; the cluster pipeline routes SETs
                 commands += [("SET", name, value) for name, value in zip(lasting[::2], lasting[1::2], strict=True)]
@@ -642,7 +660,7 @@ class RedisMsgpackStore(_RedisStore):
 
     def _body(self, entry: Entry) -> tuple[bytes, ...]:
         assert entry.payload is not None
-        return (_HEADER.pack(entry.version, entry.expires_ms or 0, _SOURCE) + entry.payload,)
+        return (_header(entry.version, entry.expires_ms) + entry.payload,)
 
 
 class RedisHashStore(_RedisStore):
@@ -678,8 +696,8 @@ class RedisHashStore(_RedisStore):
         meta = fields.pop(_META, None)
         if meta is None or len(meta) < _HEADER.size:
             raise SerializationError("a Redis hash under a stockstore key is not a stockstore record")
-        version, expires, stamp = _HEADER.unpack_from(meta)
-        if version > _MAX_VERSION:
+        version, flag, expires, stamp = _HEADER.unpack_from(meta)
+        if version > _MAX_VERSION or (flag != _EXPIRES and (flag != _NEVER or expires)):
             raise SerializationError("a Redis hash under a stockstore key is not a stockstore record")
         if run is not None and stamp not in (_SOURCE, run):
             return None  # a cached copy from before the server restarted
@@ -690,12 +708,12 @@ class RedisHashStore(_RedisStore):
             except UnicodeDecodeError:
                 raise SerializationError("a Redis hash under a stockstore key names no stockstore class") from None
             payload = _codec.join_record(tag, list(fields.items()))
-        return Stored(payload, version, expires or None)
+        return Stored(payload, version, expires if flag == _EXPIRES else None)
 
     def _body(self, entry: Entry) -> tuple[bytes, ...]:
         assert entry.payload is not None
         tag, pairs = _codec.split_record(entry.payload)
-        meta = _HEADER.pack(entry.version, entry.expires_ms or 0, _SOURCE) + tag.encode()
+        meta = _header(entry.version, entry.expires_ms) + tag.encode()
         return (meta, *(part for name, value in pairs for part in (name.encode("utf-8", "surrogatepass"), value)))
 
     def _patch_body(self, current: Stored | None, entry: Entry) -> tuple[str, tuple[bytes, ...]]:
@@ -704,7 +722,7 @@ class RedisHashStore(_RedisStore):
         assert entry.payload is not None
         held = dict(_codec.split_record(current.payload)[1])
         tag, pairs = _codec.split_record(entry.payload)
-        meta = _HEADER.pack(entry.version, entry.expires_ms or 0, _SOURCE) + tag.encode()
+        meta = _header(entry.version, entry.expires_ms) + tag.encode()
         changed = (
             part
             for name, value in pairs
@@ -721,12 +739,15 @@ def _stored(value: bytes, run: bytes | None) -> Stored | None:
     """
     if len(value) < _HEADER.size:
         raise SerializationError("a Redis value under a stockstore key is not a stockstore record")
-    version, expires, stamp = _HEADER.unpack_from(value)
-    if version > _MAX_VERSION:  # versions are microseconds: far from this, and with room for + 1
+    version, flag, expires, stamp = _HEADER.unpack_from(value)
+    # Versions are microseconds: far from the bound, and with room for + 1.  A flag that is
+    # neither (a value of another format, the 0 of an earlier stockstore's header) is refused.
+    if version > _MAX_VERSION or (flag != _EXPIRES and (flag != _NEVER or expires)):
         raise SerializationError("a Redis value under a stockstore key is not a stockstore record")
     if run is not None and stamp not in (_SOURCE, run):
         return None  # filled before the server restarted (an old snapshot, a promoted replica)
-    return Stored(value[_HEADER.size :] if len(value) > _HEADER.size else None, version, expires or None)
+    payload = value[_HEADER.size :] if len(value) > _HEADER.size else None
+    return Stored(payload, version, expires if flag == _EXPIRES else None)
 
 
 def _node_of(cluster: Any, command: tuple[Any, ...]) -> ClusterNode | None:
