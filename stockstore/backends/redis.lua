@@ -8,6 +8,9 @@
 -- Layout 'm' stores header .. payload as a string; layout 'h' a hash whose field "\255"
 -- holds header .. class tag and whose other fields are the encoded attributes.  A
 -- header alone is a tombstone: it keeps its version so that older fills are refused.
+-- Both layouts may share a namespace: a key of the other layout's type is read (and
+-- overwritten, deleted, listed) as a record of that layout; only a key that is neither
+-- type is foreign, and its reply names it (an error reply for that record alone).
 --
 -- One call handles many records: KEYS, one per record (on a cluster all in one slot).
 -- ARGV  1 layout 'm'|'h'   2 mode   3 now (ms, the client's clock)   4 key prefix
@@ -22,9 +25,10 @@
 --       its header)   'd' delete   'l' is it live   'g' get   'r' resolve: KEYS are pointers
 -- reply per record: 1 and the stored version | 0 refused (not newer, or changed since
 --       read) | -1 an alternate key is held by another live record; 'd' and 'l' 1 if it
---       was or is live; 'g' the value ('h': its fields) or false, also for a copy of
---       another server run;
---       'r' the holder's key part or false
+--       was or is live; 'g' the value (a string) or the fields (a hash), whichever layout
+--       holds it, or false, also for a copy of another server run;
+--       'r' the holder's key part or false;
+--       every mode: an error 'FOREIGN <type> <key>' for a key of neither layout's type
 
 local layout, mode, now, prefix = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local nalt = tonumber(ARGV[5])
@@ -77,11 +81,28 @@ local function boot()
 end
 local SOURCE = string.rep('\0', 8)  -- the stamp of what a source of truth writes: always current
 
+local OTHER = layout == 'm' and 'h' or 'm'
+local TYPES = {m = 'string', h = 'hash'}
+
+-- The first HEADER + 1 bytes of a record held in layout `as` (see head), or the error
+-- Redis answers for a key of another type.
+local function head_as(name, as)
+  if as == 'm' then return redis.pcall('GETRANGE', name, 0, HEADER) end
+  local meta = redis.pcall('HGET', name, META)
+  if type(meta) == 'table' then return meta end
+  return string.sub(meta or '', 1, HEADER + 1)
+end
+
 -- The first HEADER + 1 stored bytes: '' when missing, a header alone for a tombstone,
--- one byte more for a record.
-local function head(key)
-  if layout == 'm' then return redis.call('GETRANGE', key, 0, HEADER) end
-  return string.sub(redis.call('HGET', key, META) or '', 1, HEADER + 1)
+-- one byte more for a record; and whether the other layout holds it.  The key's TYPE
+-- is asked only when this layout's command meets another type.  A key of neither
+-- layout's type: nil and its type.
+local function head(name)
+  local h = head_as(name, layout)
+  if type(h) == 'string' then return h, false end
+  local kind = redis.call('TYPE', name)['ok']
+  if kind == TYPES[OTHER] then return head_as(name, OTHER), true end
+  return nil, kind
 end
 
 -- Whether a header is of this run (or of the source of truth's own writes).
@@ -93,7 +114,7 @@ end
 -- A record (not a tombstone) of this run that has not expired: its flag says 'N', or
 -- 'E' and a time still to come (any other flag is not a stockstore header: not live).
 local function live(h)
-  if #h <= HEADER or not current(h) then return false end
+  if not h or #h <= HEADER or not current(h) then return false end
   local flag = string.sub(h, 9, 9)
   return flag == NEVER or (flag == EXPIRES and i64(h, 10) > now)
 end
@@ -133,6 +154,11 @@ end
 -- and expiry (from the body's header; nil: never), and where its pointers and body are in ARGV.
 local key, me, v, expires, ptrs, body, last
 
+-- The reply for a key of neither layout's type: an error for that record alone.
+local function foreign(kind)
+  return {err = 'FOREIGN ' .. kind .. ' ' .. key}
+end
+
 local function store(first, partial)
   if layout == 'm' then
     if expires then redis.call('SET', key, first, 'PX', ttl(expires)) else redis.call('SET', key, first) end
@@ -170,6 +196,13 @@ local function conflict()
   return false
 end
 
+-- What a read takes in layout `as`: the string, or the hash's header field (false when
+-- missing), or the error Redis answers for a key of another type.
+local function whole(as)
+  if as == 'm' then return redis.pcall('GET', key) end
+  return redis.pcall('HGET', key, META)
+end
+
 local function record(expected)
   if mode == 'r' then
     local holder = redis.call('GET', key)
@@ -177,14 +210,20 @@ local function record(expected)
     return false
   end
 
-  if mode == 'g' then  -- a read: what is held, unless a copy from another server run
-    local held = layout == 'm' and redis.call('GET', key) or redis.call('HGET', key, META)
+  if mode == 'g' then  -- a read: what is held in either layout, unless a copy from another server run
+    local as, held = layout, whole(layout)
+    if type(held) == 'table' then
+      local kind = redis.call('TYPE', key)['ok']
+      if kind ~= TYPES[OTHER] then return foreign(kind) end
+      as, held = OTHER, whole(OTHER)
+    end
     if not held or (#held >= HEADER and not current(held)) then return false end
-    if layout == 'm' then return held end
+    if as == 'm' then return held end
     return redis.call('HGETALL', key)
   end
 
-  local h = head(key)
+  local h, other = head(key)
+  if not h then return foreign(other) end
   if mode == 'l' then return live(h) and 1 or 0 end
   local old = version(h)
 
@@ -217,6 +256,9 @@ local function record(expected)
   else
     -- A copy from another server run counts as absent, as it did for the read.
     if expected and (current(h) and string.sub(h, 1, 8) or '') ~= expected then return 0 end
+    -- Fields to change in a hash that the other layout has made a string since it was
+    -- read: refused, so the client reads it again and writes it whole.
+    if mode == 'p' and other then return 0 end
     if nalt > 0 and conflict() then return -1 end
     if v <= old then
       v = old + 1

@@ -28,7 +28,7 @@ import struct
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from importlib.resources import files
 from typing import Any, ClassVar
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
@@ -338,8 +338,13 @@ class _RedisStore(BaseStore):
         return 0 if reply == 0 else int(reply[1])
 
     def _check(self, reply: Any, what: str) -> Any:
-        if isinstance(reply, ResponseError) and "WRONGTYPE" in str(reply):
-            raise SerializationError(f"a value under a stockstore key is not a stockstore record ({what})")
+        if isinstance(reply, ResponseError):
+            text = str(reply)
+            if text.startswith("FOREIGN "):  # the script's reply for a key of neither layout's type
+                _, kind, name = text.split(" ", 2)
+                raise _foreign(name, kind)
+            if "WRONGTYPE" in text:
+                raise SerializationError(f"a value under a stockstore key is not a stockstore record ({what})")
         if isinstance(reply, Exception):
             raise reply
         return reply
@@ -349,6 +354,60 @@ class _RedisStore(BaseStore):
     def _fetch(self, family: Family, keys: Sequence[bytes]) -> list[Stored | None]:
         """What is held under these keys, tombstones and expired copies included."""
         raise NotImplementedError
+
+    def _fetch_by_script(self, family: Family, names: list[str]) -> list[Stored | None]:
+        """Read *names* in either layout with the script: on a cluster it judges each copy's server run on its node."""
+        out: list[Stored | None] = []
+        for name, reply in zip(names, self._run(family, "g", [(name, []) for name in names], 0), strict=True):
+            held = self._check(reply, "read")
+            out.append(None if held is None else self._parse(name, held, None))
+        return out
+
+    def _parse(self, name: str, held: bytes | list[bytes] | dict[bytes, bytes], run: bytes | None) -> Stored | None:
+        """A record as read in either layout: a string (``bytes``), or a hash's fields (flat or a dict)."""
+        try:
+            if isinstance(held, bytes):
+                stored = _stored(held, run)
+                mine = self._layout == "m"
+            else:
+                fields = held if isinstance(held, dict) else dict(zip(held[::2], held[1::2], strict=True))
+                stored = RedisHashStore._from_hash(fields, run)
+                mine = self._layout == "h"
+        except SerializationError as exc:
+            raise _unreadable(name, exc) from None
+        if stored is None or mine:
+            return stored
+        return _OtherLayout(stored.payload, stored.version, stored.expires_ms)
+
+    def _other_layouts(self, names: list[str]) -> list[Stored | None]:
+        """What *names* hold, whichever layout's type each key is; None where nothing is.
+
+        The rare path of a single server's reads, for keys this layout's own command
+        could not read (``MGET`` answers nil for a hash, ``HGETALL`` WRONGTYPE for a
+        string): their ``TYPE`` s, then each read as its layout's, in one pipeline with the
+        ``INFO`` of the server run they must be of.  A key of another type raises
+        `SerializationError` naming it.
+        """
+        kinds = [self._check(t, "read") for t in self._pipeline([("TYPE", n) for n in names])]
+        reads: list[tuple[Any, ...]] = []
+        for name, kind in zip(names, kinds, strict=True):
+            kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+            if kind == "string":
+                reads.append(("GET", name))
+            elif kind == "hash":
+                reads.append(("HGETALL", name))
+            elif kind != "none":
+                raise _foreign(name, kind)
+        if not reads:
+            return [None] * len(names)
+        *replies, info = self._pipeline([*reads, ("INFO", "server")])
+        run = _run_of(self._check(info, "read"))
+        held = {command[1]: self._check(reply, "read") for command, reply in zip(reads, replies, strict=True)}
+        out: list[Stored | None] = []
+        for name in names:
+            value = held.get(name)
+            out.append(None if value is None or value == {} else self._parse(name, value, run))  # gone meanwhile
+        return out
 
     def _body(self, entry: Entry) -> tuple[bytes, ...]:
         """The script's body arguments for a whole record."""
@@ -618,21 +677,32 @@ class RedisMsgpackStore(_RedisStore):
 
     def _fetch(self, family: Family, keys: Sequence[bytes]) -> list[Stored | None]:
         names = self._record_keys(family, keys)
-        if self._cluster:  # the script judges each copy's server run on the node that holds it
-            replies = self._run(family, "g", [(name, []) for name in names], 0)
-            return [None if r is None else _stored(self._check(r, "read"), None) for r in replies]
+        if self._cluster:
+            return self._fetch_by_script(family, names)
         out: list[Stored | None] = []
         for chunk in _chunks(names, self.chunk_size):
             out.extend(self._mget(chunk))
         return out
 
     def _mget(self, names: list[str]) -> list[Stored | None]:
-        """``MGET`` *names*, then ``INFO`` on the same connection: the server run their copies must be of."""
+        """``MGET`` *names*, then ``INFO`` on the same connection: the server run their copies must be of.
+
+        ``MGET`` answers nil for a key of another type too: one ``EXISTS`` over the nils
+        tells misses from the rest, which are read as the other layout's (`_other_layouts`).
+        """
         values, info = self._pipeline([("MGET", *names), ("INFO", "server")])
         values = self._check(values, "read")
-        self._check_misses([n for n, v in zip(names, values, strict=True) if v is None])
         run = _run_of(self._check(info, "read"))
-        return [None if v is None else _stored(v, run) for v in values]
+        try:
+            out = [None if v is None else _stored(v, run) for v in values]
+        except SerializationError as exc:  # the hot path names no key: find the one
+            name = next(n for n, v in zip(names, values, strict=True) if v is not None and _fails(v))
+            raise _unreadable(name, exc) from None
+        misses = [i for i, v in enumerate(values) if v is None]
+        if misses and self._check(self._pipeline([("EXISTS", *(names[i] for i in misses))])[0], "read"):
+            for i, stored in zip(misses, self._other_layouts([names[i] for i in misses]), strict=True):
+                out[i] = stored
+        return out
 
     def _scan_read(self, family: Family, now_ms: float) -> Iterator[tuple[bytes, Stored]]:
         """``SCAN`` the family's records and ``MGET`` each page of names as it comes: one pass."""
@@ -645,18 +715,6 @@ class RedisMsgpackStore(_RedisStore):
             for name, stored in zip(chunk, self._mget(chunk), strict=True):
                 if stored is not None and stored.live(now_ms):  # None: deleted since the SCAN
                     yield key_bytes(name[len(prefix) :], len(family.primary)), stored
-
-    def _check_misses(self, names: list[str]) -> None:
-        """MGET answers nil for a key of another type too: a miss only if no such key is there.
-
-        One EXISTS for the whole chunk; only when it finds some (a foreign value, or a
-        record written since the MGET) are their types asked.
-        """
-        if not names or not self._check(self._pipeline([("EXISTS", *names)])[0], "read"):
-            return
-        types = self._pipeline([("TYPE", n) for n in names])
-        if any(self._check(t, "read") not in (b"none", b"string") for t in types):
-            raise SerializationError("a value under a stockstore key is not a stockstore record")
 
     def _body(self, entry: Entry) -> tuple[bytes, ...]:
         assert entry.payload is not None
@@ -678,15 +736,22 @@ class RedisHashStore(_RedisStore):
 
     def _fetch(self, family: Family, keys: Sequence[bytes]) -> list[Stored | None]:
         names = self._record_keys(family, keys)
-        if self._cluster:  # the script judges each copy's server run on the node that holds it
-            replies = self._run(family, "g", [(name, []) for name in names], 0)
-            flat = [self._check(r, "read") for r in replies]
-            return [None if f is None else self._from_hash(dict(zip(f[::2], f[1::2], strict=True)), None) for f in flat]
+        if self._cluster:
+            return self._fetch_by_script(family, names)
         out: list[Stored | None] = []
         for chunk in _chunks(names, self.chunk_size):
             *replies, info = self._pipeline([*(("HGETALL", n) for n in chunk), ("INFO", "server")])
             run = _run_of(self._check(info, "read"))
-            out.extend(self._from_hash(self._check(r, "read"), run) for r in replies)
+            strings: list[int] = []  # WRONGTYPE: the other layout's records, read on their own
+            for name, reply in zip(chunk, replies, strict=True):
+                if isinstance(reply, ResponseError) and "WRONGTYPE" in str(reply):
+                    strings.append(len(out))
+                    out.append(None)
+                else:
+                    out.append(self._parse(name, self._check(reply, "read"), run))
+            if strings:
+                for i, stored in zip(strings, self._other_layouts([names[i] for i in strings]), strict=True):
+                    out[i] = stored
         return out
 
     @staticmethod
@@ -695,10 +760,10 @@ class RedisHashStore(_RedisStore):
             return None
         meta = fields.pop(_META, None)
         if meta is None or len(meta) < _HEADER.size:
-            raise SerializationError("a Redis hash under a stockstore key is not a stockstore record")
+            raise SerializationError("a hash without a RedisHashStore header")
         version, flag, expires, stamp = _HEADER.unpack_from(meta)
         if version > _MAX_VERSION or (flag != _EXPIRES and (flag != _NEVER or expires)):
-            raise SerializationError("a Redis hash under a stockstore key is not a stockstore record")
+            raise SerializationError("a hash without a RedisHashStore header")
         if run is not None and stamp not in (_SOURCE, run):
             return None  # a cached copy from before the server restarted
         payload = None
@@ -706,7 +771,7 @@ class RedisHashStore(_RedisStore):
             try:
                 tag = meta[_HEADER.size :].decode("utf-8")
             except UnicodeDecodeError:
-                raise SerializationError("a Redis hash under a stockstore key names no stockstore class") from None
+                raise SerializationError("a hash whose header names no stockstore class") from None
             payload = _codec.join_record(tag, list(fields.items()))
         return Stored(payload, version, expires if flag == _EXPIRES else None)
 
@@ -717,8 +782,8 @@ class RedisHashStore(_RedisStore):
         return (meta, *(part for name, value in pairs for part in (name.encode("utf-8", "surrogatepass"), value)))
 
     def _patch_body(self, current: Stored | None, entry: Entry) -> tuple[str, tuple[bytes, ...]]:
-        if current is None or current.payload is None:
-            return "c", self._body(entry)
+        if current is None or current.payload is None or type(current) is _OtherLayout:
+            return "c", self._body(entry)  # a whole record, also over a string of the other layout
         assert entry.payload is not None
         held = dict(_codec.split_record(current.payload)[1])
         tag, pairs = _codec.split_record(entry.payload)
@@ -732,22 +797,50 @@ class RedisHashStore(_RedisStore):
         return "p", (meta, *changed)
 
 
+@dataclass(slots=True)
+class _OtherLayout(Stored):
+    """A record read from the other layout's type (both may share a namespace): a patch writes it whole."""
+
+
 def _stored(value: bytes, run: bytes | None) -> Stored | None:
     """What a stored value holds; ``None`` for a cached copy of another server run than *run*.
 
     *run* ``None``: judged already (by the script, on a cluster).
     """
     if len(value) < _HEADER.size:
-        raise SerializationError("a Redis value under a stockstore key is not a stockstore record")
+        raise SerializationError("a string without a RedisMsgpackStore header")
     version, flag, expires, stamp = _HEADER.unpack_from(value)
     # Versions are microseconds: far from the bound, and with room for + 1.  A flag that is
     # neither (a value of another format, the 0 of an earlier stockstore's header) is refused.
     if version > _MAX_VERSION or (flag != _EXPIRES and (flag != _NEVER or expires)):
-        raise SerializationError("a Redis value under a stockstore key is not a stockstore record")
+        raise SerializationError("a string without a RedisMsgpackStore header")
     if run is not None and stamp not in (_SOURCE, run):
         return None  # filled before the server restarted (an old snapshot, a promoted replica)
     payload = value[_HEADER.size :] if len(value) > _HEADER.size else None
     return Stored(payload, version, expires if flag == _EXPIRES else None)
+
+
+def _fails(value: bytes) -> bool:
+    """Whether `_stored` refuses *value* (to find the one of a page that did)."""
+    try:
+        _stored(value, None)
+    except SerializationError:
+        return True
+    return False
+
+
+def _unreadable(name: str, exc: SerializationError) -> SerializationError:
+    return SerializationError(
+        f"the Redis key {name!r} holds no stockstore record ({exc}; both layouts read strings as "
+        "RedisMsgpackStore's records and hashes as RedisHashStore's): delete the key or use another namespace"
+    )
+
+
+def _foreign(name: str, kind: str) -> SerializationError:
+    return SerializationError(
+        f"the Redis key {name!r} holds a {kind}, not a stockstore record: RedisMsgpackStore keeps a record as a "
+        "string, RedisHashStore as a hash; delete the key or use another namespace"
+    )
 
 
 def _node_of(cluster: Any, command: tuple[Any, ...]) -> ClusterNode | None:
