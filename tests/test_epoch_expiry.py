@@ -114,6 +114,20 @@ class TestLifetimeAtTheEpoch:
         _gone(plain, ["x"])
 
 
+@pytest.mark.parametrize("seconds", [1e13, 1e17], ids=["past_2**53_ms", "past_2**64_ms"])
+def test_a_lifetime_past_what_a_header_holds(make: Make, seconds: float) -> None:
+    """Put (the msgpack layout's plain SET PX), patch and a patch that creates: live, not an error."""
+    timed = make(lifetime=seconds)
+    timed.put(Security(ssm_id="x", v=1))
+    timed.batch_put([Security(ssm_id=i, v=1) for i in range(5)])
+    timed.patch(Security, "x", {"v": 2})
+    timed.patch(Security, "new", {"v": 3})
+    plain = make()
+    assert_record(plain.get(Security, "x"), Security(ssm_id="x", v=2))
+    assert_record(plain.get(Security, "new"), Security(ssm_id="new", v=3))
+    assert [r["v"] if r else None for r in plain.batch_get(Security, range(5))] == [1] * 5
+
+
 class TestExpiriesTheChainHandsATier:
     """A chain fills its tiers (and leaves tombstones) with the source's own expiry."""
 

@@ -652,7 +652,9 @@ class RedisMsgpackStore(_RedisStore):
                 if entry.expires_ms is None:
                     lasting += (name, value)
                 else:
-                    ttl = max(1, math.ceil(_bounded(entry.expires_ms) - now_ms))
+                    ttl = math.ceil(entry.expires_ms - now_ms)
+                    if not 0 < ttl <= _LATEST_EXPIRY:  # expired already (Redis wants 1 at the least), or far off
+                        ttl = max(1, min(ttl, _LATEST_EXPIRY))
                     commands.append(("SET", name, value, "PX", ttl))
                     owners.append([entry])
             if lasting and self._cluster:  # MSET wants one hash slot; the cluster pipeline routes SETs
@@ -718,7 +720,12 @@ class RedisMsgpackStore(_RedisStore):
 
     def _body(self, entry: Entry) -> tuple[bytes, ...]:
         assert entry.payload is not None
-        return (_header(entry.version, entry.expires_ms) + entry.payload,)
+        expires = entry.expires_ms  # `_header`, inline: once a record on the write path
+        if expires is None:
+            return (_HEADER.pack(entry.version, _NEVER, 0, _SOURCE) + entry.payload,)
+        if not -_LATEST_EXPIRY <= expires <= _LATEST_EXPIRY:
+            expires = _bounded(expires)
+        return (_HEADER.pack(entry.version, _EXPIRES, expires, _SOURCE) + entry.payload,)
 
 
 class RedisHashStore(_RedisStore):
