@@ -14,7 +14,9 @@ value can make another record's key, a glob that matches other records in ``SCAN
 MATCH``, a hash tag, or a key outside the namespace.  Every write of a record is one
 Lua script (stockstore/backends/redis.lua) that updates the record and its pointers
 together and never decodes user values; batches go in pipelines of *chunk_size*
-records, which cost a round trip per node on a cluster.
+records, which cost a round trip per node on a cluster.  As the names are the same,
+both layouts may share a namespace: each reads (and overwrites) a string as a
+`RedisMsgpackStore` record and a hash as a `RedisHashStore` one.
 """
 
 from __future__ import annotations
