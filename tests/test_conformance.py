@@ -158,6 +158,7 @@ class TestMysql(SqlSuite):
 class TestMemcache(ProjectSuite):
     lists_keys = False
     counts_cleared = False
+    gives_fill_tokens = True  # memcached evicts and restarts empty
     largest_record_error = "item limit"
     servers: list[str]
 
@@ -185,6 +186,7 @@ class TestMemcacheTwoServers(TestMemcache):
 
 class RedisSuite(ProjectSuite):
     layout = "msgpack"
+    gives_fill_tokens = True  # Redis evicts, flushes and restarts
     url: str
 
     def make_store(self, **options: Any) -> ss.BaseStore:

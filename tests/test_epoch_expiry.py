@@ -23,7 +23,7 @@ from stockstore._codec import encode_record
 from stockstore._entry import Entry
 from stockstore._keys import encode_key, family_of
 from stockstore.backends import MemcacheStore, MemoryStore, RedisHashStore, RedisMsgpackStore, SqlStore
-from stockstore.errors import UnsupportedOperationError
+from stockstore.errors import StoreError, UnsupportedOperationError
 from stockstore.testing import assert_record
 from stockstore.testing._records import Security
 
@@ -116,16 +116,15 @@ class TestLifetimeAtTheEpoch:
 
 @pytest.mark.parametrize("seconds", [1e13, 1e17], ids=["past_2**53_ms", "past_2**64_ms"])
 def test_a_lifetime_past_what_a_header_holds(make: Make, seconds: float) -> None:
-    """Put (the msgpack layout's plain SET PX), patch and a patch that creates: live, not an error."""
-    timed = make(lifetime=seconds)
-    timed.put(Security(ssm_id="x", v=1))
-    timed.batch_put([Security(ssm_id=i, v=1) for i in range(5)])
-    timed.patch(Security, "x", {"v": 2})
-    timed.patch(Security, "new", {"v": 3})
-    plain = make()
-    assert_record(plain.get(Security, "x"), Security(ssm_id="x", v=2))
-    assert_record(plain.get(Security, "new"), Security(ssm_id="new", v=3))
-    assert [r["v"] if r else None for r in plain.batch_get(Security, range(5))] == [1] * 5
+    """Beyond the end of 9999 (and so beyond what a header holds): refused before anything is written."""
+    with pytest.raises(StoreError, match="9999"):
+        make(lifetime=seconds)
+    timed = make(lifetime=lambda obj: seconds if obj["ssm_id"] == 3 else None)
+    with pytest.raises(StoreError, match="9999"):
+        timed.batch_put([Security(ssm_id=i, v=1) for i in range(5)])
+    with pytest.raises(StoreError, match="9999"):
+        timed.patch(Security, 3, {"v": 3})
+    assert make().batch_get(Security, range(5)) == [None] * 5
 
 
 class TestExpiriesTheChainHandsATier:

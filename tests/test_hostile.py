@@ -287,11 +287,12 @@ class TestForeignBytesInRedis:
     @pytest.mark.parametrize("case", list(FOREIGN_RECORDS))
     def test_foreign_record_behind_a_live_header(self, msgpack_store: Any, raw_redis: Any, case: str) -> None:
         name, payload = _redis_name(msgpack_store), FOREIGN_RECORDS[case]
-        # A header and nothing after it is a tombstone: absent, as documented.
+        # A header and nothing after it is a tombstone: absent, as documented.  A row record whose
+        # schema Redis does not hold reads as absent (a miss, and dropped); a patch of it fails.
         _exercise(
             msgpack_store,
             lambda: raw_redis.set(name, _redis_header() + payload),
-            absent=payload == b"",
+            absent=None if case == "row_of_unknown_schema" else payload == b"",
             patchable=case == "undefined_class",
         )
 

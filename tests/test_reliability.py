@@ -104,13 +104,20 @@ class GatedRedis(RedisMsgpackStore):
     def gate_this_thread(self) -> None:
         self.gated = threading.get_ident()
 
-    def _fill(self, family: Family, entries: Sequence[Entry], now_ms: float) -> None:
+    def _wait_if_gated(self) -> None:
         if threading.get_ident() == self.gated:
             self.gated = None
             self.arrived.set()
             if not self.release.wait(30):
                 raise AssertionError("the test never released the gated fill")
+
+    def _fill(self, family: Family, entries: Sequence[Entry], now_ms: float) -> None:
+        self._wait_if_gated()
         super()._fill(family, entries, now_ms)
+
+    def _fill_watched(self, family: Family, entries: Sequence[Entry], tokens: Sequence[bytes], now_ms: float) -> None:
+        self._wait_if_gated()  # a read-miss's fill
+        super()._fill_watched(family, entries, tokens, now_ms)
 
 
 def value_of(record: Any) -> Any:

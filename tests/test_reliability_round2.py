@@ -16,12 +16,16 @@ from typing import Any, ClassVar
 
 import pytest
 from faults import publish
+from memcached_servers import MemcachedProcess
+from memcached_servers import memcached_processes as memcached_processes  # the fixture
+from redis_servers import RedisProcess
+from redis_servers import redis_process as redis_process  # the fixture
 
 import stockstore as ss
 from stockstore import _codec
 from stockstore._keys import encode_key, family_of
 from stockstore._schemas import SCHEMAS
-from stockstore.backends import MemoryStore, RedisMsgpackStore, SqlStore
+from stockstore.backends import MemcacheStore, MemoryStore, RedisMsgpackStore, SqlStore
 from stockstore.backends.base import Entry
 from stockstore.errors import StoreError
 from stockstore.testing import FakeClock, assert_record
@@ -233,3 +237,119 @@ def test_2_a_late_fill_never_lands_after_an_eviction(clock: FakeClock) -> None:
     stale = sum(1 for r in got if r is None or r["v"] != 2)
     publish("r2-2-late-fill-after-eviction", tier="MemoryStore(max_items)", stale=stale, of=len(keys))
     assert stale == 0
+
+
+def _redis_chain(url: str, source: _HeldRead, clock: FakeClock) -> tuple[ss.ChainedStore, RedisMsgpackStore]:
+    cache = RedisMsgpackStore(url, namespace=source.namespace, clock=clock, timeout=5)
+    return ss.ChainedStore([cache, source], clock=clock, lease_for=0), cache
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("loss", ["eviction", "flush", "restart"])
+def test_2_a_late_fill_never_lands_in_redis_after_it_lost_the_newer_copy(
+    redis_process: RedisProcess, clock: FakeClock, loss: str
+) -> None:
+    """A reader's fill of v1, held while a writer puts v2; the v2 copies evicted, flushed or lost to a restart."""
+    import redis
+
+    keys = [f"S{i}" for i in range(500)]
+    source = _HeldRead(clock=clock)
+    source.batch_put([Security(ssm_id=k, v=1) for k in keys])
+    chain, cache = _redis_chain(redis_process.url, source, clock)
+    raw = redis.Redis.from_url(redis_process.url)
+
+    def lose() -> None:
+        if loss == "flush":
+            raw.flushdb()
+        elif loss == "restart":
+            redis_process.restart(snapshot=False)
+        else:  # allkeys-lru under a small maxmemory, then other data: the records go first (least used)
+            raw.config_set("maxmemory-policy", "allkeys-lru")
+            raw.config_set("maxmemory", str(raw.info("memory")["used_memory"] + 256 * 1024))
+            for i in range(400):
+                raw.set(f"filler:{i}", b"x" * 8192)
+
+    got = late_fill(chain, source, keys, lose)
+    if loss == "eviction":
+        raw.config_set("maxmemory", "0")
+    in_cache = cache.batch_get(Security, keys)
+    stale = sum(1 for r in got if r is None or r["v"] != 2)
+    stale_cached = sum(1 for r in in_cache if r is not None and r["v"] != 2)
+    publish("r2-2-late-fill-in-redis", loss=loss, stale=stale, stale_in_redis=stale_cached, of=len(keys))
+    assert stale == 0
+    assert stale_cached == 0
+    chain.close()
+    raw.close()
+
+
+# ---------------------------------------------------------------------------- 6. row schemas a Redis store loses
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("loss", ["flush", "restart", "eviction"])
+def test_6_a_redis_store_loses_no_record_to_a_lost_schema(redis_process: RedisProcess, loss: str) -> None:
+    """Wide records written after the schema is gone stay readable; one whose schema is evicted is a miss."""
+    import redis
+
+    raw = redis.Redis.from_url(redis_process.url)
+    namespace = "r2-6"
+    writer = RedisMsgpackStore(redis_process.url, namespace=namespace, timeout=5)
+    wide = [Security(ssm_id=f"S{i}", **{f"a{j}": i + j / 3 for j in range(100)}) for i in range(20_000)]
+    writer.batch_put(wide[:100])
+    schema_keys = [k for k in raw.scan_iter(match=f"{namespace}:*schema*")]
+    assert len(schema_keys) == 1
+    if loss == "flush":
+        raw.flushdb()
+    elif loss == "restart":
+        redis_process.restart(snapshot=False)
+    else:
+        raw.delete(*schema_keys)  # what allkeys-lru does to a key nobody reads
+    writer.batch_put(wide)  # the same writer: it saved the schema once before
+    monkey = pytest.MonkeyPatch()
+    monkey.setattr(_codec, "_schemas", {})  # a fresh process, that must read the schema from Redis
+    try:
+        reader = RedisMsgpackStore(redis_process.url, namespace=namespace, timeout=5)
+        got = reader.batch_get(Security, [r["ssm_id"] for r in wide])
+        readable = sum(1 for g, r in zip(got, wide, strict=True) if g is not None and dict(g) == dict(r))
+        raw.delete(*[k for k in raw.scan_iter(match=f"{namespace}:*schema*")])  # evicted under the readers now
+        monkey.setattr(_codec, "_schemas", {})
+        after = RedisMsgpackStore(redis_process.url, namespace=namespace, timeout=5)
+        misses = after.batch_get(Security, ["S1", "S2"])
+        left = after.count(Security)
+    finally:
+        monkey.undo()
+    publish("r2-6-schema-lost", loss=loss, readable=readable, of=len(wide), after_eviction=misses, listed_after=left)
+    assert readable == len(wide)
+    assert misses == [None, None], "a record whose schema is gone is a miss"
+    assert left == len(wide) - 2, "and the records read as misses are dropped, so listing agrees"
+    for store in (writer, reader, after):
+        store.close()
+    raw.close()
+
+
+@pytest.mark.memcached
+@pytest.mark.parametrize("loss", ["flush", "restart"])
+def test_2_a_late_fill_never_lands_in_memcached_after_it_lost_the_newer_copy(
+    memcached_processes: list[MemcachedProcess], clock: FakeClock, loss: str
+) -> None:
+    server = memcached_processes[0]
+    keys = [f"S{i}" for i in range(500)]
+    source = _HeldRead(clock=clock)
+    source.batch_put([Security(ssm_id=k, v=1) for k in keys])
+    cache = MemcacheStore([server.server], clock=clock, timeout=5)
+    chain = ss.ChainedStore([cache, source], clock=clock)
+
+    def lose() -> None:
+        if loss == "flush":
+            cache._client.flush_all(noreply=False)
+        else:
+            server.restart()
+
+    got = late_fill(chain, source, keys, lose)
+    in_cache = cache.batch_get(Security, keys)
+    stale = sum(1 for r in got if r is None or r["v"] != 2)
+    stale_cached = sum(1 for r in in_cache if r is not None and r["v"] != 2)
+    publish("r2-2-late-fill-in-memcached", loss=loss, stale=stale, stale_in_memcached=stale_cached, of=len(keys))
+    assert stale == 0
+    assert stale_cached == 0
+    chain.close()

@@ -22,6 +22,7 @@ import base64
 import contextlib
 import hashlib
 import math
+import os
 import random
 import struct
 import time
@@ -55,6 +56,7 @@ _EXPIRES, _NEVER = ord("E"), ord("N")  # a flag of its own: every expiry is a nu
 _LATEST_EXPIRY = 2**63 - 1  # the header's largest: a later expiry is kept as this (and one before -this as -this)
 _VERSION_LIMIT = 2**63 - 1  # versions stay below it, so that a write's + 1 still fits
 _THIRTY_DAYS = 30 * 86400  # memcached reads a larger expiry as an absolute unix time
+_TOKEN_END = struct.Struct(">q")  # when a fill token ends, epoch ms: after its 16 random bytes
 _MEGABYTE = 1024 * 1024
 _TOMBSTONE_SECONDS = 300  # how long a delete keeps refusing late, older cache fills
 
@@ -366,7 +368,9 @@ class MemcacheStore(BaseStore):
         return stored
 
     def _remove(self, family: Family, keys: Sequence[bytes], now_ms: float) -> int:
-        item_keys = self._record_keys(family, self._generation(family), keys)
+        gen = self._generation(family)
+        self._revoke(family, gen, keys)
+        item_keys = self._record_keys(family, gen, keys)
         held = {k: _unpack(v) for k, v in self._get_many(item_keys).items()}
         # A tombstone rather than a delete: set_many confirms each key (delete_many never does).
         until_ms = int(now_ms) + _TOMBSTONE_SECONDS * 1000
@@ -411,6 +415,45 @@ class MemcacheStore(BaseStore):
 
     def _fill(self, family: Family, entries: Sequence[Entry], now_ms: float) -> None:
         gen = self._generation(family)
+        self._revoke(family, gen, [e.key for e in entries])
+        self._fill_in(family, gen, entries, now_ms)
+
+    def _watch(self, family: Family, keys: Sequence[bytes], ttl_ms: int) -> list[bytes]:
+        """Fill tokens (`BaseStore._watch`): an item per key, as memcached may evict a copy or restart.
+
+        A token memcached does not keep is as good as taken away: its fill is refused.
+        """
+        tokens = [os.urandom(16) for _ in keys]
+        ends = _TOKEN_END.pack(int(self.clock() * 1000) + ttl_ms)  # by the store's clock, as expiries are
+        names = self._token_keys(family, self._generation(family), keys)
+        expire = max(1, math.ceil(ttl_ms / 1000)) + 1
+        self._set_many({name: (token + ends, expire) for name, token in zip(names, tokens, strict=True)})
+        return tokens
+
+    def _fill_watched(self, family: Family, entries: Sequence[Entry], tokens: Sequence[bytes], now_ms: float) -> None:
+        """Fill the entries whose token is still the one given, then use the tokens up.
+
+        Writers take tokens away before they write, so a write that comes between the
+        check and the fill lands after it or refuses it by version.
+        """
+        gen = self._generation(family)
+        names = self._token_keys(family, gen, [e.key for e in entries])
+        held = self._get_many(names)
+        mine = [e for e, t, n in zip(entries, tokens, names, strict=True) if _token_holds(held.get(n), t, now_ms)]
+        self._revoke(family, gen, [e.key for e in mine])
+        if mine:
+            self._fill_in(family, gen, mine, now_ms)
+
+    def _token_keys(self, family: Family, gen: int, keys: Sequence[bytes]) -> list[str]:
+        return [self._item_key(family.name, gen, "t", key) for key in keys]
+
+    def _revoke(self, family: Family, gen: int, keys: Sequence[bytes]) -> None:
+        """Take these keys' fill tokens away: no watched fill of them lands any more."""
+        names = self._token_keys(family, gen, keys)
+        for start in range(0, len(names), self.chunk_size):
+            self._client.delete_many(names[start : start + self.chunk_size], noreply=False)
+
+    def _fill_in(self, family: Family, gen: int, entries: Sequence[Entry], now_ms: float) -> None:
         written: set[int] = set()
 
         def decide(pos: int, held: Stored | None) -> tuple[bytes, int] | None:
@@ -455,7 +498,9 @@ class MemcacheStore(BaseStore):
             return _pack(tombstone(keys[pos], held, version, until_ms)), expire
 
         try:
-            if self._cas_loop(self._record_keys(family, self._generation(family), keys), decide):
+            gen = self._generation(family)
+            self._revoke(family, gen, keys)
+            if self._cas_loop(self._record_keys(family, gen, keys), decide):
                 raise BackendUnavailableError(f"memcached did not confirm an invalidation of {family.name}")
         except (MemcacheError, OSError, StoreError):
             # Old copies may be left on a server that stopped answering, and come back with it
@@ -487,6 +532,11 @@ class MemcacheStore(BaseStore):
             raise BackendUnavailableError(f"memcached failed: {exc}") from exc
         except (MemcacheError, OSError) as exc:  # socket timeouts and refused connections are OSErrors
             raise BackendUnavailableError(f"memcached is unavailable: {type(exc).__name__}: {exc}") from exc
+
+
+def _token_holds(held: bytes | None, token: bytes, now_ms: float) -> bool:
+    """Whether a fill token item is still *token*, and its end (after it) is to come."""
+    return held is not None and held[:16] == token and _TOKEN_END.unpack_from(held, 16)[0] > now_ms
 
 
 def _pack(stored: Stored) -> bytes:

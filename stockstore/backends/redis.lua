@@ -15,14 +15,19 @@
 -- One call handles many records: KEYS, one per record (on a cluster all in one slot).
 -- ARGV  1 layout 'm'|'h'   2 mode   3 now (ms, the client's clock)   4 key prefix
 --       5 number of alternate keys ('r': the alternate key's index), then per record:
---       the expected version bytes (modes 'c' and 'p' only), one pointer key per
---       alternate key ('' where unset; modes 'w', 'c', 'p', 'f'), and the body ('d', 'l',
---       'g' and 'r': none): layout 'm' one value; 'h' their number, the meta field, then
---       attribute field / value pairs.  A body starts with its header: the record's
---       version and expiry are read from there, and the record's key part from KEYS.
+--       the expected version bytes (modes 'c' and 'p') or the fill token ('F'), one
+--       pointer key per alternate key ('' where unset; modes 'w', 'c', 'p', 'f', 'F'),
+--       and the body ('d', 'l', 'g' and 'r': none): layout 'm' one value; 'h' their
+--       number, the meta field, then attribute field / value pairs.  A body starts with
+--       its header: the record's version and expiry are read from there, and the
+--       record's key part from KEYS.
 -- modes 'w' write   'c' write if the version is still the expected one   'p' as 'c',
---       writing only the given fields ('h')   'f' fill if newer   'i' tombstone (body:
+--       writing only the given fields ('h')   'f' fill if newer   'F' as 'f', only while
+--       the record's fill token is the one given (it is used up)   'i' tombstone (body:
 --       its header)   'd' delete   'l' is it live   'g' get   'r' resolve: KEYS are pointers
+-- Fill tokens: a chain watches a key it missed here (the client SETs the token key with
+-- a PX) before it reads below; 'f', 'i' and 'd' take the token away, and so do an
+-- eviction or a restart, which lose it with the data: a late 'F' never lands then.
 -- reply per record: 1 and the stored version | 0 refused (not newer, or changed since
 --       read) | -1 an alternate key is held by another live record; 'd' and 'l' 1 if it
 --       was or is live; 'g' the value (a string) or the fields (a hash), whichever layout
@@ -83,6 +88,7 @@ local SOURCE = string.rep('\0', 8)  -- the stamp of what a source of truth write
 
 local OTHER = layout == 'm' and 'h' or 'm'
 local TYPES = {m = 'string', h = 'hash'}
+
 
 -- The first HEADER + 1 bytes of a record held in layout `as` (see head), or the error
 -- Redis answers for a key of another type.
@@ -153,6 +159,14 @@ end
 -- functions below, so that no closure is made per record): its key, key part, version
 -- and expiry (from the body's header; nil: never), and where its pointers and body are in ARGV.
 local key, me, v, expires, ptrs, body, last
+
+-- The fill token's key, in the record's hash slot: the family's tag where it has one, else
+-- the record's whole name as the tag (names hold no braces; stockstore.backends.redis: token_key).
+local TAGGED = string.find(prefix, '{', 1, true) ~= nil
+local function token_key()
+  if TAGGED then return prefix .. 't:' .. me end
+  return prefix .. 't:{' .. key .. '}'
+end
 
 -- The reply for a key of neither layout's type: an error for that record alone.
 local function foreign(kind)
@@ -229,7 +243,7 @@ local function record(expected)
 
   if mode == 'd' then
     if nalt > 0 then free(me) end
-    redis.call('DEL', key)
+    redis.call('DEL', key, token_key())
     return live(h) and 1 or 0
   end
 
@@ -237,11 +251,20 @@ local function record(expected)
   v, expires = u64(first, 1), expiry(first)
   if mode == 'i' then
     if nalt > 0 then free(me) end
+    redis.call('DEL', token_key())
     store(be64(math.max(v, old)) .. string.sub(first, 9, 17) .. boot(), false)
     return 1
   end
 
-  if mode == 'f' then
+  if mode == 'F' then  -- only while the token is the one given: any change meanwhile took it away
+    local tkey = token_key()
+    local held = redis.call('GET', tkey)  -- the token, then when it ends (ms, the client's clock)
+    if not held or string.sub(held, 1, 16) ~= expected or i64(held, 17) <= now then return 0 end
+    redis.call('DEL', tkey)
+  elseif mode == 'f' then
+    redis.call('DEL', token_key())
+  end
+  if mode == 'f' or mode == 'F' then
     -- Refused when what is held is newer, or this very version and current.
     if #h >= HEADER and not (old < v or (old == v and #h > HEADER and not live(h))) then return 0 end
     first = string.sub(first, 1, 17) .. boot() .. string.sub(first, HEADER + 1)
@@ -270,7 +293,7 @@ local function record(expected)
   return {1, v}
 end
 
-local guarded = mode == 'c' or mode == 'p'
+local guarded = mode == 'c' or mode == 'p' or mode == 'F'
 local pointed = mode == 'w' or mode == 'f' or guarded
 local bodied = mode ~= 'd' and mode ~= 'r' and mode ~= 'l' and mode ~= 'g'
 local skip = #prefix + 3  -- the key part follows prefix .. 'r:'

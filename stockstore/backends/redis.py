@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import math
+import os
 import random
 import re
 import struct
@@ -46,9 +48,12 @@ from redis.retry import Retry
 from .. import _codec
 from .._keys import encode_key
 from .._lifetime import Lifetime
+from .._schemas import SchemaMissingError
 from .._writer import chunks as _chunks
 from ..errors import BackendUnavailableError, InvalidKeyError, SerializationError, StoreError
 from .base import BaseStore, Entry, Family, Merge, PartialWrite, Stored
+
+logger = logging.getLogger(__name__)
 
 Client = redis.Redis | RedisCluster
 _Item = tuple[str, list[Any]]  # a record's key name and its argument group for the script
@@ -63,6 +68,7 @@ _LATEST_EXPIRY = 2**53 - 1  # the script's numbers are doubles; later expiries (
 _MAX_VERSION = 2**62  # microseconds for the next hundred thousand years; room for + 1 below 2**64
 _SOURCE = bytes(8)  # the stamp of a source of truth's own writes; fills carry the server's run (redis.lua)
 _VERSION = struct.Struct(">Q")
+_TOKEN_END = struct.Struct(">q")  # when a fill token ends, epoch ms: after its 16 random bytes
 _META = b"\xff"  # the hash layout's header field: never a UTF-8 attribute name
 _SAFE = re.compile(r"[A-Za-z0-9_.~-]*")
 
@@ -159,6 +165,21 @@ class _RedisStore(BaseStore):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} namespace={self.namespace!r}>"
+
+    def _schemas_may_vanish(self) -> bool:
+        return True  # a FLUSHDB, a restart without persistence, an eviction: saved again with every chunk
+
+    def _recover(self, family: Family, key: bytes, stored: Stored, error: Exception) -> Stored | None:
+        """A record whose row schema is gone (evicted, flushed) is a miss, and is dropped; any other error raises.
+
+        Redis is a cache even where it is a store of its own: what it lost, it lost.
+        """
+        if not isinstance(error, SchemaMissingError):
+            return super()._recover(family, key, stored, error)
+        logger.warning("%r dropped a %s record whose row schema is gone: %s", self, family.name, error)
+        with self._errors():
+            self._remove(family, [key], self.clock() * 1000)
+        return None
 
     def _close(self) -> None:
         """Close the client if this store built it from a URL."""
@@ -521,7 +542,7 @@ class _RedisStore(BaseStore):
             live = current if current is not None and current.live(now_ms) else None
             try:
                 entry = merge(key, live)
-            except SerializationError as exc:
+            except StoreError as exc:  # a record it cannot read, a lifetime that fails: that key alone
                 failed[key] = exc
                 continue
             expected = b"" if current is None else _VERSION.pack(current.version)
@@ -554,6 +575,37 @@ class _RedisStore(BaseStore):
     def _fill(self, family: Family, entries: Sequence[Entry], now_ms: float) -> None:
         items = [self._item(family, e.key, alternates=e.alternates, body=self._body(e)) for e in entries]
         self._cache_writes(family, "f", [e.key for e in entries], items, now_ms)
+
+    def _watch(self, family: Family, keys: Sequence[bytes], ttl_ms: int) -> list[bytes]:
+        """Fill tokens (`BaseStore._watch`): ``SET`` of a random token with a ``PX``, a chunk a round trip.
+
+        The token key is in the record's hash slot, so the script checks it with the
+        record; an eviction or a restart loses it, and the watched fill with it.
+        """
+        tokens = [os.urandom(16) for _ in keys]
+        ends = _TOKEN_END.pack(int(self.clock() * 1000) + ttl_ms)  # by the store's clock, as expiries are
+        names = [self._token_key(family, k) for k in keys]
+        for start in range(0, len(names), self.chunk_size):
+            end = start + self.chunk_size
+            held = zip(names[start:end], tokens[start:end], strict=True)
+            commands = [("SET", name, token + ends, "PX", ttl_ms) for name, token in held]
+            for reply in self._pipeline(commands):
+                self._check(reply, "watch")
+        return tokens
+
+    def _fill_watched(self, family: Family, entries: Sequence[Entry], tokens: Sequence[bytes], now_ms: float) -> None:
+        items = [
+            self._item(family, e.key, expected=t, alternates=e.alternates, body=self._body(e))
+            for e, t in zip(entries, tokens, strict=True)
+        ]
+        self._cache_writes(family, "F", [e.key for e in entries], items, now_ms)
+
+    def _token_key(self, family: Family, key: bytes) -> str:
+        """The name of a record's fill token, in the record's hash slot (as redis.lua's ``token_key``)."""
+        prefix = self._prefix(family)
+        if "{" in prefix:
+            return f"{prefix}t:{key_text(key)}"
+        return f"{prefix}t:{{{prefix}r:{key_text(key)}}}"
 
     def _invalidate(self, family: Family, keys: Sequence[bytes], version: int, until_ms: int) -> None:
         items = [self._item(family, k, body=(_header(version, until_ms),)) for k in keys]
