@@ -2,10 +2,10 @@
 
 Expiries are whole milliseconds since the Unix epoch everywhere inside
 stockstore (Redis' PEXPIREAT unit), so every tier compares the same numbers.
-One range for every backend: from the epoch (an expiry before it is the epoch:
-already expired, as any past one) to `MAX_EXPIRY_MS`, the end of 9999, the last
-instant a `datetime` can name; a lifetime that ends later is refused.  "Never"
-is ``None``, no number.
+One range for every backend: the years a `datetime` can name, 1 to 9999
+(`MIN_EXPIRY_MS`, `MAX_EXPIRY_MS`).  A lifetime that ends later is refused; one
+that ends earlier has ended, and ends at the start of year 1.  "Never" is
+``None``, no number: every expiry, the epoch's 0 too, is a time.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any, TypeAlias
 
 from .errors import StoreError
 
+MIN_EXPIRY_MS = math.floor(dt.datetime.min.replace(tzinfo=dt.UTC).timestamp() * 1000)
 MAX_EXPIRY_MS = math.ceil(dt.datetime.max.replace(tzinfo=dt.UTC).timestamp() * 1000)
 
 LifetimeValue: TypeAlias = int | float | dt.timedelta | dt.datetime | None
@@ -70,4 +71,4 @@ def _in_range(expires_ms: int, value: Any) -> int:
             f"a lifetime must end by the end of 9999 (the last year a datetime can name), not {value!r:.80}: "
             "use None for a record that never expires"
         )
-    return max(expires_ms, 0)  # before the epoch: already expired, as the epoch is
+    return max(expires_ms, MIN_EXPIRY_MS)  # before year 1: as long over as year 1 is

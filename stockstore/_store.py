@@ -179,7 +179,9 @@ class BaseStore:
         in place.  Any other fill, invalidation or removal of the key takes the token
         away, and so does whatever the store loses (an eviction, a restart): a late
         fill of what was read before a write never lands, even once the newer copy
-        is gone.  A store that can lose copies behind a chain's back gives tokens.
+        is gone.  A key watched already keeps its token, which every watcher gets: the
+        first fill uses it up (processes waiting on another's lease keep waiting for
+        that fill).  A store that can lose copies behind a chain's back gives tokens.
         """
         return None
 

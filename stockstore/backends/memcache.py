@@ -423,12 +423,21 @@ class MemcacheStore(BaseStore):
 
         A token memcached does not keep is as good as taken away: its fill is refused.
         """
-        tokens = [os.urandom(16) for _ in keys]
-        ends = _TOKEN_END.pack(int(self.clock() * 1000) + ttl_ms)  # by the store's clock, as expiries are
+        now_ms = int(self.clock() * 1000)
+        ends = _TOKEN_END.pack(now_ms + ttl_ms)  # by the store's clock, as expiries are
         names = self._token_keys(family, self._generation(family), keys)
         expire = max(1, math.ceil(ttl_ms / 1000)) + 1
-        self._set_many({name: (token + ends, expire) for name, token in zip(names, tokens, strict=True)})
-        return tokens
+        # A token in place stays: every watcher gets it, the first fill uses it up.  Two watchers
+        # that both find none both write one; the last stays, and the other's fill is refused.
+        held = self._get_many(names)
+        fresh = [n for n in names if n not in held or _TOKEN_END.unpack_from(held[n], 16)[0] <= now_ms]
+        if fresh:
+            self._set_many({name: (os.urandom(16) + ends, expire) for name in fresh})
+            held = self._get_many(names)
+        return [
+            held[n][:16] if n in held and _TOKEN_END.unpack_from(held[n], 16)[0] > now_ms else os.urandom(16)
+            for n in names
+        ]
 
     def _fill_watched(self, family: Family, entries: Sequence[Entry], tokens: Sequence[bytes], now_ms: float) -> None:
         """Fill the entries whose token is still the one given, then use the tokens up.

@@ -193,8 +193,13 @@ class MemoryStore(BaseStore):
                 now_ms = self.clock() * 1000
                 for slot in [s for s, (_, end) in state.tokens.items() if end <= now_ms]:
                     del state.tokens[slot]
-            taken = [next(_tokens).to_bytes(8, "big") for _ in keys]
-            state.tokens.update(((family.name, k), (t, until)) for k, t in zip(keys, taken, strict=True))
+            now_ms = self.clock() * 1000
+            taken = []
+            for key in keys:
+                held = state.tokens.get((family.name, key))
+                if held is None or held[1] <= now_ms:  # none in place: a new one
+                    held = state.tokens[(family.name, key)] = (next(_tokens).to_bytes(8, "big"), until)
+                taken.append(held[0])
         return taken
 
     def _fill_watched(self, family: Family, entries: Sequence[Entry], tokens: Sequence[bytes], now_ms: float) -> None:

@@ -582,15 +582,21 @@ class _RedisStore(BaseStore):
         The token key is in the record's hash slot, so the script checks it with the
         record; an eviction or a restart loses it, and the watched fill with it.
         """
-        tokens = [os.urandom(16) for _ in keys]
-        ends = _TOKEN_END.pack(int(self.clock() * 1000) + ttl_ms)  # by the store's clock, as expiries are
+        now_ms = int(self.clock() * 1000)
+        ends = _TOKEN_END.pack(now_ms + ttl_ms)  # by the store's clock, as expiries are
         names = [self._token_key(family, k) for k in keys]
-        for start in range(0, len(names), self.chunk_size):
-            end = start + self.chunk_size
-            held = zip(names[start:end], tokens[start:end], strict=True)
-            commands = [("SET", name, token + ends, "PX", ttl_ms) for name, token in held]
-            for reply in self._pipeline(commands):
-                self._check(reply, "watch")
+        tokens: list[bytes] = []
+        for chunk in _chunks(names, self.chunk_size):
+            # A token in place stays (NX): every watcher gets it, the first fill uses it up.
+            commands = [
+                command
+                for name in chunk
+                for command in (("SET", name, os.urandom(16) + ends, "NX", "PX", ttl_ms), ("GET", name))
+            ]
+            replies = self._pipeline(commands)
+            for held in (self._check(reply, "watch") for reply in replies[1::2]):
+                live = held is not None and _TOKEN_END.unpack_from(held, 16)[0] > now_ms
+                tokens.append(held[:16] if live else os.urandom(16))  # gone already: a token nothing holds
         return tokens
 
     def _fill_watched(self, family: Family, entries: Sequence[Entry], tokens: Sequence[bytes], now_ms: float) -> None:
