@@ -1,18 +1,20 @@
-"""Every stockstore backend next to two plain redis-py baselines: the figures of docs/performance.md.
+"""Every stockstore backend next to plain baselines written by hand: the figures of docs/performance.md.
 
     .venv/bin/python benchmarks/compare.py                     # N=100,000 x 200 floats, Redis on 127.0.0.1:6379
     .venv/bin/python benchmarks/compare.py --markdown --postgresql postgresql://postgres@127.0.0.1:5432/postgres
 
-``stockstore bench --compare`` runs this script with the same options.
+``stockstore bench --compare`` runs this script with the options it knows.
 
 One process, one data set, the same operations on every contender: store all N
 securities, get 1,000 random ones, get all, patch 10,000, list and delete all (and,
 where a store has ``put_frame``/``get_frame`` and pandas is installed, store and read
-the same data as a DataFrame).  Two baselines written plainly with redis-py and
-msgpack, without stockstore (``comparison/baselines.py``), say what the library costs
-or saves: (a) pipelined ``SET``/``MGET`` of msgpack blobs, the best plain approach, to
-whose rate every ratio is taken; (b) the legacy one ``HSET`` per security, a round trip
-a record, on its own smaller record count (``--legacy-n``).
+the same data as a DataFrame).  Baselines written plainly with redis-py and msgpack,
+without stockstore (``comparison/baselines.py``), say what the library costs or saves:
+(a) pipelined ``SET`` and (c) ``MSET`` of msgpack blobs, the better of which is the bar
+for every store of whole records, step by step; (d) pipelined ``HSET`` of packed fields,
+the bar for `RedisHashStore`; (b) the legacy one ``HSET`` per security, a round trip a
+record, on its own smaller record count (``--legacy-n``), for reference.
+`RedisMsgpackStore` also stores the records built with their key attribute last.
 
 Every read is checked exactly (`stockstore._bench.difference`: types by identity,
 floats bit for bit), also the baselines'; a contender that fails a check is reported
@@ -34,8 +36,17 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from comparison.baselines import BASELINE, LEGACY, LegacyHash, PlainMsgpack
-from comparison.contenders import Contender, StoreContender
+from comparison.baselines import LegacyHash, Mset, PipelinedHash, PlainMsgpack
+from comparison.contenders import (
+    CHAIN,
+    HASH_STORE,
+    KEY_LAST,
+    MSGPACK_STORE,
+    SQLITE_STORE,
+    Contender,
+    StoreContender,
+    key_last,
+)
 from comparison.report import Settings, describe, render, safe_url
 from comparison.runner import run_compare
 from tqdm import tqdm
@@ -63,10 +74,11 @@ def open_contenders(
 ) -> Iterator[tuple[list[Contender], list[str]]]:
     """The field of a comparison and notes on what could not run, e.g. an unreachable Redis.
 
-    Yields ``(contenders, notes)``: the baselines and Redis stores on *redis_url* (when
-    reachable), MemoryStore, SqlStore on a temporary SQLite file (and on
-    *postgresql_url*), and a chain memory -> Redis msgpack -> SQLite.  The temporary
-    file and the clients are removed and closed on exit.
+    Yields ``(contenders, notes)``: the Redis baselines and stores on *redis_url* (when
+    reachable, `RedisMsgpackStore` twice: also given its records key last),
+    MemoryStore, SqlStore on a temporary SQLite file (and on *postgresql_url*), and a
+    chain memory -> Redis msgpack -> SQLite.  The temporary file and the clients are
+    removed and closed on exit.
     """
     notes: list[str] = []
     contenders: list[Contender] = []
@@ -76,7 +88,7 @@ def open_contenders(
             stack.callback(client.close)
             legacy = LegacyHash(client)
             legacy.limit = legacy_n
-            contenders += [PlainMsgpack(client), legacy]
+            contenders += [PlainMsgpack(client), legacy, Mset(client), PipelinedHash(client)]
         sqlite_url = _sqlite_url(stack, notes)
 
         def redis_store(layout: str) -> Callable[[str], BaseStore]:
@@ -104,20 +116,22 @@ def open_contenders(
             return MemoryStore(namespace=namespace)
 
         if client is not None:
-            contenders.append(StoreContender("RedisMsgpackStore", redis_store("msgpack"), redis=client))
-            contenders.append(StoreContender("RedisHashStore", redis_store("hash"), redis=client))
+            msgpack = redis_store("msgpack")
+            contenders.append(StoreContender(MSGPACK_STORE, msgpack, redis=client))
+            contenders.append(StoreContender(KEY_LAST, msgpack, redis=client, shape=key_last))
+            contenders.append(StoreContender(HASH_STORE, redis_store("hash"), redis=client, layout="hash"))
             if sqlite_url is not None:
-                tiers = (memory, redis_store("msgpack"), sql_store(sqlite_url))
+                tiers = (memory, msgpack, sql_store(sqlite_url))
                 contenders.append(
                     StoreContender(
-                        "chain mem>redis>sqlite",
+                        CHAIN,
                         lambda namespace: ChainedStore([build(namespace) for build in tiers]),
                         redis=client,
                     )
                 )
         contenders.append(StoreContender("MemoryStore", memory))
         if sqlite_url is not None:
-            contenders.append(StoreContender("SqlStore sqlite", sql_store(sqlite_url)))
+            contenders.append(StoreContender(SQLITE_STORE, sql_store(sqlite_url)))
         if postgresql_url is not None and sqlite_url is not None and _sql_reachable(postgresql_url, notes):
             contenders.append(StoreContender("SqlStore postgresql", sql_store(postgresql_url)))
         yield contenders, notes
@@ -125,7 +139,7 @@ def open_contenders(
 
 def _redis_client(url: str, notes: list[str]) -> redis.Redis | None:
     """A client of the Redis at *url* if it answers, else ``None`` and a note saying what is skipped."""
-    skipped = f"skipped {BASELINE}, {LEGACY}, RedisMsgpackStore, RedisHashStore and the chain"
+    skipped = "skipped the Redis baselines, the Redis stores and the chain"
     try:
         import redis
         from redis.backoff import NoBackoff
@@ -172,7 +186,7 @@ def _sql_reachable(url: str, notes: list[str]) -> bool:
 # ---------------------------------------------------------------------------- the command line
 
 
-def _at_least(low: int) -> Callable[[str], int]:
+def at_least(low: int) -> Callable[[str], int]:
     """An argparse type: an integer no smaller than *low*."""
 
     def parse(text: str) -> int:
@@ -193,18 +207,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description="Run every stockstore backend next to plain redis-py baselines (see docs/performance.md).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--n", type=_at_least(1), default=default.n, help="securities to store")
-    parser.add_argument("--attrs", type=_at_least(len(PATCHED)), default=default.attrs, help="float attributes each")
-    parser.add_argument("--patch-n", type=_at_least(0), default=default.patch_n, help="securities to patch (at most N)")
-    parser.add_argument("--get-n", type=_at_least(0), default=default.get_n, help="securities to get (at most N)")
+    parser.add_argument("--n", type=at_least(1), default=default.n, help="securities to store")
+    parser.add_argument("--attrs", type=at_least(len(PATCHED)), default=default.attrs, help="float attributes each")
+    parser.add_argument("--patch-n", type=at_least(0), default=default.patch_n, help="securities to patch (at most N)")
+    parser.add_argument("--get-n", type=at_least(0), default=default.get_n, help="securities to get (at most N)")
     parser.add_argument("--seed", type=int, default=default.seed, help="seed of the random data")
     parser.add_argument("--redis", metavar="URL", default=DEFAULT_REDIS, help="the Redis of the baselines and stores")
     parser.add_argument("--postgresql", metavar="URL", help="also SqlStore on this PostgreSQL")
     parser.add_argument(
-        "--legacy-n", type=_at_least(1), default=DEFAULT_LEGACY_N, help="securities for the legacy baseline (b)"
+        "--legacy-n", type=at_least(1), default=DEFAULT_LEGACY_N, help="securities for the legacy baseline (b)"
     )
     parser.add_argument(
-        "--repeat", type=_at_least(1), default=default.repeat, help="runs of each backend; the medians are printed"
+        "--repeat", type=at_least(1), default=default.repeat, help="runs of each backend; the medians are printed"
     )
     parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
     parser.add_argument("--no-progress", action="store_true", help="show no progress bars")

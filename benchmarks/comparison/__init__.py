@@ -1,7 +1,7 @@
 """The parts of benchmarks/compare.py, one module per concept; compare.py builds the field and runs it.
 
 contenders  what every contender does, and a stockstore store as one
-baselines   the two plain redis-py baselines, (a) and (b), written without stockstore
+baselines   the plain baselines, (a) to (d) in Redis, written without stockstore
 measure     this process's peak RSS per step, the records' size, Redis memory
 runner      the steps, timed and every read checked; the medians of repeats
 report      what a comparison found, printed as aligned text or Markdown

@@ -1,9 +1,10 @@
 """What a comparison found (`Report`: its settings, rows, Redis memory, failures) and how it is printed.
 
 `render` prints one table grouped by step, so that each contender sits next to
-baseline (a) doing the same thing, then Redis memory and notes; `describe` writes
-the header that says what ran where, with the code revision, so a pasted result
-can be traced back.
+the plain baselines doing the same thing, each with its ratio to the best of them;
+then Redis memory and notes.
+`describe` writes the header that says what ran where, with the code revision, so
+a pasted result can be traced back.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import stockstore
 from stockstore._bench import DEFAULT_SEED, PATCHED
 
-from .baselines import BASELINE, LEGACY
+from .baselines import BEST_OF, LEGACY
 from .measure import SAMPLE
 
 
@@ -97,10 +98,19 @@ class Report:
     failures: list[Failure] = field(default_factory=list)
     input_bytes: int = 0
     peak_rss: int = 0
+    layouts: dict[str, str] = field(default_factory=dict)  # backend -> the layout of baselines it is judged by
+
+    def row(self, backend: str, step: str) -> Row | None:
+        return next((r for r in self.rows if r.backend == backend and r.step == step), None)
+
+    def best(self, row: Row) -> Row | None:
+        """The fastest plain baseline of *row*'s layout (`BEST_OF`) for the same step; ``None`` if none ran it."""
+        candidates = [self.row(name, row.step) for name in BEST_OF[self.layouts.get(row.backend, "blob")]]
+        return max((r for r in candidates if r is not None), key=lambda r: r.rate, default=None)
 
     def ratio(self, row: Row) -> float | None:
-        """*row*'s records/s over baseline (a)'s for the same step; ``None`` without (a)."""
-        base = next((r for r in self.rows if r.backend == BASELINE and r.step == row.step), None)
+        """*row*'s records/s over the best baseline's (`best`) for the same step: higher is faster."""
+        base = self.best(row)
         if base is None or base.rate in (0.0, float("inf")) or row.rate == float("inf"):
             return None
         return row.rate / base.rate
@@ -112,6 +122,16 @@ def describe(settings: Settings, *, legacy_n: int | None, redis_url: str | None)
         f"compare: {settings.n:,} securities x {settings.attrs} floats, get {min(settings.get_n, settings.n):,}, "
         f"patch {min(settings.patch_n, settings.n):,}, seed {settings.seed}, repeat {settings.repeat}"
         + ("" if legacy_n is None else f"; {LEGACY} on {min(legacy_n, settings.n):,}"),
+        *provenance(),
+    ]
+    if redis_url is not None:
+        lines.append(f"redis: {safe_url(redis_url)}")
+    return lines
+
+
+def provenance() -> list[str]:
+    """The machine, Python, the time and the code revision measured."""
+    lines = [
         f"machine: {platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, "
         f"Python {platform.python_version()}, "
         f"{dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
@@ -119,8 +139,6 @@ def describe(settings: Settings, *, legacy_n: int | None, redis_url: str | None)
     code = revision()
     if code is not None:
         lines.append(f"code: {code}")
-    if redis_url is not None:
-        lines.append(f"redis: {safe_url(redis_url)}")
     return lines
 
 
@@ -146,17 +164,18 @@ def revision() -> str | None:
 def render(report: Report, *, markdown: bool = False) -> str:
     """The comparison as text: header, the table of steps, Redis memory, notes.
 
-    One table, grouped by step so each contender sits next to baseline (a) doing the
-    same thing; ``vs (a)`` is records/s over (a)'s records/s, higher is faster.
-    With *markdown*, Markdown tables and a bullet list of the rest.
+    One table, grouped by step so each contender sits next to the baselines doing the
+    same thing; ``vs best`` is records/s over the records/s of the best plain baseline
+    of its layout (named in ``best plain``), higher is faster.  With *markdown*,
+    Markdown tables and a bullet list of the rest.
     """
     per_step = any(r.peak_rss is not None for r in report.rows)
-    head = ["step", "backend", "records", "seconds", "records/s", "vs (a)", *(["peak RSS MB"] if per_step else [])]
-    table = [head]
+    head = ["step", "backend", "records", "seconds", "records/s", "best plain", "vs best"]
+    table = [head + (["peak RSS MB"] if per_step else [])]
     for r in report.rows:
-        ratio = report.ratio(r)
+        ratio, best = report.ratio(r), report.best(r)
         cells = [r.step, r.backend, f"{r.records:,}", f"{r.seconds:.3f}", f"{r.rate:,.0f}"]
-        cells.append("-" if ratio is None else f"{ratio:.2f}")
+        cells += ["-" if best is None else best.backend, "-" if ratio is None else f"{ratio:.2f}"]
         if per_step:
             cells.append("-" if r.peak_rss is None else mb(r.peak_rss))
         table.append(cells)
@@ -178,19 +197,26 @@ def render(report: Report, *, markdown: bool = False) -> str:
         f"(sys.getsizeof); raw float64 payload {mb(report.settings.n * raw)} MB",
         f"peak RSS of the whole run: {mb(report.peak_rss)} MB",
     ]
-    legend = "vs (a): records/s over (a)'s records/s for the same step, higher is faster"
+    legend = (
+        "vs best: records/s over the records/s of the best plain baseline of the same layout for the same step "
+        "(named in best plain: (a) or (c) for whole records, (d) for hashes), higher is faster"
+    )
     if per_step:
         legend += "; peak RSS: this process's high-water mark during the step, the input records included"
-    parts = [_lines(facts, markdown), _table(table, markdown, left=2), legend]
+    parts = [lines_text(facts, markdown), table_text(table, markdown, left=2), legend]
     if len(memory) > 1:
         title = (
             "Redis memory: growth of used_memory (INFO memory) over the store step per record, "
             f"and the mean MEMORY USAGE of {SAMPLE:,} of the keys"
         )
-        parts.append(title + ("\n\n" if markdown else "\n") + _table(memory, markdown, left=1))
+        parts.append(_titled(title, table_text(memory, markdown, left=1), markdown))
     if report.notes:
-        parts.append(_lines([f"note: {note}" for note in report.notes], markdown))
+        parts.append(lines_text([f"note: {note}" for note in report.notes], markdown))
     return "\n\n".join(parts)
+
+
+def _titled(title: str, body: str, markdown: bool) -> str:
+    return title + ("\n\n" if markdown else "\n") + body
 
 
 def mb(size: float) -> str:
@@ -198,11 +224,11 @@ def mb(size: float) -> str:
     return f"{size / 1e6:,.1f}" if size < 1e7 else f"{size / 1e6:,.0f}"
 
 
-def _lines(lines: Sequence[str], markdown: bool) -> str:
+def lines_text(lines: Sequence[str], markdown: bool) -> str:
     return "\n".join(f"- {line}" if markdown else line for line in lines)
 
 
-def _table(rows: Sequence[Sequence[str]], markdown: bool, *, left: int) -> str:
+def table_text(rows: Sequence[Sequence[str]], markdown: bool, *, left: int) -> str:
     """*rows* aligned, the first *left* columns to the left and the others to the right."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
 
