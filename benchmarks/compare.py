@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/compare.py                     # N=100,000 x 200 floats, Redis on 127.0.0.1:6379
     .venv/bin/python benchmarks/compare.py --markdown --postgresql postgresql://postgres@127.0.0.1:5432/postgres
+    .venv/bin/python benchmarks/compare.py --n 500000 --sql-n 500000 --main-job 50000 500000  # the long parts too
 
 ``stockstore bench --compare`` runs this script with the options it knows.
 
@@ -15,6 +16,11 @@ for every store of whole records, step by step; (d) pipelined ``HSET`` of packed
 the bar for `RedisHashStore`; (b) the legacy one ``HSET`` per security, a round trip a
 record, on its own smaller record count (``--legacy-n``), for reference.
 `RedisMsgpackStore` also stores the records built with their key attribute last.
+
+With ``--sql-n``, the SQL stores are also timed against the raw drivers chunk by chunk
+as their tables grow (``comparison/sql_scale.py``, also ``benchmarks/sql_scale.py``);
+with ``--main-job``, ``stockstore bench``'s store step at two sizes
+(``comparison/main_job.py``).
 
 Every read is checked exactly (`stockstore._bench.difference`: types by identity,
 floats bit for bit), also the baselines'; a contender that fails a check is reported
@@ -47,8 +53,10 @@ from comparison.contenders import (
     StoreContender,
     key_last,
 )
+from comparison.main_job import run_main_job
 from comparison.report import Settings, describe, render, safe_url
 from comparison.runner import run_compare
+from comparison.sql_scale import DEFAULT_CHUNK, run_sql_scale
 from tqdm import tqdm
 
 from stockstore import BaseStore, ChainedStore
@@ -220,6 +228,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--repeat", type=at_least(1), default=default.repeat, help="runs of each backend; the medians are printed"
     )
+    parser.add_argument(
+        "--sql-n",
+        type=at_least(1),
+        metavar="N",
+        help="also time SqlStore against the raw drivers on N records, chunk by chunk (see sql_scale.py)",
+    )
+    parser.add_argument(
+        "--sql-chunk", type=at_least(1), default=DEFAULT_CHUNK, metavar="N", help="records per chunk of --sql-n"
+    )
+    parser.add_argument(
+        "--main-job",
+        type=at_least(1),
+        nargs=2,
+        metavar=("SMALL", "LARGE"),
+        help="also time stockstore bench's store step at these two sizes (the issue's: 50000 500000)",
+    )
     parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
     parser.add_argument("--no-progress", action="store_true", help="show no progress bars")
     return parser.parse_args(argv)
@@ -258,10 +282,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         notes,
     ):
         report = run_compare(contenders, settings, header=header, notes=notes, progress=progress)
+    shared = {"attrs": settings.attrs, "seed": settings.seed, "repeat": settings.repeat, "progress": progress}
+    if options.sql_n is not None:
+        report.sql = run_sql_scale(options.sql_n, chunk=options.sql_chunk, postgresql_url=options.postgresql, **shared)
+    if options.main_job is not None:
+        small, large = sorted(options.main_job)
+        report.main_job = run_main_job((small, large), **shared)
     print(render(report, markdown=options.markdown))
-    for failure in report.failures:
+    for failure in report.all_failures:
         print(f"check failed: {failure.backend}: {failure.step}: {failure.detail}", file=sys.stderr)
-    if report.failures:
+    if report.all_failures:
         return 1
     print(f"\nevery check passed ({len({r.backend for r in report.rows})} backends)")
     return 0

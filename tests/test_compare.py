@@ -1,9 +1,10 @@
 """benchmarks/compare.py, which `stockstore bench --compare` runs: every backend's rows, and checks with teeth.
 
 Small runs (2,000 securities x 20 floats, the legacy baseline on 200) against a
-redis-server of the test session; what is asserted is the table's structure and the
-checks, never a timing.  The harness lives beside the package, so this module puts
-benchmarks/ on sys.path to import it; tests/test_cli.py checks that the command runs it.
+redis-server of the test session, and the SQL and main-job parts on a few hundred
+records; what is asserted is the tables' structure and the checks, never a timing.
+The harness lives beside the package, so this module puts benchmarks/ on sys.path
+to import it; tests/test_cli.py checks that the command runs it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import itertools
 import math
 import re
 import sys
+import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,7 @@ from stockstore.backends import MemoryStore
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import compare as harness
+import sql_scale as sql_script
 from comparison import baselines
 from comparison.baselines import BASELINE, HSET, LEGACY, MSET, Mset, PipelinedHash, PlainMsgpack
 from comparison.contenders import (
@@ -45,6 +48,7 @@ from comparison.contenders import (
 )
 from comparison.report import RedisMemory, Report, Row, Settings, render
 from comparison.runner import FRAME_STEPS, STEPS, run_compare
+from comparison.sql_scale import run_sql_scale
 
 from stockstore._bench import Security, generate
 
@@ -344,6 +348,8 @@ def test_report_ratio_is_records_per_second_over_the_best_baseline_of_the_layout
         ["--attrs", "1"],
         ["--n", "many"],
         ["--store", "memory://"],
+        ["--sql-n", "0"],
+        ["--main-job", "50000"],
     ],
     ids=" ".join,
 )
@@ -429,3 +435,99 @@ def test_a_lossy_columnar_frame_fails_the_frame_check(redis_url: str) -> None:
     assert [(f.backend, f.step) for f in report.failures] == [(MSET, "get frame (all)")]
     assert [r.step for r in report.rows] == [*STEPS, "store frame"]
     assert bench_keys(redis_url) == []
+
+
+# ---------------------------------------------------------------------------- SQL at scale, the main job
+
+
+def test_sql_scale_times_every_chunk_and_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    scale = run_sql_scale(250, attrs=5, seed=1, chunk=100, repeat=2)
+
+    assert scale.failures == []
+    assert scale.raw == {"sqlite": "sqlite3 executemany"}
+    assert [(c.database, c.index, c.rows_after) for c in scale.chunks] == [
+        ("sqlite", 1, 100),
+        ("sqlite", 2, 200),
+        ("sqlite", 3, 250),
+    ]
+    assert all(c.store_seconds > 0 and c.raw_seconds > 0 for c in scale.chunks)
+    assert list(tmp_path.iterdir()) == []  # both database files removed
+
+
+def test_a_lossy_raw_sql_baseline_fails_its_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(baselines, "msgpack", lossy_msgpack())
+    scale = run_sql_scale(200, attrs=5, seed=1, chunk=100)
+    assert [(f.backend, f.step) for f in scale.failures] == [("sqlite", "sqlite3 executemany read")]
+    assert scale.chunks == []
+
+
+@pytest.mark.postgresql
+def test_sql_scale_on_postgresql_leaves_no_table(postgresql_url: str) -> None:
+    scale = run_sql_scale(250, attrs=5, seed=1, chunk=100, sqlite=False, postgresql_url=postgresql_url)
+    assert scale.failures == []
+    assert scale.raw == {"postgresql": "psycopg COPY"}
+    assert [(c.database, c.rows_after) for c in scale.chunks] == [("postgresql", n) for n in (100, 200, 250)]
+    import sqlalchemy as sa
+
+    from stockstore.backends import SqlStore
+
+    with SqlStore(postgresql_url) as probe:
+        names = sa.inspect(probe.engine).get_table_names()
+    assert [t for t in names if t.startswith(("ss_bench_", "raw_bench_"))] == []
+
+
+def test_the_sql_scale_script_prints_every_chunk(capsys: pytest.CaptureFixture[str]) -> None:
+    exit_code = sql_script.main(["--n", "250", "--chunk", "100", "--attrs", "5", "--no-progress", "--markdown"])
+    out = capsys.readouterr().out
+
+    assert exit_code == 0, out
+    chunks = markdown_rows(out, after="SQL at scale")
+    assert [(r["database"], r["chunk"], r["rows after"]) for r in chunks] == [
+        ("sqlite", "1", "100"),
+        ("sqlite", "2", "200"),
+        ("sqlite", "3", "250"),
+        ("sqlite", "all", "250"),
+    ]
+    assert all(float(r["time ratio"]) > 0 for r in chunks)
+
+
+def test_compare_adds_the_sql_and_main_job_parts(capsys: pytest.CaptureFixture[str]) -> None:
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"
+    result = compare(
+        capsys,
+        *("--n", "300", "--attrs", "5", "--redis", nowhere, "--markdown"),
+        *("--sql-n", "250", "--sql-chunk", "100", "--main-job", "200", "100"),
+    )
+
+    assert result.exit_code == 0, result.output
+    job = markdown_rows(result.output, after="\nmain job:")
+    assert [r["records"] for r in job] == ["100", "200"]  # the two sizes, smaller first
+    assert "records/s at 200 over records/s at 100: " in result.output
+    chunks = markdown_rows(result.output, after="SQL at scale")
+    assert [(r["database"], r["raw driver"], r["rows after"]) for r in chunks][-1] == (
+        "sqlite",
+        "sqlite3 executemany",
+        "250",
+    )
+
+
+class LosesOne(MemoryStore):
+    """Drops the last record of every batch it is given."""
+
+    def batch_put(self, objs: Iterable[Any]) -> None:
+        super().batch_put(list(objs)[:-1])
+
+
+def test_a_main_job_that_loses_a_record_fails_and_exits_1(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import comparison.main_job
+
+    monkeypatch.setattr(comparison.main_job, "open_store", lambda urls, *, db, namespace: LosesOne(namespace=namespace))
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"
+    result = compare(capsys, "--n", "100", "--attrs", "5", "--redis", nowhere, "--main-job", "50", "100")
+
+    assert result.exit_code == 1
+    assert "check failed: main job at 50: main job count: 49 records, expected 50" in result.errors
+    assert "every check passed" not in result.output

@@ -1,4 +1,4 @@
-"""The baselines of a comparison, written plainly with redis-py and msgpack, without stockstore.
+"""The baselines of a comparison, written plainly with redis-py, sqlite3, psycopg and msgpack, without stockstore.
 
 They are what a user would write by hand, so the report says what the library costs
 or saves next to them.  In Redis:
@@ -18,13 +18,18 @@ or saves next to them.  In Redis:
 
 A store's ratio is taken against the faster of the baselines of its layout for the
 same step (`BEST_OF`): (a) or (c) for the stores of whole records, (d) for
-`RedisHashStore`.
+`RedisHashStore`.  For the SQL stores at scale (`comparison.sql_scale`):
+`RawSqlite`, ``sqlite3`` ``executemany`` of msgpack blobs, and `RawCopy`, psycopg
+``COPY`` of the same blobs, each into a table of a primary-key blob and a blob payload.
 """
 
 from __future__ import annotations
 
 import importlib
+import sqlite3
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgpack
@@ -245,3 +250,109 @@ class LegacyHash(_RedisBaseline):
 
     def frames_missing(self) -> str | None:
         return "reads record by record; no frame path"
+
+
+# ---------------------------------------------------------------------------- SQL, raw
+
+
+class RawSql(ABC):
+    """A table of ``id`` (the ``ssm_id``'s bytes, primary key) and ``payload`` (``msgpack.packb(record)``)."""
+
+    name: str
+    table = "records"
+
+    @abstractmethod
+    def put(self, records: Sequence[Security]) -> None:
+        """Insert *records*, packing each, in one transaction."""
+
+    @abstractmethod
+    def _select(self, ids: Sequence[bytes]) -> list[tuple[bytes, bytes]]:
+        """``(id, payload)`` of those of *ids* the table holds."""
+
+    @abstractmethod
+    def count(self) -> int: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @staticmethod
+    def _rows(records: Sequence[Security]) -> list[tuple[bytes, bytes]]:
+        return [(record["ssm_id"].encode(), msgpack.packb(record)) for record in records]
+
+    def get(self, ids: Sequence[str]) -> list[Security | None]:
+        rows = self._select([i.encode() for i in ids])
+        found = {bytes(key): Security(msgpack.unpackb(payload)) for key, payload in rows}
+        return [found.get(i.encode()) for i in ids]
+
+
+class RawSqlite(RawSql):
+    """``sqlite3`` ``executemany`` of ``INSERT OR REPLACE`` in one transaction per call; WAL, ``synchronous=NORMAL``."""
+
+    name = "sqlite3 executemany"
+
+    def __init__(self, path: Path) -> None:
+        self.db = sqlite3.connect(path, isolation_level=None)  # transactions are begun explicitly
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute(f"CREATE TABLE {self.table} (id BLOB PRIMARY KEY, payload BLOB NOT NULL)")
+
+    def put(self, records: Sequence[Security]) -> None:
+        self.db.execute("BEGIN")
+        self.db.executemany(f"INSERT OR REPLACE INTO {self.table} (id, payload) VALUES (?, ?)", self._rows(records))
+        self.db.execute("COMMIT")
+
+    def _select(self, ids: Sequence[bytes]) -> list[tuple[bytes, bytes]]:
+        marks = ",".join("?" * len(ids))
+        return self.db.execute(f"SELECT id, payload FROM {self.table} WHERE id IN ({marks})", ids).fetchall()
+
+    def count(self) -> int:
+        return int(self.db.execute(f"SELECT count(*) FROM {self.table}").fetchone()[0])
+
+    def close(self) -> None:
+        self.db.close()  # the file goes with the run's temporary directory
+
+
+class RawCopy(RawSql):
+    """psycopg ``COPY ... FROM STDIN (FORMAT BINARY)`` of the blobs, one transaction per call.
+
+    The table is named after a fresh namespace and dropped by `close`.
+    """
+
+    name = "psycopg COPY"
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+        import sqlalchemy as sa
+
+        # A SQLAlchemy URL such as postgresql+psycopg://... as the libpq URI psycopg takes.
+        conninfo = sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        self.db = psycopg.connect(conninfo)
+        self.table = "raw_" + fresh_namespace().replace("-", "_")
+        self.db.execute(f"CREATE TABLE {self.table} (id bytea PRIMARY KEY, payload bytea NOT NULL)")
+        self.db.commit()
+
+    def put(self, records: Sequence[Security]) -> None:
+        statement = f"COPY {self.table} (id, payload) FROM STDIN (FORMAT BINARY)"
+        with self.db.cursor() as cursor, cursor.copy(statement) as copy:
+            copy.set_types(["bytea", "bytea"])
+            for row in self._rows(records):
+                copy.write_row(row)
+        self.db.commit()
+
+    def _select(self, ids: Sequence[bytes]) -> list[tuple[bytes, bytes]]:
+        rows = self.db.execute(f"SELECT id, payload FROM {self.table} WHERE id = ANY(%s)", [list(ids)]).fetchall()
+        self.db.commit()
+        return rows
+
+    def count(self) -> int:
+        (count,) = self.db.execute(f"SELECT count(*) FROM {self.table}").fetchone() or (0,)
+        self.db.commit()
+        return int(count)
+
+    def close(self) -> None:
+        try:
+            self.db.rollback()
+            self.db.execute(f"DROP TABLE IF EXISTS {self.table}")
+            self.db.commit()
+        finally:
+            self.db.close()

@@ -2,7 +2,8 @@
 
 `render` prints one table grouped by step, so that each contender sits next to
 the plain baselines doing the same thing, each with its ratio to the best of them;
-then Redis memory and notes.
+then Redis memory, the SQL stores at scale and the main job's scaling where they
+ran, and notes.
 `describe` writes the header that says what ran where, with the code revision, so
 a pasted result can be traced back.
 """
@@ -16,6 +17,7 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 import stockstore
@@ -23,6 +25,10 @@ from stockstore._bench import DEFAULT_SEED, PATCHED
 
 from .baselines import BEST_OF, LEGACY
 from .measure import SAMPLE
+
+if TYPE_CHECKING:
+    from .main_job import MainJob
+    from .sql_scale import SqlScale
 
 
 @dataclass(frozen=True)
@@ -99,6 +105,8 @@ class Report:
     input_bytes: int = 0
     peak_rss: int = 0
     layouts: dict[str, str] = field(default_factory=dict)  # backend -> the layout of baselines it is judged by
+    sql: SqlScale | None = None
+    main_job: MainJob | None = None
 
     def row(self, backend: str, step: str) -> Row | None:
         return next((r for r in self.rows if r.backend == backend and r.step == step), None)
@@ -114,6 +122,12 @@ class Report:
         if base is None or base.rate in (0.0, float("inf")) or row.rate == float("inf"):
             return None
         return row.rate / base.rate
+
+    @property
+    def all_failures(self) -> list[Failure]:
+        """The field's failures and those of the SQL and main-job parts."""
+        parts = [*(self.sql.failures if self.sql else []), *(self.main_job.failures if self.main_job else [])]
+        return [*self.failures, *parts]
 
 
 def describe(settings: Settings, *, legacy_n: int | None, redis_url: str | None) -> list[str]:
@@ -162,7 +176,7 @@ def revision() -> str | None:
 
 
 def render(report: Report, *, markdown: bool = False) -> str:
-    """The comparison as text: header, the table of steps, Redis memory, notes.
+    """The comparison as text: header, the table of steps, Redis memory, the parts that ran, notes.
 
     One table, grouped by step so each contender sits next to the baselines doing the
     same thing; ``vs best`` is records/s over the records/s of the best plain baseline
@@ -210,9 +224,48 @@ def render(report: Report, *, markdown: bool = False) -> str:
             f"and the mean MEMORY USAGE of {SAMPLE:,} of the keys"
         )
         parts.append(_titled(title, table_text(memory, markdown, left=1), markdown))
-    if report.notes:
-        parts.append(lines_text([f"note: {note}" for note in report.notes], markdown))
+    if report.sql is not None:
+        parts.append(render_sql(report.sql, markdown))
+    if report.main_job is not None:
+        parts.append(render_main_job(report.main_job, markdown))
+    notes = [*report.notes, *(report.sql.notes if report.sql else [])]
+    if notes:
+        parts.append(lines_text([f"note: {note}" for note in notes], markdown))
     return "\n\n".join(parts)
+
+
+def render_sql(scale: SqlScale, markdown: bool) -> str:
+    """The SQL part: every chunk's median times, SqlStore next to the raw driver, and their time ratio."""
+    title = (
+        f"SQL at scale: {scale.n:,} records in chunks of {scale.chunk:,} into empty tables, SqlStore.batch_put "
+        f"next to the raw driver chunk by chunk, medians of {scale.repeat}; "
+        "time ratio = SqlStore's seconds / the raw driver's, lower is better"
+    )
+    rows = [["database", "raw driver", "chunk", "rows after", "SqlStore s", "raw s", "time ratio"]]
+    for database in dict.fromkeys(c.database for c in scale.chunks):
+        chunks, raw_name = scale.of(database), scale.raw[database]
+        for c in chunks:
+            times = [f"{c.store_seconds:.3f}", f"{c.raw_seconds:.3f}", f"{c.ratio:.2f}"]
+            rows.append([database, raw_name, str(c.index), f"{c.rows_after:,}", *times])
+        store, raw = sum(c.store_seconds for c in chunks), sum(c.raw_seconds for c in chunks)
+        total = f"{store / raw:.2f}" if raw > 0 else "-"
+        rows.append([database, raw_name, "all", f"{chunks[-1].rows_after:,}", f"{store:.3f}", f"{raw:.3f}", total])
+    body = table_text(rows, markdown, left=2) if len(rows) > 1 else "(no database ran)"
+    return _titled(title, body, markdown)
+
+
+def render_main_job(job: MainJob, markdown: bool) -> str:
+    """The main job at its two sizes, and the records/s the large one keeps."""
+    title = (
+        f"main job: stockstore bench's store step (batch_put in calls of 10,000) on {job.store}, "
+        f"medians of {job.repeat}"
+    )
+    if job.seconds is None or job.rates is None or job.ratio is None:
+        return _titled(title, "(failed: see the check below)", markdown)
+    rows = [["records", "seconds", "records/s"]]
+    rows += [[f"{n:,}", f"{s:.3f}", f"{r:,.0f}"] for n, s, r in zip(job.sizes, job.seconds, job.rates, strict=True)]
+    kept = f"records/s at {job.sizes[1]:,} over records/s at {job.sizes[0]:,}: {job.ratio:.2f}"
+    return _titled(title, table_text(rows, markdown, left=0) + "\n\n" + kept, markdown)
 
 
 def _titled(title: str, body: str, markdown: bool) -> str:
