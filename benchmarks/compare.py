@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/compare.py                     # N=100,000 x 200 floats, Redis on 127.0.0.1:6379
     .venv/bin/python benchmarks/compare.py --markdown --postgresql postgresql://postgres@127.0.0.1:5432/postgres
-    .venv/bin/python benchmarks/compare.py --n 500000 --sql-n 500000 --main-job 50000 500000  # the long parts too
+    .venv/bin/python benchmarks/compare.py --n 500000 --sql-n 500000 --main-job 50000 500000  # every target
 
 ``stockstore bench --compare`` runs this script with the options it knows.
 
@@ -20,7 +20,7 @@ record, on its own smaller record count (``--legacy-n``), for reference.
 With ``--sql-n``, the SQL stores are also timed against the raw drivers chunk by chunk
 as their tables grow (``comparison/sql_scale.py``, also ``benchmarks/sql_scale.py``);
 with ``--main-job``, ``stockstore bench``'s store step at two sizes
-(``comparison/main_job.py``).
+(``comparison/main_job.py``).  The report ends with the issue's targets, met or not.
 
 Every read is checked exactly (`stockstore._bench.difference`: types by identity,
 floats bit for bit), also the baselines'; a contender that fails a check is reported

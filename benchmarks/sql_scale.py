@@ -7,8 +7,8 @@ SQLite: `SqlStore.batch_put` against ``sqlite3`` ``executemany`` of msgpack blob
 ``synchronous=NORMAL``); PostgreSQL: against psycopg ``COPY`` of the same blobs; each
 into an empty table of a primary-key blob and a blob payload, the two alternating
 chunk by chunk, every chunk timed, both tables checked after the last
-(``comparison/sql_scale.py``).  Prints each chunk's median times and their ratio.
-``compare.py --sql-n N`` runs the same and adds it to
+(``comparison/sql_scale.py``).  Prints each chunk's median times and their ratio,
+then the issue's SQL targets.  ``compare.py --sql-n N`` runs the same and adds it to
 the whole comparison's report.  Exit code 1 if a check failed, 2 for a usage error.
 """
 
@@ -19,7 +19,8 @@ import sys
 from collections.abc import Sequence
 
 from compare import at_least, progress_bars
-from comparison.report import lines_text, provenance, render_sql, safe_url
+from comparison import targets
+from comparison.report import lines_text, provenance, render_sql, render_targets, safe_url
 from comparison.sql_scale import DEFAULT_CHUNK, run_sql_scale
 
 from stockstore._bench import DEFAULT_SEED, PATCHED
@@ -46,6 +47,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the SQL part of *argv* (default: the command line), print it; 1 if a check failed, else 0."""
     options = parse_args(argv)
+    facts = [  # before the run, as compare.py's header: the time it started, the code it measures
+        f"sql scale: {options.n:,} securities x {options.attrs} floats in chunks of {options.chunk:,}, "
+        f"seed {options.seed}, repeat {options.repeat}",
+        *provenance(),
+        *([f"postgresql: {safe_url(options.postgresql)}"] if options.postgresql else []),
+    ]
     scale = run_sql_scale(
         options.n,
         attrs=options.attrs,
@@ -56,16 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         postgresql_url=options.postgresql,
         progress=progress_bars(not options.no_progress and sys.stderr.isatty()),
     )
-    facts = [
-        f"sql scale: {options.n:,} securities x {options.attrs} floats in chunks of {options.chunk:,}, "
-        f"seed {options.seed}, repeat {options.repeat}",
-        *provenance(),
-        *([f"postgresql: {safe_url(options.postgresql)}"] if options.postgresql else []),
-        *(f"note: {note}" for note in scale.notes),
-    ]
     parts = [
-        lines_text(facts, options.markdown),
+        lines_text([*facts, *(f"note: {note}" for note in scale.notes)], options.markdown),
         render_sql(scale, options.markdown),
+        render_targets(targets.sql_outcomes(scale), options.markdown),
     ]
     print("\n\n".join(parts))
     for failure in scale.failures:

@@ -2,9 +2,9 @@
 
 Small runs (2,000 securities x 20 floats, the legacy baseline on 200) against a
 redis-server of the test session, and the SQL and main-job parts on a few hundred
-records; what is asserted is the tables' structure and the checks, never a timing.
-The harness lives beside the package, so this module puts benchmarks/ on sys.path
-to import it; tests/test_cli.py checks that the command runs it.
+records; what is asserted is the tables' structure, the targets table and the
+checks, never a timing.  The harness lives beside the package, so this module puts
+benchmarks/ on sys.path to import it; tests/test_cli.py checks that the command runs it.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import compare as harness
 import sql_scale as sql_script
-from comparison import baselines
+from comparison import baselines, targets
 from comparison.baselines import BASELINE, HSET, LEGACY, MSET, Mset, PipelinedHash, PlainMsgpack
 from comparison.contenders import (
     CHAIN,
@@ -46,9 +46,10 @@ from comparison.contenders import (
     StoreContender,
     key_last,
 )
-from comparison.report import RedisMemory, Report, Row, Settings, render
+from comparison.main_job import MainJob
+from comparison.report import Failure, RedisMemory, Report, Row, Settings, render
 from comparison.runner import FRAME_STEPS, STEPS, run_compare
-from comparison.sql_scale import run_sql_scale
+from comparison.sql_scale import Chunk, SqlScale, run_sql_scale
 
 from stockstore._bench import Security, generate
 
@@ -84,6 +85,11 @@ def markdown_rows(output: str, after: str = "") -> list[dict[str, str]]:
     table = list(itertools.takewhile(lambda line: line.startswith("|"), lines[start:]))
     head, *rows = ([cell.strip() for cell in line.strip("|").split("|")] for line in table[:1] + table[2:])
     return [dict(zip(head, cells, strict=True)) for cells in rows]
+
+
+def targets_table(output: str) -> dict[str, dict[str, str]]:
+    """The targets table at the end of a Markdown report: step -> its row."""
+    return {row["step"]: row for row in markdown_rows(output, after="\ntargets (issue 11)")}
 
 
 def bench_keys(url: str) -> list[bytes]:
@@ -137,6 +143,35 @@ def test_small_run_prints_every_backends_rows_with_ratios(capsys: pytest.Capture
     assert "- peak RSS of the whole run: " in result.output
     assert "every check passed (10 backends)" in result.output
     assert bench_keys(redis_url) == []  # every namespace cleaned up
+
+    found = targets_table(result.output)
+    assert list(found) == [
+        "RedisMsgpackStore.batch_put, key first",
+        "RedisMsgpackStore.batch_put, key last",
+        "RedisMsgpackStore.batch_get of all",
+        "RedisMsgpackStore.put_frame",
+        "RedisMsgpackStore.get_frame() of everything",
+        "RedisHashStore.batch_put",
+        "RedisMsgpackStore keys + batch_delete of everything",
+        "chain memory > Redis > SQLite batch_put",
+        "SqlStore.batch_put on SQLite, worst chunk",
+        "SqlStore.batch_put on PostgreSQL, worst chunk",
+        "main job (stockstore bench's store step), records/s kept",
+        "peak RSS of RedisMsgpackStore.batch_put",
+    ]
+    measured = [*list(found.values())[:8], found["peak RSS of RedisMsgpackStore.batch_put"]]
+    for row in measured:
+        assert re.fullmatch(r"\d+\.\d\dx", row["ratio"]), row
+        assert row["at"] == "2,000"
+        assert row["met?"] in ("yes", "NO", "yes*", "NO*"), row
+    assert found["RedisHashStore.batch_put"]["against"] == HSET
+    assert found["chain memory > Redis > SQLite batch_put"]["against"] == SQLITE_STORE
+    assert found["RedisMsgpackStore.put_frame"]["target"] == "<= 1.20x at 50,000"
+    assert found["RedisMsgpackStore.put_frame"]["met?"].endswith("*")  # measured at 2,000, stated at 50,000
+    assert found["SqlStore.batch_put on SQLite, worst chunk"]["met?"] == "not run: add --sql-n 500000"
+    assert found["main job (stockstore bench's store step), records/s kept"]["met?"] == (
+        "not run: add --main-job 50000 500000"
+    )
 
 
 @pytest.mark.redis
@@ -270,6 +305,7 @@ def test_without_redis_the_rest_is_compared_and_the_run_says_so(capsys: pytest.C
     assert {(r["best plain"], r["vs best"]) for r in rows} == {("-", "-")}
     assert "Redis memory" not in result.output
     assert "every check passed (2 backends)" in result.output
+    assert targets_table(result.output)["RedisMsgpackStore.batch_put, key first"]["met?"] == "not in this run"
 
 
 def test_an_unreachable_postgresql_is_skipped_with_a_note() -> None:
@@ -460,6 +496,7 @@ def test_a_lossy_raw_sql_baseline_fails_its_check(monkeypatch: pytest.MonkeyPatc
     scale = run_sql_scale(200, attrs=5, seed=1, chunk=100)
     assert [(f.backend, f.step) for f in scale.failures] == [("sqlite", "sqlite3 executemany read")]
     assert scale.chunks == []
+    assert targets.sql_outcomes(scale)[0].verdict() == "failed a check"
 
 
 @pytest.mark.postgresql
@@ -477,7 +514,7 @@ def test_sql_scale_on_postgresql_leaves_no_table(postgresql_url: str) -> None:
     assert [t for t in names if t.startswith(("ss_bench_", "raw_bench_"))] == []
 
 
-def test_the_sql_scale_script_prints_every_chunk(capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_sql_scale_script_prints_every_chunk_and_its_targets(capsys: pytest.CaptureFixture[str]) -> None:
     exit_code = sql_script.main(["--n", "250", "--chunk", "100", "--attrs", "5", "--no-progress", "--markdown"])
     out = capsys.readouterr().out
 
@@ -490,9 +527,14 @@ def test_the_sql_scale_script_prints_every_chunk(capsys: pytest.CaptureFixture[s
         ("sqlite", "all", "250"),
     ]
     assert all(float(r["time ratio"]) > 0 for r in chunks)
+    found = markdown_rows(out, after="\ntargets (issue 11)")
+    assert re.fullmatch(r"SqlStore\.batch_put on SQLite, worst chunk \(chunk [123] of 3, 100 each\)", found[0]["step"])
+    assert found[1]["step"] == "SqlStore.batch_put on PostgreSQL, worst chunk"
+    assert found[0]["met?"] in ("yes*", "NO*")
+    assert found[1]["met?"] == "not run: add --postgresql"
 
 
-def test_compare_adds_the_sql_and_main_job_parts(capsys: pytest.CaptureFixture[str]) -> None:
+def test_compare_adds_the_sql_and_main_job_parts_to_its_targets(capsys: pytest.CaptureFixture[str]) -> None:
     nowhere = f"redis://127.0.0.1:{free_port()}/0"
     result = compare(
         capsys,
@@ -504,12 +546,15 @@ def test_compare_adds_the_sql_and_main_job_parts(capsys: pytest.CaptureFixture[s
     job = markdown_rows(result.output, after="\nmain job:")
     assert [r["records"] for r in job] == ["100", "200"]  # the two sizes, smaller first
     assert "records/s at 200 over records/s at 100: " in result.output
-    chunks = markdown_rows(result.output, after="SQL at scale")
-    assert [(r["database"], r["raw driver"], r["rows after"]) for r in chunks][-1] == (
-        "sqlite",
-        "sqlite3 executemany",
-        "250",
-    )
+    found = targets_table(result.output)
+    sqlite = next(row for step, row in found.items() if step.startswith("SqlStore.batch_put on SQLite"))
+    assert re.fullmatch(r"\d+\.\d\dx", sqlite["ratio"])
+    assert sqlite["against"] == "sqlite3 executemany"
+    main = found["main job (stockstore bench's store step), records/s kept"]
+    assert re.fullmatch(r"\d+\.\d\d", main["ratio"])
+    assert main["at"] == "100 -> 200"
+    assert main["target"] == ">= 0.85 at 50,000 -> 500,000"
+    assert main["met?"] in ("yes*", "NO*")
 
 
 class LosesOne(MemoryStore):
@@ -531,3 +576,72 @@ def test_a_main_job_that_loses_a_record_fails_and_exits_1(
     assert result.exit_code == 1
     assert "check failed: main job at 50: main job count: 49 records, expected 50" in result.errors
     assert "every check passed" not in result.output
+
+
+# ---------------------------------------------------------------------------- targets
+
+
+def test_targets_say_met_or_not_against_what_and_at_what_size() -> None:
+    n = 50_000
+    report = Report(Settings(n=n))
+    report.input_bytes = 1_000_000_000
+    report.rows = [
+        Row(BASELINE, "store", n, 5.0),
+        Row(MSET, "store", n, 4.0),
+        Row(MSGPACK_STORE, "store", n, 4.4, peak_rss=1_500_000_000),
+        Row(KEY_LAST, "store", n, 3.9),
+        Row(HSET, "store", n, 10.0),
+        Row(HASH_STORE, "store", n, 13.0),
+        Row(CHAIN, "store", n, 6.0),
+        Row(SQLITE_STORE, "store", n, 5.0),
+        Row(MSET, "store frame", n, 1.0),
+        Row(MSGPACK_STORE, "store frame", n, 1.1),
+        Row(MSET, "get frame (all)", n, 1.0),
+        Row(MSGPACK_STORE, "get frame (all)", n, 1.4),
+    ]
+    report.layouts = {HSET: "hash", HASH_STORE: "hash"}
+    report.failures = [Failure(MSGPACK_STORE, "get all", "SEC0000000001: missing")]
+    report.sql = SqlScale(
+        500_000,
+        50_000,
+        1,
+        raw={"sqlite": "sqlite3 executemany"},
+        chunks=[Chunk("sqlite", 1, 50_000, 1.2, 1.0), Chunk("sqlite", 2, 100_000, 1.5, 1.0)],
+    )
+    report.main_job = MainJob((50_000, 500_000), 1, seconds=(5.0, 55.0))
+
+    found = {t.step: t for t in targets.outcomes(report)}
+    expect = {
+        "RedisMsgpackStore.batch_put, key first": (MSET, "50,000", 1.1, "NO"),
+        "RedisMsgpackStore.batch_put, key last": (MSET, "50,000", 3.9 / 4.0, "yes"),
+        "RedisMsgpackStore.batch_get of all": ("the best plain baseline", None, None, "failed a check"),
+        "RedisMsgpackStore.put_frame": (MSET, "50,000", 1.1, "yes"),  # stated at 50,000: no star
+        "RedisMsgpackStore.get_frame() of everything": (MSET, "50,000", 1.4, "yes*"),  # stated at 500,000
+        "RedisHashStore.batch_put": (HSET, "50,000", 1.3, "NO"),
+        "RedisMsgpackStore keys + batch_delete of everything": (
+            "the best plain baseline",
+            None,
+            None,
+            "failed a check",  # a step after the one it failed
+        ),
+        "chain memory > Redis > SQLite batch_put": (SQLITE_STORE, "50,000", 1.2, "NO"),
+        "SqlStore.batch_put on SQLite, worst chunk (chunk 2 of 2, 50,000 each)": (
+            "sqlite3 executemany",
+            "500,000",
+            1.5,
+            "NO",  # measured at the size the target names
+        ),
+        "SqlStore.batch_put on PostgreSQL, worst chunk": ("psycopg COPY", None, None, "not run: add --postgresql"),
+        "main job (stockstore bench's store step), records/s kept": (
+            "its records/s at the small N",
+            "50,000 -> 500,000",
+            50 / 55,
+            "yes",
+        ),
+        "peak RSS of RedisMsgpackStore.batch_put": ("the input records' size", "50,000", 1.5, "yes*"),
+    }
+    assert list(found) == list(expect)
+    for step, (against, at, ratio, verdict) in expect.items():
+        got = found[step]
+        assert (got.against, got.at, got.verdict()) == (against, at, verdict), step
+        assert got.ratio == (None if ratio is None else pytest.approx(ratio)), step

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 PIPELINE = 1000  # commands per pipeline round trip in baselines (a) and (d), and keys per MGET / DEL / SCAN COUNT
 
-# The stores of the field, by name.
+# The stores of the field, by the names the targets refer to.
 MSGPACK_STORE = "RedisMsgpackStore"
 KEY_LAST = "RedisMsgpackStore key-last"
 HASH_STORE = "RedisHashStore"

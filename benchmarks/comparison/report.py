@@ -3,7 +3,7 @@
 `render` prints one table grouped by step, so that each contender sits next to
 the plain baselines doing the same thing, each with its ratio to the best of them;
 then Redis memory, the SQL stores at scale and the main job's scaling where they
-ran, and notes.
+ran, notes, and last the issue's targets, met or not (`comparison.targets`).
 `describe` writes the header that says what ran where, with the code revision, so
 a pasted result can be traced back.
 """
@@ -23,6 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 import stockstore
 from stockstore._bench import DEFAULT_SEED, PATCHED
 
+from . import targets
 from .baselines import BEST_OF, LEGACY
 from .measure import SAMPLE
 
@@ -176,11 +177,12 @@ def revision() -> str | None:
 
 
 def render(report: Report, *, markdown: bool = False) -> str:
-    """The comparison as text: header, the table of steps, Redis memory, the parts that ran, notes.
+    """The comparison as text: header, the table of steps, Redis memory, the parts that ran, notes, targets.
 
     One table, grouped by step so each contender sits next to the baselines doing the
     same thing; ``vs best`` is records/s over the records/s of the best plain baseline
-    of its layout (named in ``best plain``), higher is faster.  With *markdown*,
+    of its layout (named in ``best plain``), higher is faster.  The targets come last,
+    as time ratios (lower is better), as the issue states them.  With *markdown*,
     Markdown tables and a bullet list of the rest.
     """
     per_step = any(r.peak_rss is not None for r in report.rows)
@@ -231,6 +233,7 @@ def render(report: Report, *, markdown: bool = False) -> str:
     notes = [*report.notes, *(report.sql.notes if report.sql else [])]
     if notes:
         parts.append(lines_text([f"note: {note}" for note in notes], markdown))
+    parts.append(render_targets(targets.outcomes(report), markdown))
     return "\n\n".join(parts)
 
 
@@ -266,6 +269,24 @@ def render_main_job(job: MainJob, markdown: bool) -> str:
     rows += [[f"{n:,}", f"{s:.3f}", f"{r:,.0f}"] for n, s, r in zip(job.sizes, job.seconds, job.rates, strict=True)]
     kept = f"records/s at {job.sizes[1]:,} over records/s at {job.sizes[0]:,}: {job.ratio:.2f}"
     return _titled(title, table_text(rows, markdown, left=0) + "\n\n" + kept, markdown)
+
+
+def render_targets(found: Sequence[targets.Outcome], markdown: bool) -> str:
+    """The issue's targets, one row each (`targets.outcomes`), with the verdict."""
+    title = (
+        "targets (issue 11): ratio x = stockstore's time per record / the baseline's, lower is better, against the "
+        "best plain baseline of its layout unless named; the main job's ratio is records/s kept, higher is better; "
+        "peak RSS is over the input records' size (sys.getsizeof)"
+    )
+    rows = [["step", "against", "at", "ratio", "target", "met?"]]
+    for t in found:
+        ratio = "-" if t.ratio is None else f"{t.ratio:.2f}{t.unit}"
+        target = f"{t.op} {t.limit:.2f}{t.unit}" + ("" if t.stated_at is None else f" at {t.stated_at}")
+        rows.append([t.step, t.against, t.at or "-", ratio, target, t.verdict()])
+    text = table_text(rows, markdown, left=2)
+    if any(t.elsewhere for t in found):
+        text += "\n\n* measured at another size than the target's: indicative only"
+    return _titled(title, text, markdown)
 
 
 def _titled(title: str, body: str, markdown: bool) -> str:
