@@ -6,26 +6,34 @@ Redis is bit-for-bit the record that was written.  msgpack keeps float64 bits
 types it lacks travel as ext types holding their canonical text form, which
 their own constructors parse back exactly.
 
-A record is the msgpack array ``[tag, attributes]``, or, as `put_frame` writes
-it, a *row record* ``[tag, attributes, row]``: ``row`` is ext type 4 holding a
-16-byte schema id and then the row's values packed little-endian (``<f8``,
-``<i8``) in the order of that `RowSchema`.  A schema is the ordered list of
-(name, kind) of those columnar attributes; its id is the BLAKE2b-128 digest of
-its msgpack bytes, so a schema never changes and the process-wide cache of
-schemas by id never goes stale.  Attribute names then cost nothing per record.
-Stores keep schemas as records of their own (see `stockstore._schemas`).
+A record is the msgpack array ``[tag, attributes]``, or a *row record*
+``[tag, attributes, row]``: ``row`` is ext type 4 holding a 16-byte schema id
+and then the row's values packed little-endian (``<f8``, ``<i8``) in the order
+of that `RowSchema`.  A schema is the ordered list of (name, kind) of those
+columnar attributes; its id is the BLAKE2b-128 digest of its msgpack bytes, so
+a schema never changes and the process-wide cache of schemas by id never goes
+stale.  Attribute names then cost nothing per record.  Stores keep schemas as
+records of their own (see `stockstore._schemas`).
+
+`put_frame` writes every column in every row, after the map's attributes.  Wide
+dict records use *ordered* schemas: every attribute of the class has its place,
+floats in the row and the rest (keys, strings) in the map, and a presence bitmap
+after the id says which columns a row holds.  So a record reads back in its own
+order wherever its key sits, and records lacking some attributes share a schema.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import decimal
+import functools
 import hashlib
 import struct
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
-from operator import countOf
+from operator import countOf, itemgetter
 from typing import Any
 
 import msgpack
@@ -244,8 +252,12 @@ def split_record(data: bytes) -> tuple[str, list[tuple[str, bytes]]]:
             row = unpacker.unpack()
             if type(row) is not msgpack.ExtType or row.code != _EXT_ROW:
                 raise ValueError("not a row")
-            names = {name for name, _ in pairs}
-            pairs.extend((name, pack(value)) for name, value in _row_values(row.data, known_schema, names))
+            names = [name for name, _ in pairs]
+            found = row_in(row.data, known_schema, set(names))
+            pairs.extend((name, pack(value)) for name, value in _row_values(row.data, found))
+            if found.order is not None:  # every attribute in its place
+                place = {name: i for i, name in enumerate(attribute_order(found, row.data[: found.offset], names))}
+                pairs.sort(key=lambda pair: place[pair[0]])
         if type(tag) is not str or unpacker.tell() != len(data):
             raise ValueError("not a record")
     except SerializationError:
@@ -276,17 +288,11 @@ def decode_record(data: bytes, schema_of: SchemaOf | None = None) -> tuple[str, 
     """
     if data[:1] == _ROW_RECORD:  # one byte's look: ordinary records decode as fast as ever
         tag, attrs, body = split_row(data)
-        values = _row_values(body, schema_of or known_schema, attrs)
-        # A copy of a dict of exactly these names, filled in: no growing a dict name by name.
-        shape = (body[:SCHEMA_ID_SIZE], tuple(attrs))
-        template = _templates.get(shape)
-        if template is None:
-            template = _templates[shape] = dict.fromkeys((*attrs, *known_schema(shape[0]).names))
-            if len(_templates) > _LAYOUTS_MAX:
-                _templates.clear()
-        out = template.copy()
+        row = row_in(body, schema_of or known_schema, attrs)
+        # A copy of a dict of exactly these names, in their order, filled in: no growing a dict name by name.
+        out = attribute_order(row, body[: row.offset], attrs).copy()
         out.update(attrs)
-        out.update(values)
+        out.update(_row_values(body, row))
         return tag, out
     obj = _unpack(data)  # checked below, from the attributes on (the envelope is no level of theirs)
     if type(obj) is not list or len(obj) != 2 or type(obj[0]) is not str or type(obj[1]) is not dict:
@@ -312,7 +318,9 @@ def decode_head(data: bytes) -> tuple[str, dict[str, Any]]:
 
 _ROW_RECORD = b"\x93"  # a msgpack array of three: only row records start so ([tag, attrs] is 0x92)
 SCHEMA_ID_SIZE = 16
-_KINDS = {"f8": "d", "i8": "q"}  # column kind -> struct code, 8 bytes little-endian each
+_KINDS = {"f8": "d", "i8": "q"}  # row column kind -> struct code, 8 bytes little-endian each
+_IN_MAP = "m"  # an ordered schema's column whose values a record keeps in its map: it only holds the place
+_ROWS_MAX = 1024  # presence bitmaps' rows remembered; past that the cache starts over
 
 
 class UnknownSchemaError(SerializationError):
@@ -324,64 +332,150 @@ class UnknownSchemaError(SerializationError):
 
 
 @dataclass(frozen=True, eq=False)
-class RowSchema:
-    """The columnar attributes of row records: (name, kind) pairs in order, and their layout.
+class Row:
+    """What one row body holds: which values, where, and the place of the record's attributes.
 
-    Content-addressed: ``id`` is the digest of ``data``, the schema's msgpack
-    bytes, which is what a store keeps.  Build one with `row_schema` or
-    `load_schema`; each id has one instance per process.
+    A schema without a bitmap has one row, with every column; an ordered schema
+    has one for each presence bitmap its records carry (`row_of`).
     """
 
-    columns: tuple[tuple[str, str], ...]
-    data: bytes
-    id: bytes
-    names: tuple[str, ...]  # in order
+    columns: tuple[tuple[str, str], ...]  # (name, kind) of the row's values, in order
+    names: tuple[str, ...]
     name_set: frozenset[str]
-    slots: Mapping[str, tuple[int, str]]  # name -> (offset of its value in a row's ext body, kind)
-    row: struct.Struct  # one row's values
-    prefix: bytes  # what precedes a row's values in a record: the ext header and the id
+    slots: Mapping[str, tuple[int, str]]  # name -> (offset of its value in the body, kind)
+    row: struct.Struct  # the values
+    offset: int  # of the first value in the body: after the schema id and the bitmap, a multiple of 8
+    order: tuple[str, ...] | None  # every attribute's place (an ordered schema's), else None: the map's first
 
     @property
     def size(self) -> int:
-        """Bytes of a row's ext body: the id and the values."""
-        return SCHEMA_ID_SIZE + self.row.size
+        """Bytes of the body: the id, the bitmap and the values."""
+        return self.offset + self.row.size
+
+
+@dataclass(frozen=True, eq=False)
+class RowSchema:
+    """The columns of row records: (name, kind) pairs in order, and their layout.
+
+    Content-addressed: ``id`` is the digest of ``data``, the schema's msgpack
+    bytes, which is what a store keeps.  Build one with `row_schema` (every
+    column in every row, after the map's attributes: `put_frame`'s),
+    `ordered_schema` (a presence bitmap says which columns a row holds, and the
+    columns kept in the map hold their place in the attribute order: wide dict
+    records') or `load_schema`; each id has one instance per process.
+    """
+
+    columns: tuple[tuple[str, str], ...]  # as stored, those of kind "m" included
+    data: bytes
+    id: bytes
+    full: Row  # a row that holds every row column
+    bitmap: int  # bytes of the presence bitmap after the id (0: none)
+    position: Mapping[str, int]  # name -> its place among all columns
+    prefix: bytes  # what precedes a full row's values in a record: the ext header and the id
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The row columns' names, in order."""
+        return self.full.names
+
+    @property
+    def name_set(self) -> frozenset[str]:
+        return self.full.name_set
+
+    @property
+    def slots(self) -> Mapping[str, tuple[int, str]]:
+        return self.full.slots
+
+    @property
+    def row(self) -> struct.Struct:
+        """A full row's values."""
+        return self.full.row
+
+    @property
+    def size(self) -> int:
+        """Bytes of a full row's ext body: the id and the values."""
+        return self.full.size
 
 
 SchemaOf = Callable[[bytes], RowSchema]
 
 _schemas: dict[bytes, RowSchema] = {}  # by id; never stale, so never invalidated
+_rows: dict[bytes, Row] = {}  # by schema id and bitmap
 
 
 def row_schema(columns: Sequence[tuple[str, str]]) -> RowSchema:
     """The schema of these ``(name, kind)`` columns (kind ``"f8"`` or ``"i8"``), known process-wide."""
     columns = tuple((name, kind) for name, kind in columns)
-    return _register(columns, msgpack.packb([list(c) for c in columns], use_bin_type=True))
+    return _register(columns, msgpack.packb([list(c) for c in columns], use_bin_type=True), ordered=False)
+
+
+def ordered_schema(columns: Sequence[tuple[str, str]]) -> RowSchema:
+    """The ordered schema of these columns: kind ``"f8"`` or ``"i8"`` in rows, ``"m"`` in maps."""
+    columns = tuple((name, kind) for name, kind in columns)
+    return _register(columns, msgpack.packb({"order": [list(c) for c in columns]}, use_bin_type=True), ordered=True)
 
 
 def load_schema(data: bytes) -> RowSchema:
     """The schema whose stored bytes are *data*, known process-wide; malformed bytes raise."""
     parsed = unpack(data)
+    ordered = type(parsed) is dict and list(parsed) == ["order"]
+    if ordered:
+        parsed = parsed["order"]
     if type(parsed) is not list or not all(type(c) is list and len(c) == 2 for c in parsed):
         raise SerializationError("stored bytes are not a stockstore row schema")
-    return _register(tuple((name, kind) for name, kind in parsed), data)
+    return _register(tuple((name, kind) for name, kind in parsed), data, ordered=ordered)
 
 
-def _register(columns: tuple[tuple[str, str], ...], data: bytes) -> RowSchema:
+def _register(columns: tuple[tuple[str, str], ...], data: bytes, *, ordered: bool) -> RowSchema:
     names = [name for name, _ in columns]
     if not columns or not all(type(n) is str for n in names) or len(set(names)) != len(names):
         raise SerializationError("a row schema needs distinct str names")
-    if not all(type(k) is str and k in _KINDS for _, k in columns):
-        raise SerializationError(f"a row schema's kinds are {sorted(_KINDS)}")
+    kinds = {*_KINDS, _IN_MAP} if ordered else set(_KINDS)
+    if not all(type(k) is str and k in kinds for _, k in columns):
+        raise SerializationError(f"a row schema's kinds are {sorted(kinds)}")
     schema_id = hashlib.blake2b(data, digest_size=SCHEMA_ID_SIZE).digest()
     known = _schemas.get(schema_id)
     if known is not None:
         return known
-    layout = struct.Struct("<" + "".join(_KINDS[k] for _, k in columns))
-    size = SCHEMA_ID_SIZE + layout.size
-    header = msgpack.packb(msgpack.ExtType(_EXT_ROW, bytes(size)))[:-size]
-    slots = {name: (SCHEMA_ID_SIZE + 8 * i, kind) for i, (name, kind) in enumerate(columns)}
-    schema = RowSchema(columns, data, schema_id, tuple(names), frozenset(names), slots, layout, header + schema_id)
+    in_row = tuple(c for c in columns if c[1] != _IN_MAP)
+    bitmap = 8 * -(-len(in_row) // 64) if ordered else 0  # whole words, so that values stay 8-aligned
+    full = _row(in_row, SCHEMA_ID_SIZE + bitmap, tuple(names) if ordered else None)
+    position = {name: i for i, name in enumerate(names)}
+    prefix = _ext_header(full.size) + schema_id
+    schema = RowSchema(columns, data, schema_id, full, bitmap, position, prefix)
     return _schemas.setdefault(schema_id, schema)
+
+
+def _row(columns: tuple[tuple[str, str], ...], offset: int, order: tuple[str, ...] | None) -> Row:
+    names = tuple(name for name, _ in columns)
+    slots = {name: (offset + 8 * i, kind) for i, (name, kind) in enumerate(columns)}
+    layout = struct.Struct("<" + "".join(_KINDS[k] for _, k in columns))
+    return Row(columns, names, frozenset(names), slots, layout, offset, order)
+
+
+@functools.lru_cache(maxsize=4096)
+def _ext_header(size: int) -> bytes:
+    """The msgpack header of a row's ext value of *size* bytes."""
+    return msgpack.packb(msgpack.ExtType(_EXT_ROW, bytes(size)))[:-size]  # type: ignore[no-any-return]
+
+
+def row_of(schema: RowSchema, body: bytes) -> Row:
+    """The row a body of *schema* holds: the full one, or the columns its presence bitmap names."""
+    if not schema.bitmap:
+        return schema.full
+    mark = body[: SCHEMA_ID_SIZE + schema.bitmap]
+    row = _rows.get(mark)
+    if row is None:
+        bits = int.from_bytes(mark[SCHEMA_ID_SIZE:], "little")
+        columns = schema.full.columns
+        if len(mark) != SCHEMA_ID_SIZE + schema.bitmap or bits >> len(columns):
+            raise SerializationError("corrupt row record: its presence bitmap does not fit its schema")
+        present = tuple(c for i, c in enumerate(columns) if bits >> i & 1)
+        row = _row(present, SCHEMA_ID_SIZE + schema.bitmap, schema.full.order)
+        if len(_rows) >= _ROWS_MAX:
+            _rows.clear()
+        _rows[mark] = row
+    return row
 
 
 def is_row_record(data: bytes) -> bool:
@@ -403,33 +497,94 @@ def row_head(tag: str) -> bytes:
 
 
 def encode_row_record(tag: str, attrs: Mapping[str, Any], schema: RowSchema, values: bytes) -> bytes:
-    """A row record: *attrs* in its map, *values* (``schema.row`` packed) in its row."""
+    """A row record of a schema without a bitmap: *attrs* in its map, *values* (``schema.row`` packed) in its row."""
     check_attributes(attrs)
-    if len(values) != schema.row.size or not schema.name_set.isdisjoint(attrs):
+    if schema.bitmap or len(values) != schema.row.size or not schema.name_set.isdisjoint(attrs):
         raise SerializationError("row values do not fit the schema, or repeat a map attribute")
     return b"".join((row_head(tag), pack(attrs), schema.prefix, values))
+
+
+def attribute_order(row: Row, mark: bytes, names: Iterable[str]) -> dict[str, None]:
+    """The attributes of a row record, in their order, for a row and the names in its map.
+
+    Without an order, the map's attributes come first; with one, every attribute
+    takes its place in it, and those the order lacks (added by a patch) come last.
+    *mark* is the body's id and bitmap; the answer is remembered and must not be changed.
+    """
+    names = tuple(names)
+    shape = (mark, names)
+    template = _templates.get(shape)
+    if template is None:
+        if row.order is None:
+            template = dict.fromkeys((*names, *row.names))
+        else:
+            present = row.name_set.union(names)
+            template = dict.fromkeys(name for name in row.order if name in present)
+            template.update(dict.fromkeys(names))
+        if len(_templates) >= _ROWS_MAX:
+            _templates.clear()
+        _templates[shape] = template
+    return template
+
+
+_templates: dict[tuple[bytes, tuple[str, ...]], dict[str, None]] = {}  # (id and bitmap, map names) -> all names
 
 
 # ---------------------------------------------------------------------------- wide records as rows
 
 _WIDE = 16  # float attributes, at the least, for a record to be worth a row
 _LAYOUTS_MAX = 4096  # distinct (tag, names) shapes remembered; past that the cache starts over
+_SCHEMAS_PER_TAG = 64  # ordered schemas one class's records may make in a process; past that, new shapes stay plain
 _layouts: dict[tuple[str, tuple[str, ...]], WideLayout | None] = {}
-_templates: dict[tuple[bytes, tuple[str, ...]], dict[str, None]] = {}  # (schema id, map names) -> all names
+_lineages: dict[str, _Lineage] = {}  # by tag
+_lineage_lock = threading.Lock()
 
 
-@dataclass(frozen=True, eq=False)
-class WideLayout:
-    """How a wide record of one shape is written as a row record.
+Target = tuple[RowSchema, bytes]  # a schema to write with, and what precedes a row's values (`WideLayout.target`)
 
-    Its first ``head`` attributes (the keys, say) go into the map; the rest, all
-    floats, into the row of ``schema``.  Only a record whose float attributes all
-    come after the others has one, so that decoding keeps the attribute order.
+
+@dataclass(eq=False)
+class _Lineage:
+    """The ordered schema one class's wide records are written with now, grown as new shapes come.
+
+    Every shape seen is merged into it (`_merge`), so the records of a family
+    share one schema whatever attributes each lacks, and a batch's records are
+    written with the schema of all its shapes.
     """
 
-    head: int
     schema: RowSchema
+    made: set[bytes]  # ids of the schemas it has had
+
+
+@dataclass(eq=False)
+class WideLayout:
+    """How wide records of one shape (tag, attribute names in order) are written as row records.
+
+    Float attributes go into the row, the others (keys, strings) into the map;
+    the schema keeps every name's place, so the record reads back in its order.
+    """
+
+    names: tuple[str, ...]
+    positions: tuple[int, ...]  # of the row's values among the record's
+    floats: Callable[[Mapping[str, Any]], Iterable[Any]]  # the row's values, from the record
+    others: tuple[str, ...]  # names of the map's attributes
+    row: struct.Struct
     start: bytes  # how its records begin (`row_head`)
+    lineage: _Lineage
+    fitted: RowSchema  # the schema the shape fitted when first seen
+    prefixes: dict[bytes, bytes | None]  # schema id -> ext header, id and bitmap; None: the shape does not fit
+
+    def target(self) -> Target:
+        """The schema to write with, and what precedes the values: its class's newest if the shape fits it."""
+        schema = self.lineage.schema
+        prefix = self.prefixes.get(schema.id, b"")
+        if prefix == b"":
+            prefix = self.prefixes[schema.id] = _prefix(schema, self.names, self.positions)
+        if prefix is None:
+            schema = self.fitted
+            prefix = self.prefixes[schema.id]
+            assert prefix is not None  # the shape fitted it
+        return schema, prefix
 
 
 def check_wide(tag: str, attrs: Mapping[str, Any]) -> WideLayout | None:
@@ -445,13 +600,11 @@ def check_wide(tag: str, attrs: Mapping[str, Any]) -> WideLayout | None:
         return None
     shape = (tag, tuple(attrs))
     layout = _layouts.get(shape)
-    if layout is not None:
-        values = attrs.values()
-        if countOf(map(type, islice(values, layout.head, None)), float) == len(layout.schema.names):
-            head = list(islice(values, layout.head))
-            if not _LEAVES.issuperset(map(type, head)):
-                _walk(head, 1)
-            return layout
+    if layout is not None and countOf(map(type, layout.floats(attrs)), float) == len(layout.positions):
+        others = [attrs[name] for name in layout.others]
+        if not _LEAVES.issuperset(map(type, others)):
+            _walk(others, 1)
+        return layout
     check_attributes(attrs)
     return _layout_of(shape, attrs) if layout is None else None
 
@@ -460,24 +613,103 @@ def _layout_of(shape: tuple[str, tuple[str, ...]], attrs: Mapping[str, Any]) -> 
     """The layout of a checked record of a shape not seen yet (or a layout-less one), remembered."""
     if shape in _layouts:
         return None
-    kinds = list(map(type, attrs.values()))
-    head = len(kinds)
-    while head and kinds[head - 1] is float:
-        head -= 1
+    tag, names = shape
+    positions = tuple(i for i, value in enumerate(attrs.values()) if type(value) is float)
     layout = None
-    if len(kinds) - head >= _WIDE and float not in kinds[:head]:
-        layout = WideLayout(head, row_schema([(name, "f8") for name in shape[1][head:]]), row_head(shape[0]))
+    if len(positions) >= _WIDE:
+        kinds = ["m"] * len(names)
+        for i in positions:
+            kinds[i] = "f8"
+        with _lineage_lock:
+            lineage = _lineages.get(tag)
+            if lineage is None:
+                schema = ordered_schema(list(zip(names, kinds, strict=True)))
+                lineage = _lineages[tag] = _Lineage(schema, {schema.id})
+            prefix = _prefix(lineage.schema, names, positions)
+            if prefix is None and len(lineage.made) < _SCHEMAS_PER_TAG:
+                merged = _merge(names, kinds, lineage.schema.columns)
+                # Names that churn would grow it for ever: past twice the shape's, it starts over from the shape.
+                own = list(zip(names, kinds, strict=True))
+                lineage.schema = ordered_schema(merged if len(merged) <= 2 * len(names) else own)
+                lineage.made.add(lineage.schema.id)
+                prefix = _prefix(lineage.schema, names, positions)
+        if prefix is not None:
+            others = tuple(name for name, kind in zip(names, kinds, strict=True) if kind == "m")
+            row = struct.Struct(f"<{len(positions)}d")
+            layout = WideLayout(
+                names,
+                positions,
+                _taker(positions),
+                others,
+                row,
+                row_head(tag),
+                lineage,
+                lineage.schema,
+                {lineage.schema.id: prefix},
+            )
     if len(_layouts) >= _LAYOUTS_MAX:
         _layouts.clear()
     _layouts[shape] = layout
     return layout
 
 
-def encode_wide(attrs: Mapping[str, Any], layout: WideLayout, packer: msgpack.Packer) -> bytes:
-    """*attrs*, for which `check_wide` returned *layout*, as a row record; *packer* from `packer`."""
-    head = dict(islice(attrs.items(), layout.head))
-    row = layout.schema.row.pack(*islice(attrs.values(), layout.head, None))
-    return b"".join((layout.start, packer.pack(head), layout.schema.prefix, row))
+def _prefix(schema: RowSchema, names: Sequence[str], positions: Sequence[int]) -> bytes | None:
+    """What precedes a row of *schema* for records of these names with floats at *positions*.
+
+    ``None`` unless the names keep the schema's order and each float has a row column.
+    """
+    place = schema.position
+    last = -1
+    for name in names:
+        at = place.get(name, -1)
+        if at <= last:
+            return None
+        last = at
+    slots = schema.full.slots
+    bits = 0
+    for i in positions:
+        slot = slots.get(names[i])
+        if slot is None or slot[1] != "f8":
+            return None
+        bits |= 1 << (slot[0] - SCHEMA_ID_SIZE - schema.bitmap) // 8
+    size = SCHEMA_ID_SIZE + schema.bitmap + 8 * len(positions)
+    return _ext_header(size) + schema.id + bits.to_bytes(schema.bitmap, "little")
+
+
+def _merge(names: Sequence[str], kinds: Sequence[str], columns: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Columns for a new shape and an ordered schema's: the new shape's order, the others after their neighbours.
+
+    The newest shape has the last word, so the order follows what records say now;
+    a column only the schema has comes right after the column it followed there.
+    """
+    mine = dict(zip(names, kinds, strict=True))
+    after: dict[str | None, list[tuple[str, str]]] = {}
+    anchor = None
+    for name, kind in columns:
+        if name in mine:
+            anchor = name
+        else:
+            after.setdefault(anchor, []).append((name, kind))
+    merged = list(after.get(None, ()))
+    for name, kind in mine.items():
+        merged.append((name, kind))
+        merged.extend(after.get(name, ()))
+    return merged
+
+
+def encode_wide(attrs: Mapping[str, Any], layout: WideLayout, packer: msgpack.Packer, target: Target) -> bytes:
+    """*attrs*, for which `check_wide` returned *layout*, as a row record of *target*; *packer* from `packer`."""
+    head = {name: attrs[name] for name in layout.others}
+    return b"".join((layout.start, packer.pack(head), target[1], layout.row.pack(*layout.floats(attrs))))
+
+
+def _taker(positions: tuple[int, ...]) -> Callable[[Mapping[str, Any]], Iterable[Any]]:
+    """What takes the values at *positions* from a record: a slice of its values when they are in one run."""
+    start, stop = positions[0], positions[-1] + 1
+    if stop - start == len(positions):
+        return lambda attrs: islice(attrs.values(), start, stop)
+    take = itemgetter(*positions)
+    return lambda attrs: take(list(attrs.values()))
 
 
 def patch_row(data: bytes, changes: Mapping[str, Any]) -> tuple[dict[str, Any], bytes] | None:
@@ -485,25 +717,29 @@ def patch_row(data: bytes, changes: Mapping[str, Any]) -> tuple[dict[str, Any], 
 
     Changed row values are overwritten in place; other changes join the map.
     Returns the new map attributes (every key attribute is there) and the record,
-    or ``None`` if *data* is no row record or a change does not fit its column
-    (a float column takes floats only, an int column ints).
+    or ``None`` if *data* is no row record, a change does not fit its column
+    (a float column takes floats only, an int column ints), or adds an attribute
+    whose place in the record's order is taken (the record is then written anew).
     """
     if data[:1] != _ROW_RECORD:
         return None
     tag, attrs, body = split_row(data)
     schema = known_schema(body[:SCHEMA_ID_SIZE])
-    if len(body) != schema.size or not schema.name_set.isdisjoint(attrs):
+    row = row_of(schema, body)
+    if len(body) != row.size or not row.name_set.isdisjoint(attrs):
         raise SerializationError("corrupt row record: its row does not fit its schema, or repeats a map attribute")
-    row = bytearray(body)
+    values = bytearray(body)
     for name, value in changes.items():
-        slot = schema.slots.get(name)
+        slot = row.slots.get(name)
         if slot is None:
+            if row.order is not None and name not in attrs and name in schema.position:
+                return None
             attrs[name] = value
         elif type(value) is (float if slot[1] == "f8" else int):
-            _VALUE[slot[1]].pack_into(row, slot[0], value)
+            _VALUE[slot[1]].pack_into(values, slot[0], value)
         else:
             return None
-    return attrs, b"".join((row_head(tag), pack(attrs), schema.prefix[:-SCHEMA_ID_SIZE], row))
+    return attrs, b"".join((row_head(tag), pack(attrs), _ext_header(len(values)), values))
 
 
 _VALUE = {kind: struct.Struct("<" + code) for kind, code in _KINDS.items()}
@@ -543,11 +779,16 @@ def split_row(data: bytes) -> tuple[str, dict[str, Any], bytes]:
     return obj[0], obj[1], bodies[0]
 
 
-def _row_values(body: bytes, schema_of: SchemaOf, taken: Mapping[str, Any] | set[str]) -> zip[tuple[str, Any]]:
-    """A row body's (name, value) pairs; struct keeps every float's bits (NaN payloads, -0.0)."""
-    schema = schema_of(body[:SCHEMA_ID_SIZE])
-    if len(body) != schema.size:
-        raise SerializationError(f"corrupt row record: {len(body)} bytes for a row of {len(schema.columns)} values")
-    if not schema.name_set.isdisjoint(taken):
+def row_in(body: bytes, schema_of: SchemaOf, taken: Mapping[str, Any] | set[str]) -> Row:
+    """The checked row of a body: its schema found by *schema_of*, its size right, no name also in *taken*."""
+    row = row_of(schema_of(body[:SCHEMA_ID_SIZE]), body)
+    if len(body) != row.size:
+        raise SerializationError(f"corrupt row record: {len(body)} bytes for a row of {len(row.columns)} values")
+    if not row.name_set.isdisjoint(taken):
         raise SerializationError("corrupt row record: an attribute is both in its map and in its row")
-    return zip(schema.names, schema.row.unpack_from(body, SCHEMA_ID_SIZE), strict=True)
+    return row
+
+
+def _row_values(body: bytes, row: Row) -> zip[tuple[str, Any]]:
+    """A row body's (name, value) pairs; struct keeps every float's bits (NaN payloads, -0.0)."""
+    return zip(row.names, row.row.unpack_from(body, row.offset), strict=True)

@@ -246,9 +246,9 @@ def wanted_columns(columns: Iterable[str] | None) -> list[str] | None:
 class _Rows(NamedTuple):
     """The row records of one schema in one chunk: their rows in the frame and their values."""
 
-    schema: _codec.RowSchema
+    row: _codec.Row
     at: slice | np.ndarray  # rows of the frame (a slice when consecutive, as they mostly are)
-    words: np.ndarray  # one 8-byte word per value: (records, 2 + columns), the first two the schema id
+    words: np.ndarray  # one 8-byte word per value: (records, words before the values + columns)
 
 
 class Gather:
@@ -296,7 +296,7 @@ class Gather:
     def take(self, chunk: Sequence[bytes], found: Sequence[Stored | None]) -> None:
         """Keep the records read for *chunk* (aligned; ``None`` where missing)."""
         wanted, values = self.wanted, self.values
-        groups: dict[bytes, tuple[_codec.RowSchema, list[int], list[bytes]]] = {}
+        groups: dict[bytes, tuple[_codec.Row, list[int], list[bytes]]] = {}  # by schema id and bitmap
         for key, stored in zip(chunk, found, strict=True):
             parsed = None
             while stored is not None and stored.payload is not None:
@@ -307,11 +307,21 @@ class Gather:
                     stored = self.recover(key, stored, exc)
             if parsed is None:
                 continue
-            tag, attrs, body, schema = parsed
+            tag, attrs, body, columns = parsed
             if not self.classes[tag] or (key in self.alternates and not self._still_holds(key, attrs)):
                 continue
             row = len(self.keys)
             self.keys.append(key)
+            if body is not None and columns is not None:
+                mark = body[: columns.offset]
+                group = groups.get(mark)
+                if group is None:
+                    group = groups[mark] = (columns, [], [])
+                    if wanted is None:  # the columns in the record's order
+                        order = _codec.attribute_order(columns, mark, attrs)
+                        self.order.update(dict.fromkeys(n for n in order if n not in self.primary))
+                group[1].append(row)
+                group[2].append(body)
             for name, value in attrs.items():
                 if (name in self.primary) if wanted is None else (name not in wanted):
                     continue
@@ -321,38 +331,28 @@ class Gather:
                     self.order.setdefault(name)
                 column[0].append(row)
                 column[1].append(value)
-            if body is not None and schema is not None:
-                group = groups.get(schema.id)
-                if group is None:
-                    group = groups[schema.id] = (schema, [], [])
-                    if wanted is None:
-                        self.order.update(dict.fromkeys(schema.names))
-                group[1].append(row)
-                group[2].append(body)
-        for schema, rows, bodies in groups.values():
+        for columns, rows, bodies in groups.values():
             words = np.frombuffer(b"".join(bodies), dtype="<u8").reshape(len(bodies), -1)
             consecutive = rows[-1] - rows[0] + 1 == len(rows)
             at = slice(rows[0], rows[-1] + 1) if consecutive else np.array(rows, dtype=np.intp)
-            self.rows.append(_Rows(schema, at, words))
+            self.rows.append(_Rows(columns, at, words))
 
-    def _parse(self, key: bytes, payload: bytes) -> tuple[str, dict[str, Any], bytes | None, _codec.RowSchema | None]:
-        """A record's tag, map attributes, row body and its schema (a row record's values stay undecoded).
+    def _parse(self, key: bytes, payload: bytes) -> tuple[str, dict[str, Any], bytes | None, _codec.Row | None]:
+        """A record's tag, map attributes, row body and what the row holds (a row record's values stay undecoded).
 
         Raises for a record that cannot be read, or that is another key's (a copied value).
         """
-        body = schema = None
+        body = row = None
         if _codec.is_row_record(payload):
             tag, attrs, body = _codec.split_row(payload)
-            schema = self.schema_of(body[: _codec.SCHEMA_ID_SIZE])
-            if len(body) != schema.size or not schema.name_set.isdisjoint(attrs):
-                raise SerializationError("corrupt row record: its row does not fit its schema")
+            row = _codec.row_in(body, self.schema_of, attrs)
         else:
             tag, attrs = _codec.decode_record(payload, self.schema_of)
         if not self.family.owns(attrs, key):
             raise self.family.not_owned(tag, attrs)
         if tag not in self.classes:
             self.classes[tag] = self.family.class_for(tag, self.cls) is not None
-        return tag, attrs, body, schema
+        return tag, attrs, body, row
 
     def _still_holds(self, key: bytes, attrs: dict[str, Any]) -> bool:
         """Whether a record asked for by alternate keys still holds one (it may have moved on, as in batch_get)."""
@@ -366,7 +366,7 @@ class Gather:
         row_kinds: dict[str, set[str]] = {}
         row_count: dict[str, int] = {}
         for rows in self.rows:
-            for name, kind in rows.schema.columns:
+            for name, kind in rows.row.columns:
                 row_kinds.setdefault(name, set()).add(kind)
                 row_count[name] = row_count.get(name, 0) + len(rows.words)
         counts = {name: row_count.get(name, 0) + len(self.values.get(name, ((), ()))[0]) for name in names}
@@ -408,7 +408,8 @@ class Gather:
         slot = {name: j for j, name in enumerate(names)}
         block = np.full((n, len(names)), np.nan) if gaps else np.empty((n, len(names)), dtype="<" + kind)
         for rows in self.rows:
-            pairs = [(slot[name], c) for c, (name, _) in enumerate(rows.schema.columns, 2) if name in slot]
+            first = rows.row.offset // 8
+            pairs = [(slot[name], c) for c, (name, _) in enumerate(rows.row.columns, first) if name in slot]
             if not pairs:
                 continue
             dest, src = (list(side) for side in zip(*pairs, strict=True))
@@ -433,7 +434,7 @@ class Gather:
             return out
         cells: list[Any] = [None] * n
         for group in self.rows:
-            for c, (column, column_kind) in enumerate(group.schema.columns, 2):
+            for c, (column, column_kind) in enumerate(group.row.columns, group.row.offset // 8):
                 if column == name:
                     at = range(n)[group.at] if isinstance(group.at, slice) else group.at.tolist()
                     for row, value in zip(at, group.words[:, c].view("<" + column_kind).tolist(), strict=True):

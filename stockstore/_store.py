@@ -613,8 +613,9 @@ class BaseStore:
             if wide is None:
                 payload = _codec.pack((family.tag(type(obj)), attrs))
             else:
-                schemas[wide.schema.id] = wide.schema
-                payload = _codec.encode_wide(attrs, wide, packer)
+                target = wide.target()
+                schemas[target[0].id] = target[0]
+                payload = _codec.encode_wide(attrs, wide, packer, target)
             live.append(Entry(payload, first + n, expires, key, alternates))
         return self._with_schemas(schemas.values(), lambda: (live, expired))
 
@@ -714,10 +715,11 @@ class BaseStore:
             if rows:
                 wide = _codec.check_wide(stored_tag, attrs)  # checked already: this finds the layout
                 # Only a schema already in the store: none can be written from inside a backend's primitive.
-                if wide is not None and wide.schema.id in self._schemas.saved:
-                    payload = _codec.encode_wide(attrs, wide, packer)
-                elif wide is not None:
-                    unsaved.append(wide.schema)
+                target = None if wide is None else wide.target()
+                if wide is not None and target is not None and target[0].id in self._schemas.saved:
+                    payload = _codec.encode_wide(attrs, wide, packer, target)
+                elif target is not None:
+                    unsaved.append(target[0])
             if payload is None:
                 payload = _codec.pack((stored_tag, attrs))
             return Entry(payload, version, expires, key, family.alternates_of(attrs))

@@ -6,7 +6,9 @@ import datetime as dt
 import decimal
 import hashlib
 import math
+import random
 import struct
+import uuid
 from typing import Any
 
 import msgpack
@@ -324,28 +326,83 @@ def test_truncated_or_flipped_row_records_raise_or_decode_to_a_record(data: st.D
 WIDE_FLOATS = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from([-0.0, math.nan, -math.nan])
 
 
-@given(st.lists(WIDE_FLOATS, min_size=16, max_size=300), st.dictionaries(st.text(max_size=3), st.text(), max_size=3))
-def test_wide_records_are_rows_and_come_back_exactly_in_order(floats: list[float], head: dict[str, Any]) -> None:
-    attrs = {**{f"k{name}": value for name, value in head.items()}, **{f"a{i}": v for i, v in enumerate(floats)}}
-    layout = _codec.check_wide("T", attrs)
+@given(
+    st.lists(WIDE_FLOATS, min_size=16, max_size=300),
+    st.lists(st.tuples(st.integers(min_value=0, max_value=300), st.text() | INT64 | st.none()), max_size=4),
+)
+def test_wide_records_are_rows_and_come_back_exactly_in_order(floats: list[float], others: list[tuple[int, Any]]) -> None:
+    """Floats and other values anywhere: the key last, a string among the floats."""
+    items = [(f"a{i}", value) for i, value in enumerate(floats)]
+    for n, (at, value) in enumerate(others):
+        items.insert(at, (f"k{n}", value))
+    attrs = dict(items)
+    tag = f"T{uuid.uuid4().hex}"  # a class of its own: shapes of other examples are no part of its schema
+    layout = _codec.check_wide(tag, attrs)
     assert layout is not None
-    assert _codec.check_wide("T", attrs) is layout  # the shape seen before: the one-pass check
-    data = _codec.encode_wide(attrs, layout, _codec.packer())
+    assert _codec.check_wide(tag, attrs) is layout  # the shape seen before: the one-pass check
+    data = _codec.encode_wide(attrs, layout, _codec.packer(), layout.target())
     assert _codec.is_row_record(data)
-    assert len(data) < len(_codec.encode_record("T", attrs))
-    tag, got = _codec.decode_record(data)
-    assert tag == "T"
+    assert len(data) < len(_codec.encode_record(tag, attrs))
+    got_tag, got = _codec.decode_record(data)
+    assert got_tag == tag
     assert list(got) == list(attrs)  # the attribute order too
     assert_same(got, attrs)
+    split_tag, pairs = _codec.split_record(data)  # the hash layout's fields, in order too
+    assert [name for name, _ in pairs] == list(attrs)
+    assert_same(_codec.decode_record(_codec.join_record(split_tag, [(n.encode(), v) for n, v in pairs]))[1], attrs)
 
 
-def test_only_a_long_run_of_floats_at_the_end_makes_a_row() -> None:
+def _written(tag: str, attrs: dict[str, Any]) -> bytes:
+    layout = _codec.check_wide(tag, attrs)
+    assert layout is not None
+    return _codec.encode_wide(attrs, layout, _codec.packer(), layout.target())
+
+
+def test_a_row_does_not_depend_on_where_the_key_sits() -> None:
+    floats = {f"a{i}": float(i) for i in range(200)}
+    first = _written(f"T{uuid.uuid4().hex}", {"k": "US0378331005", **floats})
+    last = _written(f"T{uuid.uuid4().hex}", {**floats, "k": "US0378331005"})
+    middle = {**dict(list(floats.items())[:100]), "k": "US0378331005", "note": "x", **dict(list(floats.items())[100:])}
+    between = _written(f"T{uuid.uuid4().hex}", middle)
+    plain = len(_codec.encode_record("T", {"k": "US0378331005", **floats}))
+    assert len(last) == len(first) < plain * 0.7  # 200 values and a bitmap, against 200 names and values
+    assert len(between) < len(first) + 10
+    assert list(_codec.decode_record(last)[1]) == [*floats, "k"]
+    assert list(_codec.decode_record(between)[1]) == list(middle)
+
+
+def test_too_few_floats_or_none_make_no_row() -> None:
     floats = {f"a{i}": float(i) for i in range(20)}
-    assert _codec.check_wide("T", {"k": "x", **floats}) is not None
-    assert _codec.check_wide("T", {**floats, "k": "x"}) is None  # a str after the floats: order would change
     assert _codec.check_wide("T", {"k": "x", **dict(list(floats.items())[:15])}) is None  # too few to pay
     ints = {"k": "x", **{f"i{i}": i for i in range(20)}}
     assert _codec.check_wide("T", ints) is None  # ints stay ordinary: msgpack keeps them short
+
+
+def test_records_lacking_attributes_share_one_schema() -> None:
+    """5,000 records each lacking 5% of 200 attributes at random: one schema, not one a shape."""
+    rng = random.Random(7)
+    tag = f"T{uuid.uuid4().hex}"
+    names = [f"a{i}" for i in range(200)]
+    records = [{"k": f"S{n}", **{a: rng.random() for a in names if rng.random() >= 0.05}} for n in range(5_000)]
+    layouts = [_codec.check_wide(tag, attrs) for attrs in records]  # a batch's check, before any is written
+    targets = [layout.target() for layout in layouts if layout is not None]
+    assert len(targets) == len(records)
+    assert len({schema.id for schema, _ in targets}) == 1  # every record written with the same schema
+    assert len(_codec._lineages[tag].made) <= 20  # the schemas the merges made, this process only
+    for attrs, layout, target in zip(records[:500], layouts, targets, strict=False):
+        assert layout is not None
+        got = _codec.decode_record(_codec.encode_wide(attrs, layout, _codec.packer(), target))[1]
+        assert list(got) == list(attrs)
+        assert_same(got, attrs)
+
+
+def test_a_class_whose_names_churn_stays_bounded() -> None:
+    """Every record a new set of names: at most _SCHEMAS_PER_TAG schemas, then plain records."""
+    tag = f"T{uuid.uuid4().hex}"
+    made = [_codec.check_wide(tag, {"k": "x", **{f"d{day}_{i}": 1.0 for i in range(20)}}) for day in range(100)]
+    assert len(_codec._lineages[tag].made) == _codec._SCHEMAS_PER_TAG
+    assert made[_codec._SCHEMAS_PER_TAG - 1] is not None and made[-1] is None
+    assert max(len(_codec._lineages[tag].schema.columns) for _ in range(1)) <= 42  # starts over, never grows
 
 
 def test_a_record_of_a_wide_shape_with_other_values_is_ordinary() -> None:
@@ -384,13 +441,13 @@ def test_a_patched_row_record_stays_a_row_of_its_schema() -> None:
     attrs = {"k": "x", **{f"a{i}": float(i) for i in range(20)}}
     layout = _codec.check_wide("T", attrs)
     assert layout is not None
-    data = _codec.encode_wide(attrs, layout, _codec.packer())
+    data = _codec.encode_wide(attrs, layout, _codec.packer(), layout.target())
     changes = {"a3": -0.0, "a19": math.nan, "new": 1.5, "note": "n"}
     patched = _codec.patch_row(data, changes)
     assert patched is not None
     head, record = patched
     assert head == {"k": "x", "new": 1.5, "note": "n"}
-    assert _codec.split_row(record)[2][: _codec.SCHEMA_ID_SIZE] == layout.schema.id
+    assert _codec.split_row(record)[2][: _codec.SCHEMA_ID_SIZE] == layout.target()[0].id
     tag, got = _codec.decode_record(record)
     assert tag == "T"
     assert_same(got, {**attrs, **changes})
