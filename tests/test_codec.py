@@ -330,7 +330,10 @@ WIDE_FLOATS = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from([
     st.lists(WIDE_FLOATS, min_size=16, max_size=300),
     st.lists(st.tuples(st.integers(min_value=0, max_value=300), st.text() | INT64 | st.none()), max_size=4),
 )
-def test_wide_records_are_rows_and_come_back_exactly_in_order(floats: list[float], others: list[tuple[int, Any]]) -> None:
+def test_wide_records_are_rows_and_come_back_exactly_in_order(
+    floats: list[float],
+    others: list[tuple[int, Any]],
+) -> None:
     """Floats and other values anywhere: the key last, a string among the floats."""
     items = [(f"a{i}", value) for i, value in enumerate(floats)]
     for n, (at, value) in enumerate(others):
@@ -401,8 +404,9 @@ def test_a_class_whose_names_churn_stays_bounded() -> None:
     tag = f"T{uuid.uuid4().hex}"
     made = [_codec.check_wide(tag, {"k": "x", **{f"d{day}_{i}": 1.0 for i in range(20)}}) for day in range(100)]
     assert len(_codec._lineages[tag].made) == _codec._SCHEMAS_PER_TAG
-    assert made[_codec._SCHEMAS_PER_TAG - 1] is not None and made[-1] is None
-    assert max(len(_codec._lineages[tag].schema.columns) for _ in range(1)) <= 42  # starts over, never grows
+    assert made[_codec._SCHEMAS_PER_TAG - 1] is not None
+    assert made[-1] is None
+    assert len(_codec._lineages[tag].schema.columns) <= 42  # starts over, never grows
 
 
 def test_a_record_of_a_wide_shape_with_other_values_is_ordinary() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -23,6 +23,7 @@ from stockstore._keys import Family, encode_key, family_of
 from stockstore._schemas import SCHEMAS
 from stockstore.backends import MemoryStore
 from stockstore.errors import BackendUnavailableError, BatchError, UnsupportedOperationError
+from stockstore.testing import assert_same
 from stockstore.testing._frames import Security, assert_frame_exact, forget_schemas, numeric_frame
 
 # ---------------------------------------------------------------------------- memcached
@@ -147,6 +148,51 @@ def test_a_row_record_costs_little_more_than_its_floats_in_redis(redis_url: str)
         assert store.get(Security, "US0378331005") == want
     finally:
         store.clear(Security)
+        store.close()
+
+
+class Sparse(ss.Record):
+    """A class of its own: the schemas its records make are the test's alone."""
+
+    __stockstore_keys__: ClassVar[list[str]] = ["ssm_id"]
+
+
+@pytest.mark.redis
+def test_records_lacking_attributes_at_random_add_one_schema_to_redis(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """5,000 records each lacking 5% of 200 attributes: one schema key, not 5,000; every record compact and exact."""
+    import random
+
+    import redis
+
+    from stockstore.backends import RedisMsgpackStore
+
+    rng = random.Random(5)
+    names = [f"attribute_{i:03d}" for i in range(200)]
+    records = [
+        Sparse({**{a: rng.random() for a in names if rng.random() >= 0.05}, "ssm_id": f"S{n:05d}"})
+        for n in range(5_000)
+    ]
+    namespace = f"t{uuid.uuid4().hex[:16]}"
+    store = RedisMsgpackStore(redis_url, namespace=namespace)
+    try:
+        store.batch_put(records)
+        with redis.Redis.from_url(redis_url) as client:
+            stored = list(client.scan_iter(match=f"{namespace}*", count=1000))
+            used = sum(client.memory_usage(k, samples=0) for k in stored[:200]) / min(200, len(stored))
+        assert len(stored) == 5_000 + 1  # the records and one schema
+        assert used < 1.25 * (190 * 8 + 60) + 32, used  # ~190 floats, the key name and a 32-byte bitmap
+        fresh = RedisMsgpackStore(redis_url, namespace=namespace)  # knows the schema only from the store
+        forget_schemas(monkeypatch)
+        got = fresh.batch_get(Sparse, [r["ssm_id"] for r in records])
+        for record, back in zip(records, got, strict=True):
+            assert back is not None
+            assert list(back) == list(record)
+            assert_same(dict(back), dict(record))
+        fresh.close()
+    finally:
+        store.clear(Sparse)
         store.close()
 
 

@@ -6,6 +6,7 @@ from typing import Any, ClassVar
 
 import pytest
 
+from .._record import attributes_of
 from .._store import BaseStore
 from ._base import SuiteBase
 from ._exact import assert_record, assert_same, expected
@@ -25,6 +26,29 @@ class PutGetTests(SuiteBase):
         sec = Security(ssm_id="wide", **VALUES, **{f"a{i}": i / 7 for i in range(300)})
         store.put(sec)
         assert_record(store.get(Security, "wide"), sec)
+
+    def test_wide_records_come_back_in_their_attribute_order(self, store: BaseStore) -> None:
+        """The key last, a str among the floats, floats missing: each record reads back in its own order."""
+        floats = {f"a{i}": i / 7 for i in range(40)}
+        missing = {name: value for name, value in floats.items() if name not in ("a3", "a17", "a39")}
+        records = [
+            Security(**floats, ssm_id="last"),
+            Security(**dict(list(floats.items())[:20]), ssm_id="middle", note="n", **dict(list(floats.items())[20:])),
+            Security(ssm_id="first", **floats),
+            Security(ssm_id="sparse", **missing),
+            Security(**missing, ssm_id="sparse last", n=1),
+        ]
+        store.batch_put(records)
+        got = store.batch_get(Security, [r["ssm_id"] for r in records])
+        for record, back in zip(records, got, strict=True):
+            assert_record(back, record)
+            assert list(attributes_of(back)) == list(record), f"{record['ssm_id']}: attribute order"
+        store.patch(Security, "last", {"a5": -0.0, "added": "x"})
+        patched = store.get(Security, "last")
+        assert list(attributes_of(patched)) == [*floats, "ssm_id", "added"]
+        assert_record(patched, Security(**{**floats, "a5": -0.0}, ssm_id="last", added="x"))
+        store.patch(Security, "sparse", {"a17": 1.5})  # a missing float between others: it comes last, as in a dict
+        assert list(attributes_of(store.get(Security, "sparse"))) == ["ssm_id", *missing, "a17"]
 
     @pytest.mark.parametrize("cls", STORABLE, ids=lambda c: c.__name__)
     def test_class_comes_back_without_init(self, store: BaseStore, cls: type) -> None:
