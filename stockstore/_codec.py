@@ -779,7 +779,19 @@ def split_row(data: bytes) -> tuple[str, dict[str, Any], bytes]:
     return obj[0], obj[1], bodies[0]
 
 
-def row_in(body: bytes, schema_of: SchemaOf, taken: Mapping[str, Any] | set[str]) -> Row:
+_EXT_WIDTHS = {0xC7: 1, 0xC8: 2, 0xC9: 4}  # ext 8, 16, 32 -> bytes of the length (a row is never 1 to 16 bytes)
+
+
+def row_from(data: bytes, at: int) -> bytes | None:
+    """The body of the row ext value that starts at *at* and ends *data*, or ``None`` if there is none such."""
+    width = _EXT_WIDTHS.get(data[at]) if at < len(data) else None
+    if width is None or data[at + 1 + width] != _EXT_ROW:
+        return None
+    start = at + 2 + width
+    return data[start:] if int.from_bytes(data[at + 1 : at + 1 + width], "big") == len(data) - start else None
+
+
+def row_in(body: bytes, schema_of: SchemaOf, taken: Iterable[str]) -> Row:
     """The checked row of a body: its schema found by *schema_of*, its size right, no name also in *taken*."""
     row = row_of(schema_of(body[:SCHEMA_ID_SIZE]), body)
     if len(body) != row.size:

@@ -22,12 +22,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple, TypeVar
 
+import msgpack
 import numpy as np
 import pandas as pd
 
 from . import _codec
 from ._entry import Entry, Stored, versions
-from ._keys import Family, KeyValue, check_key_part, decode_key, encode_key
+from ._keys import Family, KeyValue, check_key_part, encode_key
 from ._record import rebuild
 from ._writer import Encoded
 from .errors import InvalidKeyError, SerializationError
@@ -276,6 +277,11 @@ class Gather:
         self.rows: list[_Rows] = []
         self.values: dict[str, tuple[list[int], list[Any]]] = {}  # map values by name: (rows, values)
         self.classes: dict[str, bool] = {}
+        self.index: list[tuple[KeyValue, ...]] = []  # the rows' primary keys, as the records hold them
+        # How row records whose map holds their one primary key attribute alone begin: their
+        # tag's row head, then that one-entry map's header and name; then comes the key value.
+        self.heads: dict[bytes, str] = {}
+        self.by_head = len(family.primary) == 1
 
     def want(self, refs: Sequence[tuple[int, tuple[KeyValue, ...]]], primaries: Sequence[bytes | None]) -> list[bytes]:
         """The primary keys to read for parsed key references and their look-ups, once each, in order.
@@ -312,6 +318,7 @@ class Gather:
                 continue
             row = len(self.keys)
             self.keys.append(key)
+            self.index.append(tuple([attrs[name] for name in self.family.primary]))
             if body is not None and columns is not None:
                 mark = body[: columns.offset]
                 group = groups.get(mark)
@@ -342,6 +349,12 @@ class Gather:
 
         Raises for a record that cannot be read, or that is another key's (a copied value).
         """
+        if self.by_head and _codec.is_row_record(payload):
+            for head, tag in self.heads.items():
+                if payload.startswith(head):
+                    found = self._parse_by_head(key, payload, len(head))
+                    if found is not None:
+                        return tag, found[0], found[1], found[2]
         body = row = None
         if _codec.is_row_record(payload):
             tag, attrs, body = _codec.split_row(payload)
@@ -352,7 +365,27 @@ class Gather:
             raise self.family.not_owned(tag, attrs)
         if tag not in self.classes:
             self.classes[tag] = self.family.class_for(tag, self.cls) is not None
+        if self.by_head and body is not None and len(attrs) == 1 and len(self.heads) < 8:
+            name = self.family.primary[0]
+            self.heads[_codec.row_head(tag) + b"\x81" + _codec.pack(name)] = tag
         return tag, attrs, body, row
+
+    def _parse_by_head(self, key: bytes, payload: bytes, at: int) -> tuple[dict[str, Any], bytes, _codec.Row] | None:
+        """A row record that begins with a known head, read without unpacking it, or ``None`` if it is not so simple.
+
+        Its map must hold exactly this key's value, byte for byte (the key as `encode_key`
+        spelled it, so it is this key's record); then comes the row, whose body is checked
+        as any row's.  Anything else is left to the full parse.
+        """
+        value = key[1:]  # a one-value key: msgpack's array header, then the value
+        end = at + len(value)
+        if key[:1] != b"\x91" or payload[at:end] != value:
+            return None
+        body = _codec.row_from(payload, end)
+        if body is None:
+            return None
+        # The value's bytes are the key's own, so they unpack to a str or an int without a check.
+        return {self.family.primary[0]: msgpack.unpackb(value)}, body, _codec.row_in(body, self.schema_of, ())
 
     def _still_holds(self, key: bytes, attrs: dict[str, Any]) -> bool:
         """Whether a record asked for by alternate keys still holds one (it may have moved on, as in batch_get)."""
@@ -445,7 +478,7 @@ class Gather:
 
     def _index(self) -> pd.Index:
         primary = self.family.primary
-        keys = [decode_key(k) for k in self.keys]
+        keys = self.index
         if len(primary) == 1:
             return pd.Index([k[0] for k in keys], name=primary[0])
         if not keys:

@@ -68,6 +68,20 @@ class IntegrityTests(SuiteBase):
         with pytest.raises(SerializationError, match="K7"):
             store.get_frame(Security, keys=[f"K{i}" for i in range(10)])
 
+    def test_a_frame_refuses_a_copied_row_record_and_names_it(self, store: BaseStore) -> None:
+        """Wide records as the store wrote them (row records, where it writes rows), one copied under another key."""
+        pytest.importorskip("pandas")
+        store.batch_put([Security(ssm_id=f"K{i}", **{f"a{n}": n / (i + 1) for n in range(20)}) for i in range(10)])
+        [stored] = store._read(family_of(Security), [encode_key(("K3",))], store.clock() * 1000)
+        assert stored is not None
+        assert stored.payload is not None
+        plant(store, "K7", stored.payload)  # K3's bytes, under K7, after records the frame has read whole
+        with pytest.raises(SerializationError, match="K7"):
+            store.get_frame(Security, keys=[f"K{i}" for i in range(10)])
+        if self.lists_keys:
+            with pytest.raises(SerializationError, match="K7"):
+                store.get_frame(Security)
+
     def test_a_record_of_another_family_under_a_key_names_the_key_and_the_family(self, store: BaseStore) -> None:
         store.put(Coupon(coupon_id="C1"))  # the class is known to this process
         plant(store, "K1", payload_of(Coupon(coupon_id="C1", rate=0.05)))
