@@ -11,11 +11,12 @@ it in after the write.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -23,6 +24,7 @@ from ._codec import decode_head
 from ._entry import Entry, Merge, PartialWrite, Stored, versions
 from ._keys import Family
 from ._store import BaseStore
+from ._writer import Encoded
 from .errors import StoreError
 
 logger = logging.getLogger("stockstore.chain")
@@ -72,6 +74,7 @@ class ChainedStore(BaseStore):
         self._flights: dict[tuple[str, bytes], Future[Stored | None]] = {}  # reads under way, by key
         self._floors: dict[str, int] = {}  # family -> version of its last clear
         self._lock = threading.Lock()
+        self._beside = threading.local()  # fills: where a batch's chunk writes leave their fills (`_chunk_writes`)
 
     def __repr__(self) -> str:
         return f"<ChainedStore {self.tiers!r}>"
@@ -525,6 +528,44 @@ class ChainedStore(BaseStore):
             return self._source._resolve(family, index, keys, now_ms)
 
     def _write(self, family: Family, entries: Sequence[Entry], now_ms: float) -> list[int]:
+        written, expiries = self._write_source(family, entries, now_ms)
+        beside: _Beside | None = getattr(self._beside, "fills", None)
+        if beside is None:
+            self._propagate(family, written, expiries, now_ms / 1000)
+        else:
+            beside[1].append(beside[0].submit(self._propagate, family, written, expiries, now_ms / 1000))
+        return [e.version for e in written]
+
+    @contextlib.contextmanager
+    def _chunk_writes(self, now_ms: float, chunks: int) -> Iterator[Callable[[Family, Encoded], None]]:
+        """Each chunk's fills of the tiers above run on a thread of their own while the source writes the next.
+
+        The fills run one at a time, in the order of the chunks, and the batch returns
+        once every fill has ended, so a caller reads its own writes.  Tiers that keep
+        records per thread (`ThreadLocalStore`) are filled by the writing thread, as before.
+        """
+        if chunks < 2 or not self._caches or not all(tier._writes_from_any_thread() for _, tier in self._caches):
+            with super()._chunk_writes(now_ms, chunks) as write:
+                yield write
+            return
+        fills: list[Future[None]] = []
+        with ThreadPoolExecutor(1, thread_name_prefix="stockstore-fill") as pool:
+
+            def write(family: Family, encoded: Encoded) -> None:
+                self._beside.fills = (pool, fills)  # for `_write`, in the thread that runs it
+                try:
+                    self._write_encoded(family, encoded, now_ms)
+                finally:
+                    self._beside.fills = None
+
+            yield write
+        for fill in fills:
+            fill.result()  # a tier's failure is handled there; anything else is raised here
+
+    def _write_source(
+        self, family: Family, entries: Sequence[Entry], now_ms: float
+    ) -> tuple[list[Entry], dict[int, list[int | None]]]:
+        """Write *entries* to the source; the entries as written (their versions) and every cache tier's expiries."""
         now = now_ms / 1000
         source = self._source
         failure: PartialWrite | None = None
@@ -543,9 +584,7 @@ class ChainedStore(BaseStore):
             # are not known here) and the ones of unknown outcome; the refused stay as they were.
             self._invalidate_caches(family, _may_have_changed([e.key for e in entries], failure))
             raise failure
-        written = [replace(e, version=v) for e, v in zip(entries, stored, strict=True)]
-        self._propagate(family, written, expiries, now)
-        return stored
+        return [replace(e, version=v) for e, v in zip(entries, stored, strict=True)], expiries
 
     def _remove(self, family: Family, keys: Sequence[bytes], now_ms: float) -> int:
         with self._source._errors():
@@ -631,6 +670,9 @@ class ChainedStore(BaseStore):
         """Close every tier."""
         for tier in self.tiers:
             tier.close()
+
+
+_Beside = tuple[ThreadPoolExecutor, list[Future[None]]]  # a batch's fill thread, and the fills left to it
 
 
 def _may_have_changed(keys: Sequence[bytes], failure: PartialWrite) -> list[bytes]:

@@ -651,14 +651,20 @@ class BaseStore:
 
     def _write_chunks(self, chunks: Sequence[Chunk], now_ms: float, total: int, *, single: bool) -> None:
         """Write a batch's chunks, streamed (`_writer.write_chunks`)."""
-        _writer.write_chunks(
-            chunks,
-            functools.partial(self._write_encoded, now_ms=now_ms),
-            threaded=self._writes_from_any_thread(),
-            total=total,
-            what="records were not written",
-            single=single,
-        )
+        with self._chunk_writes(now_ms, len(chunks)) as write:
+            _writer.write_chunks(
+                chunks,
+                write,
+                threaded=self._writes_from_any_thread(),
+                total=total,
+                what="records were not written",
+                single=single,
+            )
+
+    @contextlib.contextmanager
+    def _chunk_writes(self, now_ms: float, chunks: int) -> Iterator[Callable[[Family, Encoded], None]]:
+        """How a batch of *chunks* writes each chunk; a `ChainedStore` fills its upper tiers beside the next one."""
+        yield functools.partial(self._write_encoded, now_ms=now_ms)
 
     def _writes_from_any_thread(self) -> bool:
         """Whether `_write` may run on another thread than the caller's (see `_write_chunks`)."""

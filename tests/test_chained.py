@@ -534,3 +534,60 @@ class TestSingleFlight:
         reader.join()
         assert early[0]["v"] in (1, 2)
         assert_record(chain.get(Asset, "a"), Asset(aid="a", v=2))  # and the late fill of v1 did not land
+
+
+# ---------------------------------------------------------------------------- fills beside the source
+
+
+class Sec(ss.Record):
+    __stockstore_keys__: ClassVar[list[Any]] = ["sid"]
+
+
+class Gate(MemoryStore):
+    """A source whose chunk writes are counted, and a cache tier whose fills wait for the source's next write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+        self.second = threading.Event()
+        self.overlapped: list[bool] = []
+        self.fill_threads: set[str] = set()
+
+    def _write(self, family: Family, entries: Sequence[Entry], now_ms: float) -> list[int]:
+        self.writes += 1
+        if self.writes == 2:
+            self.second.set()
+        return super()._write(family, entries, now_ms)
+
+
+class WaitingTier(MemoryStore):
+    def __init__(self, source: Gate) -> None:
+        super().__init__()
+        self.source = source
+
+    def _fill(self, family: Family, entries: Sequence[Entry], now_ms: float) -> None:
+        self.source.fill_threads.add(threading.current_thread().name)
+        if not self.source.overlapped:  # the first chunk's fill: does the source go on meanwhile?
+            self.source.overlapped.append(self.source.second.wait(timeout=5))
+        super()._fill(family, entries, now_ms)
+
+
+def test_a_batch_fills_the_tiers_above_while_the_source_writes_its_next_chunk() -> None:
+    source = Gate()
+    top = WaitingTier(source)
+    chain = ss.ChainedStore([top, source])
+    records = [Sec(sid=f"S{i}", v=float(i)) for i in range(3 * chain.put_chunk)]
+    chain.batch_put(records)
+    assert source.writes == 3
+    assert source.overlapped == [True]  # the second chunk reached the source before the first one's fill ended
+    assert source.fill_threads == {"stockstore-fill_0"}
+    # The batch returned after every fill: the top tier holds every record.
+    assert top.batch_get(Sec, [r["sid"] for r in records]) == records
+
+
+def test_a_thread_local_tier_is_filled_by_the_writing_thread() -> None:
+    top = ss.backends.ThreadLocalStore()
+    chain = ss.ChainedStore([top, MemoryStore()])
+    records = [Sec(sid=f"S{i}", v=float(i)) for i in range(3 * chain.put_chunk)]
+    chain.batch_put(records)
+    assert top.batch_get(Sec, [r["sid"] for r in records]) == records  # this thread's copies, all of them
