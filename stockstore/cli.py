@@ -67,6 +67,9 @@ _OPTION = {
     "legacy_n": "--legacy-n",
     "repeat": "--repeat",
     "markdown": "--markdown",
+    "sql_n": "--sql-n",
+    "sql_chunk": "--sql-chunk",
+    "main_job": "--main-job",
 }
 
 
@@ -99,8 +102,8 @@ _OPTION = {
 @click.option(
     "--compare",
     is_flag=True,
-    help="Run every backend next to plain redis-py baselines instead: benchmarks/compare.py of a source "
-    "checkout, with these options (see docs/performance.md).",
+    help="Run every backend next to the best plain baselines a user writes by hand instead: "
+    "benchmarks/compare.py of a source checkout, with these options (see docs/performance.md).",
 )
 @click.option(
     "--redis",
@@ -122,6 +125,20 @@ _OPTION = {
     help="With --compare: runs of each backend; the medians are printed.",
 )
 @click.option("--markdown", is_flag=True, help="With --compare: print Markdown tables.")
+@click.option(
+    "--sql-n",
+    type=click.IntRange(min=1),
+    help="With --compare: also store this many records in SqlStore next to the raw driver, chunk by chunk.",
+)
+@click.option(
+    "--sql-chunk", type=click.IntRange(min=1), help="With --compare: records per chunk of --sql-n.  [default: 50000]"
+)
+@click.option(
+    "--main-job",
+    type=(click.IntRange(min=1), click.IntRange(min=1)),
+    metavar="SMALL LARGE",
+    help="With --compare: also time this command's store step at these two sizes (records/s kept).",
+)
 def bench(
     n: int,
     attrs: int,
@@ -138,6 +155,9 @@ def bench(
     legacy_n: int | None,
     repeat: int,
     markdown: bool,
+    sql_n: int | None,
+    sql_chunk: int | None,
+    main_job: tuple[int, int] | None,
 ) -> None:
     """Time the analyst's morning on a store, checking every step.
 
@@ -148,9 +168,11 @@ def bench(
     wrote, also after a failed check.
 
     With --compare, every backend runs the same steps in one process, next
-    to a hand-written redis-py pipeline of msgpack blobs (a) and the legacy
-    one HSET per security (b); records/s is printed with its ratio to (a).
-    This runs benchmarks/compare.py of a source checkout with the options given.
+    to plain baselines written by hand with redis-py and msgpack: pipelined SET
+    (a), the legacy HSET per security (b), MSET in chunks (c) and pipelined HSET
+    (d); each ratio is against the best plain baseline of its layout, and the
+    report ends with the speed targets, met or not.  This runs
+    benchmarks/compare.py of a source checkout with the options given.
     """
     context = click.get_current_context()
     given = [name for name in _OPTION if context.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
@@ -158,7 +180,16 @@ def bench(
         for name in set(given) & {"urls", "db", "namespace"}:
             raise click.UsageError(f"{_OPTION[name]} does not go with --compare: it picks its own stores")
         _run_comparison(context)
-    for name in set(given) & {"redis_url", "postgresql_url", "legacy_n", "repeat", "markdown"}:
+    for name in set(given) & {
+        "redis_url",
+        "postgresql_url",
+        "legacy_n",
+        "repeat",
+        "markdown",
+        "sql_n",
+        "sql_chunk",
+        "main_job",
+    }:
         raise click.UsageError(f"{_OPTION[name]} needs --compare")
     if db is not None and urls:
         raise click.UsageError("--db is the embedded default's SQLite file; with --store give a sqlite:/// URL instead")
@@ -212,5 +243,6 @@ def _run_comparison(context: click.Context) -> NoReturn:
         if name == "compare" or context.get_parameter_source(name) is click.core.ParameterSource.DEFAULT:
             continue
         is_flag = isinstance(param, click.Option) and param.is_flag
-        args += [param.opts[0]] if is_flag else [param.opts[0], str(context.params[name])]
+        value = context.params[name]
+        args += [param.opts[0]] if is_flag else [param.opts[0], *map(str, value if type(value) is tuple else [value])]
     sys.exit(subprocess.run([sys.executable, str(_HARNESS), *args], check=False).returncode)

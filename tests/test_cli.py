@@ -381,6 +381,8 @@ def test_a_store_error_exits_1_with_its_message(cli: types.ModuleType, monkeypat
         ["--compare", "--namespace", "mine"],
         ["--compare", "--repeat", "0"],
         ["--compare", "--legacy-n", "0"],
+        ["--sql-n", "1000"],
+        ["--main-job", "10", "20"],
         ["--redis", "redis://127.0.0.1:1/0"],
         ["--markdown"],
         ["--repeat", "2"],
@@ -412,6 +414,7 @@ def test_compare_runs_the_harness_with_the_options_given(
     harness.write_text("import json, sys\nprint(json.dumps(sys.argv[1:]))\nsys.exit(3)\n")
     monkeypatch.setattr(cli, "_HARNESS", harness)
     given = ["--n", "500", "--repeat", "3", "--markdown", "--redis", "redis://h:1/2", "--no-progress", "--seed", "7"]
+    given += ["--sql-n", "500000", "--main-job", "50000", "500000"]
 
     result = CliRunner().invoke(cli.main, ["bench", "--compare", *given])
 
@@ -421,6 +424,7 @@ def test_compare_runs_the_harness_with_the_options_given(
     assert forwarded == [
         *("--n", "500", "--seed", "7", "--no-progress"),
         *("--redis", "redis://h:1/2", "--repeat", "3", "--markdown"),
+        *("--sql-n", "500000", "--main-job", "50000", "500000"),
     ]
 
 
