@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 from urllib.parse import quote
 
@@ -31,7 +31,9 @@ import stockstore as ss
 from stockstore._codec import encode_record
 from stockstore._entry import Entry
 from stockstore._keys import encode_key, family_of
+from stockstore._schemas import _Schema
 from stockstore.backends import SqlStore
+from stockstore.backends import sql as sql_backend
 from stockstore.backends.base import PartialWrite
 from stockstore.backends.sql import table_name
 from stockstore.errors import BackendUnavailableError, BatchError, InvalidKeyError, StoreError
@@ -74,16 +76,29 @@ def store(make: Callable[..., SqlStore]) -> SqlStore:
 
 @contextlib.contextmanager
 def statements(engine: sa.Engine) -> Iterator[list[tuple[str, Any]]]:
-    """Every (statement text, parameters) the engine sends while the block runs."""
+    """Every (statement text, parameters) the engine sends while the block runs.
+
+    PostgreSQL's ``COPY`` goes to the driver past SQLAlchemy's events: it is
+    recorded here with its rows as its parameters.
+    """
     seen: list[tuple[str, Any]] = []
 
     def listen(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
         seen.append((statement, parameters))
 
+    def copy(conn: sa.Connection, statement: str, types: list[str], rows: Any) -> None:
+        rows = list(rows)
+        if conn.engine is engine:
+            seen.append((statement, rows))
+        copy_rows(conn, statement, types, rows)
+
+    copy_rows = sql_backend._copy
     sa.event.listen(engine, "before_cursor_execute", listen)
+    sql_backend._copy = copy
     try:
         yield seen
     finally:
+        sql_backend._copy = copy_rows
         sa.event.remove(engine, "before_cursor_execute", listen)
 
 
@@ -723,3 +738,73 @@ def test_a_server_that_stops_answering_mid_session_fails_within_the_deadline(
         proxy.forward()
         assert_record(store.get(Plain, "x"), Plain(k="x", v=1))  # and it recovers on fresh connections
         store.close()
+
+
+# ---------------------------------------------------------------------- SQLite batches: a few transactions
+
+
+class SmallChunks(SqlStore):
+    """A SqlStore writing three records a chunk, failing the chunks (from 0) it is told to."""
+
+    put_chunk = 3
+
+    def __init__(self, *args: Any, fail: Sequence[int] = (), **options: Any) -> None:
+        super().__init__(*args, **options)
+        self.fail = set(fail)
+        self.chunks = 0
+
+    def _write(self, family: Any, entries: Sequence[Entry], now_ms: float) -> list[int]:
+        written = super()._write(family, entries, now_ms)
+        if family.name == family_of(Plain).name:
+            self.chunks += 1
+            if self.chunks - 1 in self.fail:
+                raise StoreError("chunk lost")
+        return written
+
+
+def _begins(seen: list[tuple[str, Any]]) -> int:
+    return sum(text.strip().upper() == "BEGIN IMMEDIATE" for text, _ in seen)
+
+
+def test_a_sqlite_batch_commits_every_so_many_records_not_every_chunk(
+    sqlite_url: str, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with SmallChunks(sqlite_url, namespace=namespace) as store:
+        store.put(Plain(k=-1))  # the table is made outside the counts
+        with statements(store.engine) as seen:
+            store.batch_put([Plain(k=i, v=float(i)) for i in range(8)])  # chunks of 3, 3, 2
+        assert _begins(seen) == 1
+        monkeypatch.setattr(sql_backend, "_SQLITE_BATCH", 5)
+        with statements(store.engine) as seen:
+            store.batch_put([Plain(k=i, v=-float(i)) for i in range(8)])
+        assert _begins(seen) == 2  # after 6 records, then the last 2
+        assert_same(store.batch_get(Plain, range(8)), [Plain(k=i, v=-float(i)) for i in range(8)])
+
+
+def test_a_failed_chunk_takes_back_and_names_every_chunk_of_its_transaction(
+    sqlite_url: str, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records = [Plain(k=i) for i in range(8)]
+    with SmallChunks(sqlite_url, namespace=namespace, fail=[1]) as store:
+        with pytest.raises(BatchError) as caught:
+            store.batch_put(records)
+        assert sorted(caught.value.failed) == list(range(8))  # chunk 0 was in the transaction chunk 1 lost
+        assert store.count(Plain) == 0
+    monkeypatch.setattr(sql_backend, "_SQLITE_BATCH", 3)  # a commit after every chunk
+    with SmallChunks(sqlite_url, namespace=namespace, fail=[1]) as store:
+        with pytest.raises(BatchError) as caught:
+            store.batch_put(records)
+        assert sorted(caught.value.failed) == list(range(3, 8))
+        assert sorted(store.keys(Plain)) == [0, 1, 2]
+
+
+def test_a_row_schema_met_in_a_later_chunk_is_saved_during_the_batch(sqlite_url: str, namespace: str) -> None:
+    # The second family's row schema is saved while the first family's chunk is written, its
+    # transaction open: waiting for that transaction's lock would fail (busy timeout, no retries).
+    plain = [Plain(k=i, **{f"a{j}": i + j / 7 for j in range(20)}) for i in range(3)]
+    other = [Security(ssm_id=i, isin=f"I{i}", **{f"b{j}": -i - j / 7 for j in range(30)}) for i in range(3)]
+    with SmallChunks(sqlite_url, namespace=namespace, timeout=1.0, retries=0) as store:
+        store.batch_put([*plain, *other])
+        assert_same(store.batch_get(Plain, range(3)), plain)
+        assert_same(store.batch_get(Security, range(3)), other)
+        assert store.count(_Schema) == 2
