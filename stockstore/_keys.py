@@ -37,7 +37,7 @@ def check_key_part(name: str, value: Any) -> None:
 def encode_key(values: tuple[KeyValue, ...]) -> bytes:
     """The byte form of an already-checked key tuple."""
     try:
-        packed: bytes = msgpack.packb(values)
+        packed: bytes = (getattr(_local, "packer", None) or _new_packer()).pack(values)
     except UnicodeEncodeError as exc:  # a lone surrogate: no UTF-8 form, so no key
         raise InvalidKeyError(f"a key value is not valid Unicode: {exc}") from None
     return packed
@@ -50,6 +50,12 @@ def decode_key(data: bytes) -> tuple[KeyValue, ...]:
     program may have written anything: only the exact bytes `encode_key` makes of a
     valid key are accepted, so a listed key is always one a read can find.
     """
+    if len(data) >= 2 and data[0] == 0x91 and 0xA0 <= data[1] <= 0xBF and len(data) == data[1] - 0xA0 + 2:
+        # One str of fewer than 32 bytes, the common key: canonical as it stands, once it is UTF-8.
+        try:
+            return (data[2:].decode(),)
+        except UnicodeDecodeError:
+            raise SerializationError("stored key is not a stockstore key") from None
     try:
         values: Any = msgpack.unpackb(data, use_list=False, raw=False)
     except (ValueError, TypeError, msgpack.UnpackException):  # not msgpack, or a str not UTF-8
@@ -72,7 +78,7 @@ _local = threading.local()
 
 
 def _new_packer() -> msgpack.Packer:
-    """This thread's packer for `decode_key`, which runs for every key listed: one per call costs more."""
+    """This thread's packer for `encode_key` and `decode_key`, which run for every key: one per call costs more."""
     packer = _local.packer = msgpack.Packer()
     return packer
 
@@ -193,6 +199,8 @@ class Family:
         Accepted: a mapping naming exactly one declared key's attributes, a bare
         value for a one-attribute primary key, or a tuple for a composite one.
         """
+        if type(key) is str and len(self.keys[0]) == 1:  # the common case: nothing to check
+            return 0, (key,)
         if isinstance(key, Mapping):
             names = set(key)
             for index, declared in enumerate(self.keys):

@@ -472,8 +472,7 @@ class BaseStore:
             for pairs in _writer.chunks(self._scan_read_errors(family, now_ms), self.put_chunk):
                 gather.take([key for key, _ in pairs], [stored for _, stored in pairs])
             return gather.frame()
-        single = len(family.primary) == 1
-        refs = [(0, (k,)) if single and type(k) is str else family.parse_key(k) for k in keys]  # str: the common case
+        refs = [family.parse_key(k) for k in keys]
         for chunk in _writer.chunks(gather.want(refs, self._lookup(family, refs, now_ms)), self.put_chunk):
             with self._errors():
                 gather.take(chunk, self._read(family, chunk, now_ms))

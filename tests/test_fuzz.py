@@ -265,6 +265,9 @@ KEY_BYTES = st.one_of(st.binary(max_size=40), st.builds(encode_key, KEY), mutate
 @example(b"\x91\xcf\xff\xff\xff\xff\xff\xff\xff\xff")
 @example(b"\x91\xc4\x01x")  # bytes
 @example(b"\x91\xa1\xff")  # not UTF-8
+@example(b"\x91\xa3\xed\xa0\x80")  # a surrogate, in the short form a one-str key takes
+@example(b"\x91\xa2a")  # shorter than it says
+@example(b"\x91\xa0")  # the empty str: a key
 def test_decode_key_takes_only_what_encode_key_makes(data: bytes) -> None:
     got = outcome(lambda: decode_key(data))
     if got is None:

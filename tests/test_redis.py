@@ -170,6 +170,21 @@ class TestServerSide:
         assert store.clear(Security) == 2500
         assert keys_calls() == before
 
+    def test_a_delete_counts_a_key_named_twice_once(self, store: Any) -> None:
+        # SCAN may name a key twice, and clear deletes what it names a page at a time: one script call.
+        store.batch_put([Security(ssm_id=i) for i in range(3)])
+        twice = encode_key((1,))
+        assert store._remove(family_of(Security), [twice, encode_key((0,)), twice], store.clock() * 1000) == 2
+        assert list(store.keys(Security)) == [2]
+
+    def test_a_chunk_of_more_keys_than_lua_unpacks_is_deleted_whole(self, store: Any, raw: redis.Redis) -> None:
+        # A delete drops its chunk's records and fill tokens together: 10,000 names, more than unpack takes.
+        big = type(store)(raw, namespace=store.namespace, chunk_size=5000)
+        big.batch_put([Security(ssm_id=i) for i in range(5000)])
+        assert big.count(Security) == 5000
+        assert big.batch_delete(Security, range(5001)) == 5000
+        assert _names(raw, store.namespace) == set()
+
     def test_batches_cost_a_round_trip_a_chunk(self, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
         store = RedisMsgpackStore(redis_url, namespace=f"t{uuid.uuid4().hex[:12]}", chunk_size=500)
         sent: list[str] = []

@@ -238,14 +238,7 @@ local function record(expected)
 
   local h, other = head(key)
   if not h then return foreign(other) end
-  if mode == 'l' then return live(h) and 1 or 0 end
   local old = version(h)
-
-  if mode == 'd' then
-    if nalt > 0 then free(me) end
-    redis.call('DEL', key, token_key())
-    return live(h) and 1 or 0
-  end
 
   local first = ARGV[body]
   v, expires = u64(first, 1), expiry(first)
@@ -293,10 +286,51 @@ local function record(expected)
   return {1, v}
 end
 
+local skip = #prefix + 3  -- the key part follows prefix .. 'r:'
+
+-- Listing and deleting take whole pages of records (thousands a call): one header read a
+-- record and nothing else, and a delete drops every record and fill token of the call in
+-- a few DELs at the end.  A key listed twice in one call (SCAN may) is deleted and counted once.
+local function listed()
+  local replies = {}
+  for r = 1, #KEYS do
+    key = KEYS[r]
+    local h, other = head(key)
+    if h then replies[r] = live(h) and 1 or 0 else replies[r] = foreign(other) end
+  end
+  return replies
+end
+
+local function deleted()
+  local replies, doomed, seen = {}, {}, {}
+  for r = 1, #KEYS do
+    key = KEYS[r]
+    local h, other = head(key)
+    if not h then
+      replies[r] = foreign(other)
+    elseif seen[key] then
+      replies[r] = 0
+    else
+      seen[key] = true
+      me = string.sub(key, skip)
+      if nalt > 0 then free(me) end
+      replies[r] = live(h) and 1 or 0
+      doomed[#doomed + 1] = key
+      doomed[#doomed + 1] = token_key()
+    end
+  end
+  for i = 1, #doomed, 500 do
+    redis.call('DEL', unpack(doomed, i, math.min(i + 499, #doomed)))
+  end
+  return replies
+end
+
+if mode == 'l' then return listed() end
+if mode == 'd' then return deleted() end
+
 local guarded = mode == 'c' or mode == 'p' or mode == 'F'
 local pointed = mode == 'w' or mode == 'f' or guarded
-local bodied = mode ~= 'd' and mode ~= 'r' and mode ~= 'l' and mode ~= 'g'
-local skip = #prefix + 3  -- the key part follows prefix .. 'r:'
+local bodied = mode ~= 'r' and mode ~= 'g'
 local replies = {}
 local at = 6
 for r = 1, #KEYS do

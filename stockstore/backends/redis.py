@@ -56,7 +56,7 @@ from .base import BaseStore, Entry, Family, Merge, PartialWrite, Stored
 logger = logging.getLogger(__name__)
 
 Client = redis.Redis | RedisCluster
-_Item = tuple[str, list[Any]]  # a record's key name and its argument group for the script
+_Item = tuple[str, Sequence[Any]]  # a record's key name and its argument group for the script
 _Patched = list[tuple[Entry, "int | StoreError"]]  # entries written by a patch, each with its outcome
 
 _SCRIPT = files(__package__).joinpath("redis.lua").read_text()
@@ -88,7 +88,12 @@ def _bounded(expires_ms: int) -> int:
 
 
 def _text(value: str) -> str:
-    return value if _SAFE.fullmatch(value) else quote(value, safe="")
+    return value if _safe(value) else quote(value, safe="")
+
+
+def _safe(text: str) -> bool:
+    """Whether *text* is spelled as it is in key names; runs for every key listed or deleted, so letters first."""
+    return (text.isalnum() and text.isascii()) or _SAFE.fullmatch(text) is not None
 
 
 def key_text(key: bytes) -> str:
@@ -113,7 +118,7 @@ def key_bytes(text: str, parts: int | None = None) -> bytes:
     A name stockstore never writes raises `SerializationError`.
     """
     try:
-        if parts in (None, 1) and _SAFE.fullmatch(text):  # one str key, spelled as it is: nothing to parse
+        if parts in (None, 1) and _safe(text):  # one str key, spelled as it is: nothing to parse
             return encode_key((text,))
         values = tuple(int(p[1:]) if p.startswith("#") else unquote(p, errors="strict") for p in text.split(","))
         key = encode_key(values)
@@ -335,10 +340,14 @@ class _RedisStore(BaseStore):
         One script call takes the whole chunk on a single server; a cluster needs
         one call per hash slot, sent in one pipeline, so a round trip per node.
         """
+        head = (self._layout, mode, int(now_ms), self._prefix(family), index or len(family.keys) - 1)
+        if not self._cluster:  # the common case, without grouping a chunk's records one by one
+            args = [arg for _, group in items for arg in group]
+            (reply,) = self._pipeline([("EVALSHA", _SHA, len(items), *(name for name, _ in items), *head, *args)])
+            return [reply] * len(items) if isinstance(reply, Exception) else list(reply)
         groups: dict[int, list[int]] = {}
         for position, (name, _) in enumerate(items):
-            groups.setdefault(key_slot(name.encode()) if self._cluster else 0, []).append(position)
-        head = (self._layout, mode, int(now_ms), self._prefix(family), index or len(family.keys) - 1)
+            groups.setdefault(key_slot(name.encode()), []).append(position)
         commands = []
         for positions in groups.values():
             args = [arg for p in positions for arg in items[p][1]]
@@ -479,8 +488,8 @@ class _RedisStore(BaseStore):
 
     def _remove(self, family: Family, keys: Sequence[bytes], now_ms: float) -> int:
         removed = 0
-        for chunk in _chunks(keys, self.chunk_size):
-            replies = self._run(family, "d", [self._item(family, k) for k in chunk], now_ms)
+        for chunk in _chunks(self._record_keys(family, keys), self.chunk_size):
+            replies = self._run(family, "d", [(name, ()) for name in chunk], now_ms)
             removed += sum(self._check(r, "delete") for r in replies)
         return removed
 
@@ -660,13 +669,13 @@ class _RedisStore(BaseStore):
     def _scan(self, family: Family, now_ms: float) -> Iterator[bytes]:
         """Every live key: ``SCAN MATCH`` over the family's records (never ``KEYS``), headers checked."""
         prefix = self._prefix(family) + "r:"
+        cut, parts = len(prefix), len(family.primary)
         found = self._client.scan_iter(match=prefix + "*", count=self.chunk_size)
         for chunk in _chunks((k.decode() for k in found), self.chunk_size):
             # One script call a chunk tells which are live (not tombstones, not expired).
-            items: list[_Item] = [(name, []) for name in chunk]
-            for name, live in zip(chunk, self._run(family, "l", items, now_ms), strict=True):
-                if self._check(live, "scan"):
-                    yield key_bytes(name[len(prefix) :], len(family.primary))
+            for name, live in zip(chunk, self._run(family, "l", [(n, ()) for n in chunk], now_ms), strict=True):
+                if live == 1 or self._check(live, "scan"):  # 0, or an error that _check raises
+                    yield key_bytes(name[cut:], parts)
 
     def _clear(self, family: Family, now_ms: float) -> int:
         removed = 0
