@@ -844,9 +844,8 @@ class RedisHashStore(_RedisStore):
 
     def _body(self, entry: Entry) -> tuple[bytes, ...]:
         assert entry.payload is not None
-        tag, pairs = _codec.split_record(entry.payload)
-        meta = _header(entry.version, entry.expires_ms) + tag.encode()
-        return (meta, *(part for name, value in pairs for part in (name.encode("utf-8", "surrogatepass"), value)))
+        tag, fields = _codec.record_fields(entry.payload)
+        return (_header(entry.version, entry.expires_ms) + tag.encode(), *fields)
 
     def _patch_body(self, current: Stored | None, entry: Entry) -> tuple[str, tuple[bytes, ...]]:
         if current is None or current.payload is None or type(current) is _OtherLayout:
