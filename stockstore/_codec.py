@@ -230,10 +230,66 @@ def split_record(data: bytes) -> tuple[str, list[tuple[str, bytes]]]:
     process (`UnknownSchemaError` otherwise), and `join_record` makes an ordinary
     record of the same attributes.
     """
+    tag, pairs, row = _split(data)
+    if row is not None:
+        # A row record's values become attributes of their own, encoded as a map would hold them.
+        found, body = row
+        names = [name for name, _ in pairs]
+        pairs.extend((name, pack(value)) for name, value in _row_values(body, found))
+        if found.order is not None:  # every attribute in its place
+            place = {name: i for i, name in enumerate(attribute_order(found, body[: found.offset], names))}
+            pairs.sort(key=lambda pair: place[pair[0]])
+    return tag, pairs
+
+
+def record_fields(data: bytes) -> tuple[str, list[bytes]]:
+    """A record's class tag and its attributes flat: UTF-8 name, encoded value, name, value, ...
+
+    `split_record`'s pairs in the same order, for a store of one field per
+    attribute (a Redis hash), at a fraction of its cost on a wide record: a row's
+    values are packed by one packer, and its names (encoded) and their order are
+    worked out once per row and map shape, not pair by pair.
+    """
+    tag, pairs, row = _split(data)
+    if row is None:
+        return tag, [part for name, value in pairs for part in (name.encode("utf-8", "surrogatepass"), value)]
+    found, body = row
+    names, take = _fields_in_order(found, body[: found.offset], tuple(name for name, _ in pairs))
+    values = [value for _, value in pairs]
+    values += map(packer().pack, found.row.unpack_from(body, found.offset))
+    fields: list[bytes] = [b""] * (2 * len(names))
+    fields[0::2] = names
+    fields[1::2] = take(values)
+    return tag, fields
+
+
+def _fields_in_order(row: Row, mark: bytes, names: tuple[str, ...]) -> tuple[tuple[bytes, ...], _Take]:
+    """For a row and the names of its record's map: every name in the record's order, encoded, and
+    what takes the map's values then the row's into that order (`attribute_order`, remembered)."""
+    shape = (mark, names)
+    found = _field_orders.get(shape)
+    if found is None:
+        place = {name: i for i, name in enumerate((*names, *row.names))}
+        order = [place[name] for name in attribute_order(row, mark, names)]
+        encoded = tuple(name.encode("utf-8", "surrogatepass") for name in attribute_order(row, mark, names))
+        take: _Take = itemgetter(*order) if len(order) > 1 else lambda values: tuple(values[i] for i in order)
+        if len(_field_orders) >= _ROWS_MAX:
+            _field_orders.clear()
+        found = _field_orders[shape] = encoded, take
+    return found
+
+
+_Take = Callable[[list[bytes]], Sequence[bytes]]
+_field_orders: dict[tuple[bytes, tuple[str, ...]], tuple[tuple[bytes, ...], _Take]] = {}
+
+
+def _split(data: bytes) -> tuple[str, list[tuple[str, bytes]], tuple[Row, bytes] | None]:
+    """A record's tag, its map's ``(name, encoded value)`` pairs and, if a row record, its checked row and body."""
     unpacker = msgpack.Unpacker(
         raw=False, strict_map_key=True, max_buffer_size=max(len(data), 1), unicode_errors="surrogatepass"
     )
     unpacker.feed(data)
+    found: tuple[Row, bytes] | None = None
     try:
         size = unpacker.read_array_header()
         if size not in (2, 3):
@@ -248,23 +304,17 @@ def split_record(data: bytes) -> tuple[str, list[tuple[str, bytes]]]:
                 raise ValueError("attribute name is not a str")
             pairs.append((name, data[start : unpacker.tell()]))
         if size == 3:
-            # A row record's values become attributes of their own, encoded as a map would hold them.
             row = unpacker.unpack()
             if type(row) is not msgpack.ExtType or row.code != _EXT_ROW:
                 raise ValueError("not a row")
-            names = [name for name, _ in pairs]
-            found = row_in(row.data, known_schema, set(names))
-            pairs.extend((name, pack(value)) for name, value in _row_values(row.data, found))
-            if found.order is not None:  # every attribute in its place
-                place = {name: i for i, name in enumerate(attribute_order(found, row.data[: found.offset], names))}
-                pairs.sort(key=lambda pair: place[pair[0]])
+            found = row_in(row.data, known_schema, {name for name, _ in pairs}), row.data
         if type(tag) is not str or unpacker.tell() != len(data):
             raise ValueError("not a record")
     except SerializationError:
         raise
     except Exception as exc:  # msgpack raises a zoo of types for corrupt input
         raise SerializationError(f"stored bytes are not a stockstore record: {exc}") from exc
-    return tag, pairs
+    return tag, pairs, found
 
 
 def join_record(tag: str, pairs: Sequence[tuple[bytes, bytes]]) -> bytes:

@@ -209,6 +209,7 @@ def test_row_records_round_trip_exactly(columns: list[tuple[str, str]], data: st
     joined = _codec.join_record(split_tag, [(name.encode(), value) for name, value in pairs])
     assert joined[:1] == b"\x92"
     assert_same(list(_codec.decode_record(joined)), [tag, back])
+    assert_same_fields(record)
 
 
 def test_schema_ids_are_content_addressed() -> None:
@@ -353,6 +354,31 @@ def test_wide_records_are_rows_and_come_back_exactly_in_order(
     split_tag, pairs = _codec.split_record(data)  # the hash layout's fields, in order too
     assert [name for name, _ in pairs] == list(attrs)
     assert_same(_codec.decode_record(_codec.join_record(split_tag, [(n.encode(), v) for n, v in pairs]))[1], attrs)
+    assert_same_fields(data)
+
+
+def assert_same_fields(data: bytes) -> None:
+    """`record_fields` finds `split_record`'s pairs in their order, flat, names in UTF-8."""
+    tag, pairs = _codec.split_record(data)
+    fields_tag, flat = _codec.record_fields(data)
+    assert fields_tag == tag
+    assert all(type(part) is bytes for part in flat)
+    assert flat == [part for name, value in pairs for part in (name.encode("utf-8", "surrogatepass"), value)]
+
+
+def test_record_fields_of_every_kind_of_record() -> None:
+    """Ordinary, row and sparse row records (a presence bitmap), a name with a lone surrogate, no attribute."""
+    tag = f"T{uuid.uuid4().hex}"
+    full = {"key": "k", **{f"a{i}": float(i) for i in range(20)}, "n": 1}
+    sparse = {name: value for name, value in full.items() if name not in ("a3", "a17")}
+    for attrs in (full, sparse):
+        layout = _codec.check_wide(tag, attrs) or _codec.check_wide(tag, attrs)
+        assert layout is not None
+        assert_same_fields(_codec.encode_wide(attrs, layout, _codec.packer(), layout.target()))
+    assert_same_fields(_codec.encode_record(tag, {**full, "\udcff": 1}))
+    assert_same_fields(_codec.encode_record(tag, {}))
+    with pytest.raises(SerializationError):
+        _codec.record_fields(b"\x92\xa1T\x01")
 
 
 def _written(tag: str, attrs: dict[str, Any]) -> bytes:

@@ -13,12 +13,14 @@
 -- type is foreign, and its reply names it (an error reply for that record alone).
 --
 -- One call handles many records: KEYS, one per record (on a cluster all in one slot).
--- ARGV  1 layout 'm'|'h'   2 mode   3 now (ms, the client's clock)   4 key prefix
+-- ARGV  1 layout 'm'|'h', or 'H': 'h' with each record's fields staged (see stage_key)
+--       2 mode   3 now (ms, the client's clock)   4 key prefix
 --       5 number of alternate keys ('r': the alternate key's index), then per record:
 --       the expected version bytes (modes 'c' and 'p') or the fill token ('F'), one
 --       pointer key per alternate key ('' where unset; modes 'w', 'c', 'p', 'f', 'F'),
 --       and the body ('d', 'l', 'g' and 'r': none): layout 'm' one value; 'h' their
---       number, the meta field, then attribute field / value pairs.  A body starts with
+--       number, the meta field, then attribute field / value pairs; 'H' (whole records
+--       only: 'w', 'c', 'f', 'F') the meta field alone, all fields waiting staged.  A body starts with
 --       its header: the record's version and expiry are read from there, and the
 --       record's key part from KEYS.
 -- modes 'w' write   'c' write if the version is still the expected one   'p' as 'c',
@@ -36,6 +38,14 @@
 --       every mode: an error 'FOREIGN <type> <key>' for a key of neither layout's type
 
 local layout, mode, now, prefix = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+-- Staged: the client sends, in one MULTI/EXEC with this call last, a DEL of the staging
+-- keys and an HSET of each record's whole hash (meta field and attributes) to its staging
+-- key (stage_key); a record written RENAMEs its staging key over its own (one step,
+-- whatever it held), one refused drops it.
+-- The fields go to Redis as plain HSETs, never through Lua's ARGV, and the transaction
+-- keeps the write as atomic as the script alone: a reader sees the old record or the new.
+local staged = layout == 'H'
+if staged then layout = 'h' end
 local nalt = tonumber(ARGV[5])
 local META = '\255'
 local HEADER = 25
@@ -168,6 +178,13 @@ local function token_key()
   return prefix .. 't:{' .. key .. '}'
 end
 
+-- Where a staged write's fields wait, in the record's hash slot as the token is
+-- (stockstore.backends.redis: _stage_key).
+local function stage_key()
+  if TAGGED then return prefix .. 's:' .. me end
+  return prefix .. 's:{' .. key .. '}'
+end
+
 -- The reply for a key of neither layout's type: an error for that record alone.
 local function foreign(kind)
   return {err = 'FOREIGN ' .. kind .. ' ' .. key}
@@ -176,6 +193,12 @@ end
 local function store(first, partial)
   if layout == 'm' then
     if expires then redis.call('SET', key, first, 'PX', ttl(expires)) else redis.call('SET', key, first) end
+    return
+  end
+  if staged then  -- RENAME drops what the key held, of either layout, and the new hash has no expiry
+    redis.call('RENAME', stage_key(), key)
+    if first ~= ARGV[body] then redis.call('HSET', key, META, first) end  -- a new version, or a fill's stamp
+    if expires then redis.call('PEXPIRE', key, ttl(expires)) end
     return
   end
   if not partial then redis.call('DEL', key) end
@@ -344,7 +367,7 @@ for r = 1, #KEYS do
   ptrs = at - 1  -- ARGV[ptrs + i] is the pointer of alternate key i
   if pointed then at = at + nalt end
   body, last = at, at - 1
-  if bodied and layout == 'm' then
+  if bodied and (layout == 'm' or staged) then
     last = at
     at = at + 1
   elseif bodied then
@@ -352,6 +375,10 @@ for r = 1, #KEYS do
     last = body + tonumber(ARGV[at]) - 1
     at = last + 1
   end
-  replies[r] = record(expected)
+  local reply = record(expected)
+  if staged and not (type(reply) == 'table' and reply[1] == 1) then
+    redis.call('DEL', stage_key())  -- refused: its staged fields go
+  end
+  replies[r] = reply
 end
 return replies
