@@ -456,13 +456,13 @@ _rows: dict[bytes, Row] = {}  # by schema id and bitmap
 def row_schema(columns: Sequence[tuple[str, str]]) -> RowSchema:
     """The schema of these ``(name, kind)`` columns (kind ``"f8"`` or ``"i8"``), known process-wide."""
     columns = tuple((name, kind) for name, kind in columns)
-    return _register(columns, msgpack.packb([list(c) for c in columns], use_bin_type=True), ordered=False)
+    return _register(columns, pack([list(c) for c in columns]), ordered=False)
 
 
 def ordered_schema(columns: Sequence[tuple[str, str]]) -> RowSchema:
     """The ordered schema of these columns: kind ``"f8"`` or ``"i8"`` in rows, ``"m"`` in maps."""
     columns = tuple((name, kind) for name, kind in columns)
-    return _register(columns, msgpack.packb({"order": [list(c) for c in columns]}, use_bin_type=True), ordered=True)
+    return _register(columns, pack({"order": [list(c) for c in columns]}), ordered=True)  # names as records keep them
 
 
 def load_schema(data: bytes) -> RowSchema:

@@ -497,3 +497,15 @@ def test_a_change_that_does_not_fit_its_column_is_no_row_patch(change: dict[str,
     data = _codec.encode_row_record("T", {"k": "x"}, schema, schema.row.pack(1, 0.0, 1.0, 2.0))
     assert _codec.patch_row(data, change) is None
     assert _codec.patch_row(_codec.encode_record("T", {"k": "x", "a1": 1.0}), {"a1": 2.0}) is None  # no row
+
+
+def test_a_wide_record_with_a_lone_surrogate_in_a_name_round_trips() -> None:
+    """Names are stored as records keep them (surrogatepass), in a schema too."""
+    attrs = {"k": "x", "\udc80": 1.0, **{f"a{i}": float(i) for i in range(20)}}
+    data = _written(f"T{uuid.uuid4().hex}", attrs)
+    assert _codec.is_row_record(data)
+    got = _codec.decode_record(data)[1]
+    assert list(got) == list(attrs)
+    assert_same(got, attrs)
+    frame_schema = _codec.row_schema([("\udc80", "f8")])
+    assert _codec.load_schema(frame_schema.data) is frame_schema
