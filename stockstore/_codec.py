@@ -433,10 +433,6 @@ class RowSchema:
         return self.full.name_set
 
     @property
-    def slots(self) -> Mapping[str, tuple[int, str]]:
-        return self.full.slots
-
-    @property
     def row(self) -> struct.Struct:
         """A full row's values."""
         return self.full.row
