@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 from memcached_servers import memcached_server, memcached_two_servers  # noqa: F401 -- fixtures
-from redis_servers import redis_cluster_url, redis_tls_url, redis_url  # noqa: F401 -- fixtures
+from redis_servers import raw, redis_cluster_url, redis_tls_url, redis_url  # noqa: F401 -- fixtures
 
 from stockstore.testing import FakeClock
 

@@ -39,13 +39,6 @@ class Listing(ss.Record):
     __stockstore_keys__: ClassVar[list[Any]] = [("exchange", "ticker"), "isin"]
 
 
-@pytest.fixture
-def raw(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
-
-
 @pytest.fixture(params=LAYOUTS, ids=["msgpack", "hash"])
 def store(request: pytest.FixtureRequest, redis_url: str) -> Iterator[Any]:
     with request.param(redis_url, namespace=f"t{uuid.uuid4().hex[:12]}") as store:

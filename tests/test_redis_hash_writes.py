@@ -13,12 +13,11 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 import redis
 
-import stockstore as ss
 from stockstore import _codec
 from stockstore._entry import Entry
 from stockstore._keys import Family, encode_key, family_of
@@ -26,23 +25,9 @@ from stockstore.backends import RedisHashStore
 from stockstore.backends.redis import _META, _VERSION
 from stockstore.errors import BatchError, InvalidKeyError, SerializationError
 from stockstore.testing import assert_record
+from stockstore.testing._records import Listing, Security
 
 pytestmark = pytest.mark.redis
-
-
-class Security(ss.Record):
-    __stockstore_keys__: ClassVar[list[Any]] = ["ssm_id"]
-
-
-class Listing(ss.Record):
-    __stockstore_keys__: ClassVar[list[Any]] = [("exchange", "ticker"), "isin"]
-
-
-@pytest.fixture
-def raw(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
 
 
 @pytest.fixture
