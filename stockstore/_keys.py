@@ -12,11 +12,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import msgpack
 
-from .errors import InvalidKeyError, SerializationError, StoreError
+from .errors import InvalidKeyError, QueryError, SerializationError, StoreError
 
 KeyValue = str | int
 _INT64 = range(-(2**63), 2**63)
@@ -94,6 +95,16 @@ class Family:
     @property
     def primary(self) -> tuple[str, ...]:
         return self.keys[0]
+
+    @cached_property
+    def indexes(self) -> tuple[str, ...]:
+        """The root's ``__stockstore_indexes__``, checked: the distinct attribute names ``find`` filters on."""
+        declared = getattr(self.root, "__stockstore_indexes__", ())
+        if isinstance(declared, str) or not isinstance(declared, (list, tuple)):
+            raise QueryError(f"{self.name}.__stockstore_indexes__ must be a list of attribute names, not {declared!r}")
+        if not all(type(n) is str and n for n in declared) or len(set(declared)) != len(declared):
+            raise QueryError(f"{self.name}.__stockstore_indexes__ must name distinct attributes: {declared!r}")
+        return tuple(declared)
 
     def tag(self, cls: type) -> str:
         """How a concrete class is named inside its family's stored records."""

@@ -71,3 +71,38 @@ def rebuild(cls: type, attrs: dict[str, Any]) -> Any:
         else:
             state[name] = value
     return obj
+
+
+class _Unset:
+    """The type of `UNSET`: one instance, which survives pickling and copying as itself."""
+
+    _instance: _Unset | None = None
+
+    def __new__(cls) -> _Unset:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "stockstore.UNSET"
+
+    def __reduce__(self) -> str:
+        return "UNSET"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+UNSET = _Unset()
+"""The value to give an attribute in ``patch`` to remove it from the record."""
+
+
+class Increment:
+    """A patch change that adds *amount* to the attribute as held (``incr``), decided inside the atomic patch."""
+
+    __slots__ = ("amount", "result")
+
+    def __init__(self, amount: int | float) -> None:
+        self.amount = amount
+        self.result: int | float = amount
+        """The value the attribute was given, set each time a merge applies it (the last is the one kept)."""

@@ -17,14 +17,15 @@ from dataclasses import replace
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from . import _codec, _rules, _units, _writer
+from . import _codec, _query, _rules, _units, _writer
 from ._entry import Entry, Merge, PartialWrite, Stored, versions
 from ._keys import Family, KeyValue, check_key_part, decode_key, encode_key, family_of
 from ._lifetime import Lifetime, check_lifetime, expiry_ms
-from ._record import attributes_of, rebuild
+from ._query import Query, Search
+from ._record import UNSET, Increment, attributes_of, rebuild
 from ._schemas import SCHEMAS, Shelf
 from ._writer import Chunk, Encoded
-from .errors import InvalidKeyError, SerializationError, StoreClosedError, StoreError
+from .errors import InvalidKeyError, SerializationError, StoreClosedError, StoreError, UnsupportedOperationError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -214,6 +215,36 @@ class BaseStore:
             for key, stored in zip(chunk, self._read(family, chunk, now_ms), strict=True):
                 if stored is not None:
                     yield key, stored
+
+    def _find(self, family: Family, search: Search, now_ms: float) -> list[bytes]:
+        """The keys of the live records matching *search* (`stockstore._query`), in its order and slice.
+
+        The default reads every record of the family and matches it here; a backend
+        with indexes answers from them.
+        """
+        return _query.run(search, self._records_of(family, family.root, now_ms))
+
+    def _count_found(self, family: Family, search: Search, now_ms: float) -> int:
+        """How many keys `_find` returns for *search*; a backend with indexes counts without listing them."""
+        return len(self._find(family, search, now_ms))
+
+    def _reindex(self, family: Family, now_ms: float) -> None:
+        """Build the family's declared indexes from the records stored; the default keeps none to build."""
+
+    def _reset(self, family: Family, chunks: Iterable[list[Entry]], now_ms: float) -> int:
+        """Replace every record of the family by the entries of *chunks* (keys unique); return how many are live.
+
+        Readers see the old records or the new ones, never a mix.  The default,
+        for a minimal backend, saves the whole change at once while `_locked`;
+        a fast backend that overrides the store primitives overrides this too.
+        """
+        if _unimplemented(type(self)) or type(self)._save is BaseStore._save:
+            raise UnsupportedOperationError(f"{self!r} cannot replace a family's records at once (reset)")
+        entries = [entry for chunk in chunks for entry in chunk]
+        with self._locked(family):
+            changes, count = self._follow(family, _units.reset(family, list(self._names(family)), entries, now_ms))
+            self._save(family, changes)
+        return count
 
     def _errors(self) -> contextlib.AbstractContextManager[None]:
         """The one place a backend maps its driver's errors to `stockstore.errors`."""
@@ -419,6 +450,100 @@ class BaseStore:
             merged.setdefault(encode_key(values), {}).update(self._changes(family, values, changes))
         self._patch_many(family, cls, merged, single=False)
 
+    def incr(self, cls: type, key: Any, attr: str, amount: int | float = 1) -> int | float:
+        """Add *amount* to the attribute *attr* of the record under *key*, atomically; return the new value.
+
+        Ints stay ints (64-bit: an overflow is refused), floats stay floats, an int
+        plus a float is a float; a missing record or attribute starts at 0.
+        """
+        self._check_open()
+        family = family_of(cls)
+        index, values = family.parse_key(key)
+        if index:
+            raise InvalidKeyError(f"{family.name}: incr takes the primary key {family.primary}")
+        if type(amount) not in (int, float):
+            raise SerializationError(
+                f"{family.name} {key!r:.80}: incr adds an int or a float, not {type(amount).__qualname__}: "
+                f"{amount!r:.80}"
+            )
+        if type(attr) is not str or any(attr in names for names in family.keys):
+            raise InvalidKeyError(f"{family.name}: incr adds to an attribute that is not part of a key, not {attr!r}")
+        increment = Increment(amount)
+        self._patch_many(family, cls, {encode_key(values): {attr: increment}}, single=True)
+        return increment.result
+
+    def reset(self, cls: type, objs: Iterable[Any]) -> int:
+        """Replace every record of *cls* by *objs*, atomically; return how many records it now holds.
+
+        Everything is checked before anything changes.  Readers, in any process,
+        see the whole old dataset or the whole new one, never a mix.
+        """
+        self._check_open()
+        family = family_of(cls)
+        if cls is not family.root:
+            raise UnsupportedOperationError(
+                f"reset replaces a whole family: call it with {family.name}, not {cls.__qualname__}"
+            )
+        objs = list(objs)
+        for obj in objs:
+            if family_of(type(obj)) is not family and family_of(type(obj)).name != family.name:
+                raise InvalidKeyError(f"reset of {family.name} got a record of another family: {obj!r:.80}")
+        _, now_ms = self._now()
+        chunks = self._put_chunks(objs)
+        _held_once(family, objs)
+        with self._errors():
+            return self._reset(family, (encode()[0] for _, _, encode in chunks), now_ms)
+
+    # ------------------------------------------------------------------ finding
+
+    def find(self, cls: type[T], **filters: Any) -> Query[T]:
+        """A lazy query of the records of *cls* whose indexed attributes pass every filter.
+
+        ``find(Security, sector="tech", price__gte=10.0)``: filters by suffix are
+        ``__ne``, ``__in``, ``__gt``, ``__gte``, ``__lt``, ``__lte`` and
+        ``__startswith``, on attributes of ``__stockstore_indexes__`` only
+        (else `QueryError`).  See docs/finding.md.
+        """
+        self._check_open()
+        family = family_of(cls)
+        return Query(self, cls, family, Search(_query.parse(family, filters)))
+
+    def reindex(self, cls: type) -> None:
+        """Build the indexes the family of *cls* declares from the records already stored.
+
+        Needed once after adding a name to ``__stockstore_indexes__`` of a family
+        that already has records; until then a query on it raises `QueryError`.
+        """
+        self._check_open()
+        family = family_of(cls)
+        _, now_ms = self._now()
+        with self._errors():
+            self._reindex(family, now_ms)
+
+    def _found_keys(self, cls: type, family: Family, search: Search) -> list[bytes]:
+        """Run a query of `find`: the backend answers for a whole family; a subclass is matched here."""
+        self._check_open()
+        _, now_ms = self._now()
+        with self._errors():
+            if cls is not family.root:
+                return _query.run(search, self._records_of(family, cls, now_ms))
+            return self._find(family, search, now_ms)
+
+    def _found_count(self, cls: type, family: Family, search: Search) -> int:
+        if cls is not family.root:
+            return len(self._found_keys(cls, family, search))
+        self._check_open()
+        _, now_ms = self._now()
+        with self._errors():
+            return self._count_found(family, search, now_ms)
+
+    def _records_of(self, family: Family, cls: type, now_ms: float) -> Iterator[tuple[bytes, Mapping[str, Any]]]:
+        """Every live record of *cls* (subclasses included) with its key, decoded."""
+        for key, stored in self._scan_read(family, now_ms):
+            decoded = self._decoded(family, key, stored)
+            if decoded is not None and (cls is family.root or family.class_for(decoded[0], cls) is not None):
+                yield key, decoded[1]
+
     # ------------------------------------------------------------------ frames
 
     def put_frame(self, cls: type, df: pd.DataFrame) -> None:
@@ -560,9 +685,10 @@ class BaseStore:
                 raise InvalidKeyError(f"{family.name}: patch cannot change primary key attribute {name!r}")
         for index in range(1, len(family.keys)):
             for name in family.keys[index]:
-                if name in changes and changes[name] is not None:
+                if name in changes and changes[name] is not None and changes[name] is not UNSET:
                     check_key_part(name, changes[name])  # a bad key value is a key error, as for put
-        _codec.check_attributes(changes)  # complete: a batch either encodes or writes nothing
+        # Complete: a batch either encodes or writes nothing.  UNSET and increments are no values.
+        _codec.check_attributes({k: v for k, v in changes.items() if v is not UNSET and type(v) is not Increment})
         return changes
 
     def _put_many(self, objs: list[Any], *, single: bool) -> None:
@@ -572,6 +698,11 @@ class BaseStore:
         complete: what passes it always encodes), and memory holds the encoded
         bytes of about two chunks, never of the whole batch.
         """
+        _, now_ms = self._now()
+        self._write_chunks(self._put_chunks(objs), now_ms, len(objs), single=single)
+
+    def _put_chunks(self, objs: list[Any]) -> list[Chunk]:
+        """Every record checked, in chunks of `put_chunk` to encode (the last record of a key wins)."""
         now, now_ms = self._now()
         chunks: list[Chunk] = []
         rows = self._stores_rows()
@@ -597,7 +728,7 @@ class BaseStore:
                 part = puts[start : start + self.put_chunk]
                 encode = functools.partial(self._encode_puts, family, part, now_ms)
                 chunks.append((family, [key for key, _ in part], encode))
-        self._write_chunks(chunks, now_ms, len(objs), single=single)
+        return chunks
 
     def _encode_puts(self, family: Family, puts: list[tuple[bytes, _Put]], now_ms: float) -> Encoded:
         live: list[Entry] = []
@@ -687,6 +818,7 @@ class BaseStore:
         packer = _codec.packer()  # merges run one at a time, in this thread
 
         def merge(key: bytes, current: Stored | None) -> Entry:
+            plain = not any(v is UNSET or type(v) is Increment for v in changes[key].values())
             if current is None or current.payload is None:
                 stored_tag, attrs = tag, dict(zip(family.primary, decode_key(key), strict=True))
                 version, expires = versions.next(), None
@@ -694,7 +826,9 @@ class BaseStore:
                 version, expires = max(versions.next(), current.version + 1), current.expires_ms
                 try:
                     # A row record takes the changes in place, undecoded: its schema is in this store.
-                    patched = None if callable(self.lifetime) else _codec.patch_row(current.payload, changes[key])
+                    patched = None
+                    if plain and not callable(self.lifetime):
+                        patched = _codec.patch_row(current.payload, changes[key])
                     if patched is not None:
                         if not family.owns(patched[0], key):
                             raise family.not_owned(tag, patched[0])
@@ -709,7 +843,7 @@ class BaseStore:
                     raise self._unreadable(family, key, exc) from None
                 if not family.owns(attrs, key):  # a value copied from another key: never patched into this one
                     raise self._unreadable(family, key, family.not_owned(stored_tag, attrs))
-            attrs.update(changes[key])
+            _apply_changes(family, key, attrs, changes[key])
             if self.lifetime is not None:
                 # A lifetime applies afresh to the patched record; without one the expiry stays.
                 obj = None
@@ -765,6 +899,49 @@ class BaseStore:
 # A checked record of a batch_put, waiting to be encoded: the object, its attributes, its
 # encoded alternate keys and its row layout if it is wide.  A plain tuple: one per record.
 _Put = tuple[Any, Mapping[str, Any], tuple[bytes | None, ...], "_codec.WideLayout | None", int | None]
+
+
+def _apply_changes(family: Family, key: bytes, attrs: dict[str, Any], changes: Mapping[str, Any]) -> None:
+    """Apply a patch's *changes* to the attributes of the record under *key*: values, `UNSET`, increments."""
+    for name, value in changes.items():
+        if value is UNSET:
+            attrs.pop(name, None)
+        elif type(value) is Increment:
+            attrs[name] = value.result = _added(family, key, name, attrs.get(name, 0), value.amount)
+        else:
+            attrs[name] = value
+
+
+def _added(family: Family, key: bytes, name: str, held: Any, amount: int | float) -> int | float:
+    """*held* plus *amount*, as `BaseStore.incr` adds: numbers only, ints within 64 bits."""
+    if type(held) not in (int, float):
+        raise SerializationError(
+            f"{family.name} {_writer.public_key(family, key)!r:.80}: attribute {name!r} holds a "
+            f"{type(held).__qualname__}, not a number: incr adds to an int or a float only"
+        )
+    total: int | float = held + amount
+    if type(total) is int and not -(2**63) <= total < 2**63:
+        raise SerializationError(
+            f"{family.name} {_writer.public_key(family, key)!r:.80}: attribute {name!r} would overflow 64 bits "
+            f"({held} + {amount}); store it as a float to go on"
+        )
+    return total
+
+
+def _held_once(family: Family, objs: Sequence[Any]) -> None:
+    """Refuse a dataset (checked already) in which two records hold one alternate-key value: `reset` writes it whole."""
+    if len(family.keys) == 1:
+        return
+    latest = {encode_key(family.primary_of(a)): family.alternates_of(a) for a in map(attributes_of, objs)}
+    holders: dict[tuple[int, bytes], bytes] = {}
+    for key, alternates in latest.items():
+        for index, alt in enumerate(alternates, 1):
+            if alt is not None and holders.setdefault((index, alt), key) != key:
+                raise InvalidKeyError(
+                    f"reset of {family.name}: {_writer.public_key(family, holders[(index, alt)])!r:.80} and "
+                    f"{_writer.public_key(family, key)!r:.80} hold one value of the alternate key "
+                    f"{family.keys[index]}; each value belongs to one record"
+                )
 
 
 def _frames() -> Any:

@@ -228,3 +228,13 @@ def _changes(
         if owner != holder:
             changes[pointer_name(slot)] = None if owner is None else encode_pointer(slot, owner)
     return changes
+
+
+def reset(family: Family, names: Sequence[str], entries: Sequence[Entry], now_ms: float) -> Plan[Change[int]]:
+    """Remove every unit of *names* (all the family's) and store *entries* (keys unique) in their place."""
+    yield from ()
+    plan = _rules.plan_write(family, entries, {}, {}, now_ms)
+    pointers: Pointers = {s: None for e in entries for s in _rules.slots(e)}
+    changes: Changes = dict.fromkeys(names)
+    changes.update(_changes({}, pointers, plan.records, now_ms))
+    return changes, sum(1 for e in plan.outcomes if e is not None and e.live(now_ms))

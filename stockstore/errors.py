@@ -10,6 +10,8 @@
     ├── BatchError                            a batch applied only in part; ``.failed``
     │                                         lists the primary keys not applied
     ├── StoreClosedError(RuntimeError)        the store (or chain) was closed
+    ├── QueryError(ValueError)                a find() filter or order no index can
+    │                                         answer, or an index never built
     └── UnsupportedOperationError             the backend cannot do this (memcached
                                               cannot list keys)
 
@@ -26,6 +28,7 @@ __all__ = [
     "BackendUnavailableError",
     "BatchError",
     "InvalidKeyError",
+    "QueryError",
     "SerializationError",
     "StoreClosedError",
     "StoreError",
@@ -51,6 +54,10 @@ class BackendUnavailableError(StoreError, ConnectionError):
 
 class StoreClosedError(StoreError, RuntimeError):
     """The store was closed, and refuses every call after it."""
+
+
+class QueryError(StoreError, ValueError):
+    """A query filters or sorts on an attribute that is not indexed, or with a value no index holds."""
 
 
 class UnsupportedOperationError(StoreError, NotImplementedError):
