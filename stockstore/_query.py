@@ -91,7 +91,7 @@ class Condition:
 def _equal(held: Indexed, value: Indexed) -> bool:
     if type(held) is bool or type(value) is bool:
         return type(held) is type(value) and held == value
-    return (_number(held) and _number(value) or type(held) is type(value)) and held == value
+    return ((_number(held) and _number(value)) or type(held) is type(value)) and held == value
 
 
 @dataclass(frozen=True, slots=True)
