@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import BackendUnavailableError
 
@@ -39,6 +40,8 @@ class Entry(Stored):
 
     key: bytes  # encoded primary key
     alternates: tuple[bytes | None, ...]  # encoded alternate keys, None where unset
+    indexed: Mapping[str, Any] | None = None
+    """The values of the family's indexed attributes (`BaseStore._indexed`), where the writer had them at hand."""
 
 
 Merge = Callable[[bytes, Stored | None], Entry]

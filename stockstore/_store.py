@@ -246,6 +246,18 @@ class BaseStore:
             self._save(family, changes)
         return count
 
+    def _indexed(self, family: Family, entry: Stored) -> dict[str, _query.Indexed | None]:
+        """The values the family's indexes hold for a record (``None``: not in that index, or a tombstone).
+
+        Taken from `Entry.indexed` where the writer set it, else decoded from the payload.
+        """
+        if entry.payload is None:
+            return dict.fromkeys(family.indexes)
+        attrs = getattr(entry, "indexed", None)
+        if attrs is None:
+            attrs = _codec.decode_record(entry.payload, self._schemas.get)[1]
+        return {name: _query.indexed(attrs.get(name)) for name in family.indexes}
+
     def _errors(self) -> contextlib.AbstractContextManager[None]:
         """The one place a backend maps its driver's errors to `stockstore.errors`."""
         return contextlib.nullcontext()
@@ -746,7 +758,7 @@ class BaseStore:
                 target = wide.target()
                 schemas[target[0].id] = target[0]
                 payload = _codec.encode_wide(attrs, wide, packer, target)
-            live.append(Entry(payload, first + n, expires, key, alternates))
+            live.append(Entry(payload, first + n, expires, key, alternates, attrs if family.indexes else None))
         return self._with_schemas(schemas.values(), lambda: (live, expired))
 
     def _with_schemas(self, schemas: Iterable[_codec.RowSchema], encode: Callable[[], Encoded]) -> Encoded:
@@ -861,7 +873,7 @@ class BaseStore:
                     unsaved.append(target[0])
             if payload is None:
                 payload = _codec.pack((stored_tag, attrs))
-            return Entry(payload, version, expires, key, family.alternates_of(attrs))
+            return Entry(payload, version, expires, key, family.alternates_of(attrs), attrs if family.indexes else None)
 
         # A merge runs inside the backend's primitive (a transaction, a lock), no place to read
         # a schema from the store: a row record of a schema this process does not know fails
