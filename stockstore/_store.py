@@ -562,8 +562,9 @@ class BaseStore:
             for name in family.keys[index]:
                 if name in changes and changes[name] is not None:
                     check_key_part(name, changes[name])  # a bad key value is a key error, as for put
-        _codec.check_attributes(changes)  # complete: a batch either encodes or writes nothing
-        return changes
+        # Complete: a batch either encodes or writes nothing.
+        checked, _ = _check_record(family, values, changes, None)
+        return changes if checked is changes else dict(checked)
 
     def _put_many(self, objs: list[Any], *, single: bool) -> None:
         """Check every record, then encode and write them `put_chunk` records at a time.
@@ -581,14 +582,11 @@ class BaseStore:
             latest: dict[bytes, _Put] = {}  # the last record of a key wins
             for obj in group:
                 attrs = attributes_of(obj)
-                key = encode_key(family.primary_of(attrs))
+                values = family.primary_of(attrs)
+                key = encode_key(values)
                 # A bad key value is a key error, before the codec's check.
                 alternates = family.alternates_of(attrs) if len(family.keys) > 1 else ()
-                if rows:
-                    wide = _codec.check_wide(family.tag(type(obj)), attrs)
-                else:
-                    _codec.check_attributes(attrs)
-                    wide = None
+                attrs, wide = _check_record(family, values, attrs, family.tag(type(obj)) if rows else None)
                 # Lifetimes are part of the check: a callback that fails, fails before anything is written.
                 expires = self._expiry(obj, now, family, key) if per_record else fixed
                 latest[key] = (obj, attrs, alternates, wide, expires)
@@ -765,6 +763,39 @@ class BaseStore:
 # A checked record of a batch_put, waiting to be encoded: the object, its attributes, its
 # encoded alternate keys and its row layout if it is wide.  A plain tuple: one per record.
 _Put = tuple[Any, Mapping[str, Any], tuple[bytes | None, ...], "_codec.WideLayout | None", int | None]
+
+
+def _check_record(
+    family: Family, values: tuple[KeyValue, ...], attrs: Mapping[str, Any], tag: str | None
+) -> tuple[Mapping[str, Any], _codec.WideLayout | None]:
+    """*attrs* checked, and their row layout: `_codec.check_wide` for a record of class *tag*, else no row.
+
+    Attributes the codec refuses are checked again with their numpy scalars made
+    Python values (`_codec.plain`), and those are what is stored; only then, so a
+    record without any costs nothing more.  What is still refused raises a
+    `SerializationError` naming the record (its family and primary key *values*),
+    the attribute and what to do: in a batch of thousands, the one to fix.
+    """
+    try:
+        return attrs, _check_attributes(attrs, tag)
+    except SerializationError as exc:
+        error = exc
+    converted = _codec.plain(attrs)
+    if converted is not None:
+        try:
+            return converted, _check_attributes(converted, tag)
+        except SerializationError as exc:
+            attrs, error = converted, exc
+    path, error = _codec.locate(attrs, error)
+    where = f"attribute {path:.200}: " if path else ""
+    raise SerializationError(f"{family.name} {family.public_key(values)!r:.80}: {where}{error}") from None
+
+
+def _check_attributes(attrs: Mapping[str, Any], tag: str | None) -> _codec.WideLayout | None:
+    if tag is None:
+        _codec.check_attributes(attrs)
+        return None
+    return _codec.check_wide(tag, attrs)
 
 
 def _frames() -> Any:
