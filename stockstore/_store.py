@@ -373,7 +373,7 @@ class BaseStore:
         """Records for *keys*, aligned; ``None`` where missing."""
         self._check_open()
         family = family_of(cls)
-        refs = [family.parse_key(k) for k in keys]
+        refs = [family.parse_key(k) for k in _many_keys(family, keys, "batch_get", "get")]
         _, now_ms = self._now()
         primaries = self._lookup(family, refs, now_ms)
         wanted = list(dict.fromkeys(k for k in primaries if k is not None))
@@ -401,7 +401,7 @@ class BaseStore:
                 total += self._remove_keys(family, encoded)
             return total
         family = family_of(objs_or_cls)
-        refs = [family.parse_key(k) for k in keys]
+        refs = [family.parse_key(k) for k in _many_keys(family, keys, "batch_delete", "delete")]
         _, now_ms = self._now()
         encoded = [k for k in self._lookup(family, refs, now_ms) if k is not None]
         return self._remove_keys(family, encoded)
@@ -463,8 +463,10 @@ class BaseStore:
         bit for bit.
         """
         self._check_open()
-        frames = _frames()
         family = family_of(cls)
+        if keys is not None:
+            keys = _many_keys(family, keys, "get_frame", None)
+        frames = _frames()
         recover = functools.partial(self._recover, family)
         gather = frames.Gather(family, cls, frames.wanted_columns(columns), self._schemas.get, recover)
         _, now_ms = self._now()
@@ -763,6 +765,21 @@ class BaseStore:
 # A checked record of a batch_put, waiting to be encoded: the object, its attributes, its
 # encoded alternate keys and its row layout if it is wide.  A plain tuple: one per record.
 _Put = tuple[Any, Mapping[str, Any], tuple[bytes | None, ...], "_codec.WideLayout | None", int | None]
+
+
+def _many_keys(family: Family, keys: Iterable[Any], method: str, single: str | None) -> Iterable[Any]:
+    """*keys*, unless it is one str or bytes: iterated, its characters would be looked up as keys, and miss.
+
+    *single* is the method that takes one key instead, if there is one.
+    """
+    if isinstance(keys, (str, bytes)):
+        one = "" if single is None else f"{single}({family.name}, {keys!r:.80}) or "
+        named = "keys=" if single is None else ""
+        raise TypeError(
+            f"{method} takes an iterable of keys, not a {type(keys).__name__}: "
+            f"use {one}{method}({family.name}, {named}[{keys!r:.80}])"
+        )
+    return keys
 
 
 def _check_record(
