@@ -56,9 +56,7 @@ class ChainedStore(BaseStore):
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        tiers = list(tiers)
-        if not tiers or not all(isinstance(t, BaseStore) for t in tiers):
-            raise TypeError("ChainedStore needs a non-empty sequence of stores")
+        tiers = _check_tiers(tiers)
         super().__init__(clock=clock)
         self.tiers = tiers
         self.tombstone_ttl = tombstone_ttl
@@ -727,6 +725,47 @@ class ChainedStore(BaseStore):
 
 
 _Beside = tuple[ThreadPoolExecutor, list[Future[None]]]  # a batch's fill thread, and the fills left to it
+
+
+def _check_tiers(tiers: Sequence[BaseStore]) -> list[BaseStore]:
+    """The tiers of a chain, each a store and none of them twice, nested chains included.
+
+    A store in two tiers would fill and invalidate itself: a write's invalidation of
+    the upper tier would remove what the source of truth below had just written.
+    """
+    if isinstance(tiers, (str, bytes)):
+        raise TypeError(
+            f"ChainedStore takes a list of stores, top tier first, not a {type(tiers).__name__}: "
+            "stockstore.from_config([url, ...]) builds a chain from URLs"
+        )
+    tiers = list(tiers)
+    if not tiers:
+        raise TypeError("ChainedStore needs a non-empty sequence of stores, top tier first")
+    for level, tier in enumerate(tiers):
+        if not isinstance(tier, BaseStore):
+            url = tier if isinstance(tier, str) else "memory://"
+            raise TypeError(
+                f"ChainedStore tier {level} is a {type(tier).__qualname__}, not a store: {tier!r:.80}; a tier must be "
+                f"a store such as MemoryStore(), or build one from a URL with stockstore.from_url({url!r:.80})"
+            )
+    seen: dict[int, int] = {}
+    for level, tier in enumerate(tiers):
+        for store in _stores_in(tier):
+            first = seen.setdefault(id(store), level)
+            if first != level:
+                raise ValueError(
+                    f"ChainedStore tiers {first} and {level} hold the same store, {store!r:.200}: "
+                    "each tier must be a distinct store"
+                )
+    return tiers
+
+
+def _stores_in(tier: BaseStore) -> Iterator[BaseStore]:
+    """*tier*, and every store inside it if it is a chain."""
+    yield tier
+    if isinstance(tier, ChainedStore):
+        for inner in tier.tiers:
+            yield from _stores_in(inner)
 
 
 def _may_have_changed(keys: Sequence[bytes], failure: PartialWrite) -> list[bytes]:

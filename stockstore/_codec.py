@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import enum
 import functools
 import hashlib
 import struct
+import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -56,7 +58,8 @@ _EXTS = frozenset({dt.datetime, dt.date, decimal.Decimal})
 
 def _default(obj: Any) -> Any:
     # Called by the packer for what msgpack has no type of.  check_value has refused
-    # everything else already, subclasses such as IntEnum or numpy.float64 included.
+    # everything else already, subclasses such as IntEnum or numpy.float64 included
+    # (`plain` turns numpy scalars into Python values before the check).
     kind = type(obj)
     if kind is dt.datetime:
         offset = obj.utcoffset()
@@ -121,7 +124,7 @@ def _check_names(mapping: Mapping[Any, Any]) -> None:
         "".join(mapping)  # every name a str; one of a str subclass is stored as the str it is
     except TypeError:
         bad = next(k for k in mapping if not isinstance(k, str))
-        message = f"attribute and dict keys must be str, not {type(bad).__qualname__}: {bad!r:.80}"
+        message = f"attribute and dict keys must be str, not {type(bad).__qualname__}: {bad!r:.80}; convert with str()"
         raise SerializationError(message) from None
 
 
@@ -136,17 +139,124 @@ def _walk(values: Iterable[Any], depth: int) -> None:
                 continue
             if kind is int:
                 if not _INT64_MIN <= value <= _INT64_MAX:
-                    raise SerializationError(f"int out of the 64-bit signed range: {value}")
+                    raise SerializationError(
+                        f"int out of the 64-bit signed range: {value}; store it as a str or a decimal.Decimal"
+                    )
                 continue
             if kind is not dict and kind is not list and kind is not tuple:
-                raise SerializationError(f"cannot store a value of type {kind.__qualname__}: {value!r:.80}")
+                raise SerializationError(
+                    f"cannot store a value of type {kind.__qualname__}: {value!r:.80}; {_advice(value)}"
+                )
             if level >= _MAX_DEPTH:
-                raise SerializationError(f"a value is nested deeper than {_MAX_DEPTH} levels")
+                raise SerializationError(f"a value is nested deeper than {_MAX_DEPTH} levels; flatten it")
             if kind is dict:
                 _check_names(value)
                 value = value.values()
             if not _LEAVES.issuperset(map(type, value)):
                 pending.append((value, level + 1))
+
+
+def _advice(value: Any) -> str:
+    """What to do with a value of a type the codec refuses, for its error message."""
+    module = type(value).__module__.partition(".")[0]
+    dimensions: Any = getattr(value, "ndim", 0)  # an array's, a Series' or a DataFrame's; a scalar's is 0
+    if module in ("numpy", "pandas") and dimensions:
+        return "use put_frame for a DataFrame, or store a list (.tolist())"
+    if isinstance(value, enum.Enum) and not isinstance(value, (int, float, str)):
+        return "store its .value"
+    for base in (bool, int, float, str, bytes):  # a subclass (IntEnum, a str subclass, numpy.longdouble's float)
+        if isinstance(value, base):
+            return f"convert with {base.__name__}()"
+    if isinstance(value, dt.datetime):  # a subclass, such as pandas.Timestamp
+        return "convert to a datetime.datetime (pandas: .to_pydatetime())"
+    if isinstance(value, dt.date):
+        return "convert to a datetime.date"
+    if isinstance(value, dt.timedelta):
+        return "convert with .total_seconds()"
+    if isinstance(value, dt.time):
+        return "convert with .isoformat()"
+    if isinstance(value, (set, frozenset)):
+        return "convert with sorted() or list()"
+    if isinstance(value, (bytearray, memoryview)):
+        return "convert with bytes()"
+    if isinstance(value, complex):
+        return "store .real and .imag as floats"
+    if isinstance(value, Mapping):
+        return "convert with dict()"
+    if isinstance(value, Sequence):
+        return "convert with list()"
+    return "convert with float(), int() or str()"
+
+
+def plain(attrs: Mapping[str, Any]) -> dict[str, Any] | None:
+    """*attrs* with every numpy scalar in it, at any depth, made the Python value it equals; ``None`` if it has none.
+
+    numpy's bool_, integers and floats are what analysts' values are; they come
+    back as the ``bool``, ``int`` or ``float`` they equal (``.item()`` is exact:
+    a float32 becomes the float of the same value, a float64 keeps its bits).
+    Called only once a check has refused *attrs*, so records without numpy values
+    cost nothing; numpy is never imported: if it is not loaded, no numpy scalar exists.
+    Other numpy types (longdouble, complex, datetime64, arrays) are left for the check to refuse.
+    """
+    numpy = sys.modules.get("numpy")
+    if numpy is None:
+        return None
+    scalars = (numpy.bool_, numpy.integer, numpy.floating)
+    found = False
+
+    def convert(value: Any, depth: int) -> Any:
+        nonlocal found
+        kind = type(value)
+        if kind in _LEAVES:
+            return value
+        if isinstance(value, scalars):
+            item = value.item()
+            if type(item) in (bool, int, float):
+                found = True
+                return item
+            return value
+        if depth >= _MAX_DEPTH:  # the check refuses it: no need to go deeper, nor past the recursion limit
+            return value
+        if kind is dict:
+            out = {}
+            for key, inner in value.items():
+                out[key] = convert(inner, depth + 1)
+            return out
+        if kind is list or kind is tuple:
+            items = []
+            for inner in value:
+                items.append(convert(inner, depth + 1))
+            return items
+        return value
+
+    converted = {name: convert(value, 1) for name, value in attrs.items()}
+    return converted if found else None
+
+
+def locate(attrs: Mapping[Any, Any], error: SerializationError) -> tuple[str, SerializationError]:
+    """Where in *attrs*, which a check refused with *error*, the first refused value is, and why.
+
+    The path reads ``'px'['close'][3]``: the attribute, then dict keys and list
+    indexes; ``""`` for an attribute name that is no str.  Each step checks the
+    values one level down as `check_attributes` does, so the path and the reason
+    agree with the check; called only once it failed.
+    """
+    try:
+        _check_names(attrs)
+    except SerializationError as exc:
+        return "", exc
+    path, items, level = "", iter(attrs.items()), 1
+    while True:
+        for key, value in items:
+            try:
+                _walk([value], level)
+            except SerializationError as exc:
+                path, error = path + (f"[{key!r}]" if path else repr(key)), exc
+                break
+        else:
+            return path, error
+        items = iter(value.items() if type(value) is dict else enumerate(value) if type(value) in (list, tuple) else ())
+        level += 1
 
 
 def _check_decoded(value: Any) -> None:

@@ -32,7 +32,22 @@ def check_key_part(name: str, value: Any) -> None:
         return
     if kind is int:
         raise InvalidKeyError(f"key attribute {name!r} is out of the 64-bit signed range: {value}")
-    raise InvalidKeyError(f"key attribute {name!r} must be str or int, not {kind.__qualname__}: {value!r:.80}")
+    raise InvalidKeyError(
+        f"key attribute {name!r} must be str or int, not {kind.__qualname__}: {value!r:.80}{_key_advice(value)}"
+    )
+
+
+def _key_advice(value: Any) -> str:
+    """How to make a key value of a subclass, or a numpy integer, the str or int it stands for.
+
+    Not done silently: a key is compared by type (``1`` is not ``"1"``), so its type is the caller's to choose.
+    """
+    if isinstance(value, str):
+        return "; convert with str()"
+    numpy_int = type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0 and type(value.item()) is int
+    if numpy_int or (isinstance(value, int) and not isinstance(value, bool)):
+        return "; convert with int()"
+    return ""
 
 
 def encode_key(values: tuple[KeyValue, ...]) -> bytes:

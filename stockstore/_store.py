@@ -418,7 +418,7 @@ class BaseStore:
         """Records for *keys*, aligned; ``None`` where missing."""
         self._check_open()
         family = family_of(cls)
-        refs = [family.parse_key(k) for k in keys]
+        refs = [family.parse_key(k) for k in _many_keys(family, keys, "batch_get", "get")]
         with self._stats.timed("read", self):
             _, now_ms = self._now()
             primaries = self._lookup(family, refs, now_ms)
@@ -450,7 +450,7 @@ class BaseStore:
                 total += self._remove_keys(family, encoded)
             return total
         family = family_of(objs_or_cls)
-        refs = [family.parse_key(k) for k in keys]
+        refs = [family.parse_key(k) for k in _many_keys(family, keys, "batch_delete", "delete")]
         _, now_ms = self._now()
         encoded = [k for k in self._lookup(family, refs, now_ms) if k is not None]
         return self._remove_keys(family, encoded)
@@ -608,8 +608,10 @@ class BaseStore:
         bit for bit.
         """
         self._check_open()
-        frames = _frames()
         family = family_of(cls)
+        if keys is not None:
+            keys = _many_keys(family, keys, "get_frame", None)
+        frames = _frames()
         recover = functools.partial(self._recover, family)
         gather = frames.Gather(family, cls, frames.wanted_columns(columns), self._schemas.get, recover)
         _, now_ms = self._now()
@@ -721,8 +723,11 @@ class BaseStore:
                 if name in changes and changes[name] is not None and changes[name] is not UNSET:
                     check_key_part(name, changes[name])  # a bad key value is a key error, as for put
         # Complete: a batch either encodes or writes nothing.  UNSET and increments are no values.
-        _codec.check_attributes({k: v for k, v in changes.items() if v is not UNSET and type(v) is not Increment})
-        return changes
+        values_only = {k: v for k, v in changes.items() if v is not UNSET and type(v) is not Increment}
+        checked, _ = _check_record(family, values, values_only, None)
+        if checked is values_only:
+            return changes
+        return {k: checked.get(k, v) for k, v in changes.items()}
 
     def _put_many(self, objs: list[Any], *, single: bool) -> None:
         """Check every record, then encode and write them `put_chunk` records at a time.
@@ -745,14 +750,11 @@ class BaseStore:
             latest: dict[bytes, _Put] = {}  # the last record of a key wins
             for obj in group:
                 attrs = attributes_of(obj)
-                key = encode_key(family.primary_of(attrs))
+                values = family.primary_of(attrs)
+                key = encode_key(values)
                 # A bad key value is a key error, before the codec's check.
                 alternates = family.alternates_of(attrs) if len(family.keys) > 1 else ()
-                if rows:
-                    wide = _codec.check_wide(family.tag(type(obj)), attrs)
-                else:
-                    _codec.check_attributes(attrs)
-                    wide = None
+                attrs, wide = _check_record(family, values, attrs, family.tag(type(obj)) if rows else None)
                 # Lifetimes are part of the check: a callback that fails, fails before anything is written.
                 expires = self._expiry(obj, now, family, key) if per_record else fixed
                 latest[key] = (obj, attrs, alternates, wide, expires)
@@ -979,6 +981,54 @@ def _held_once(family: Family, objs: Sequence[Any]) -> None:
                     f"{_writer.public_key(family, key)!r:.80} hold one value of the alternate key "
                     f"{family.keys[index]}; each value belongs to one record"
                 )
+
+
+def _many_keys(family: Family, keys: Iterable[Any], method: str, single: str | None) -> Iterable[Any]:
+    """*keys*, unless it is one str or bytes: iterated, its characters would be looked up as keys, and miss.
+
+    *single* is the method that takes one key instead, if there is one.
+    """
+    if isinstance(keys, (str, bytes)):
+        one = "" if single is None else f"{single}({family.name}, {keys!r:.80}) or "
+        named = "keys=" if single is None else ""
+        raise TypeError(
+            f"{method} takes an iterable of keys, not a {type(keys).__name__}: "
+            f"use {one}{method}({family.name}, {named}[{keys!r:.80}])"
+        )
+    return keys
+
+
+def _check_record(
+    family: Family, values: tuple[KeyValue, ...], attrs: Mapping[str, Any], tag: str | None
+) -> tuple[Mapping[str, Any], _codec.WideLayout | None]:
+    """*attrs* checked, and their row layout: `_codec.check_wide` for a record of class *tag*, else no row.
+
+    Attributes the codec refuses are checked again with their numpy scalars made
+    Python values (`_codec.plain`), and those are what is stored; only then, so a
+    record without any costs nothing more.  What is still refused raises a
+    `SerializationError` naming the record (its family and primary key *values*),
+    the attribute and what to do: in a batch of thousands, the one to fix.
+    """
+    try:
+        return attrs, _check_attributes(attrs, tag)
+    except SerializationError as exc:
+        error = exc
+    converted = _codec.plain(attrs)
+    if converted is not None:
+        try:
+            return converted, _check_attributes(converted, tag)
+        except SerializationError as exc:
+            attrs, error = converted, exc
+    path, error = _codec.locate(attrs, error)
+    where = f"attribute {path:.200}: " if path else ""
+    raise SerializationError(f"{family.name} {family.public_key(values)!r:.80}: {where}{error}") from None
+
+
+def _check_attributes(attrs: Mapping[str, Any], tag: str | None) -> _codec.WideLayout | None:
+    if tag is None:
+        _codec.check_attributes(attrs)
+        return None
+    return _codec.check_wide(tag, attrs)
 
 
 def _frames() -> Any:

@@ -484,6 +484,31 @@ class TestNesting:
         with pytest.raises(TypeError):
             ss.ChainedStore([])
 
+    def test_each_tier_is_a_distinct_store(self) -> None:
+        """A store twice would invalidate, as an upper tier, what it had just written as the source of truth."""
+        m, source = MemoryStore(), MemoryStore()
+        with pytest.raises(
+            ValueError, match=r"^ChainedStore tiers 0 and 1 hold the same store, <MemoryStore .*distinct"
+        ):
+            ss.ChainedStore([m, m])
+        with pytest.raises(ValueError, match=r"^ChainedStore tiers 0 and 2 hold the same store"):
+            ss.ChainedStore([m, source, m])
+        with pytest.raises(ValueError, match=r"^ChainedStore tiers 0 and 1 hold the same store"):
+            ss.ChainedStore([m, ss.ChainedStore([MemoryStore(), m])])  # inside a nested chain too
+        ss.ChainedStore([m, ss.ChainedStore([MemoryStore(), source])])  # distinct stores: fine
+
+    def test_a_tier_that_is_not_a_store_says_what_a_tier_is(self) -> None:
+        with pytest.raises(
+            TypeError,
+            match=r"^ChainedStore tier 0 is a str, not a store: 'memory://'; .*"
+            r"MemoryStore\(\), or build one from a URL with stockstore.from_url\('memory://'\)$",
+        ):
+            ss.ChainedStore(["memory://", MemoryStore()])  # type: ignore[list-item]
+        with pytest.raises(TypeError, match=r"^ChainedStore tier 1 is a NoneType.*from_url\('memory://'\)$"):
+            ss.ChainedStore([MemoryStore(), None])  # type: ignore[list-item]
+        with pytest.raises(TypeError, match=r"not a str: stockstore.from_config\(\[url, ...\]\) builds a chain"):
+            ss.ChainedStore("memory://")  # type: ignore[arg-type]
+
 
 class TestSingleFlight:
     """Threads of one process missing the same keys at once read them from the tiers below once."""

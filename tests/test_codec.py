@@ -7,7 +7,9 @@ import decimal
 import hashlib
 import math
 import random
+import re
 import struct
+import sys
 import uuid
 from typing import Any
 
@@ -19,7 +21,7 @@ from hypothesis import strategies as st
 from stockstore import _codec
 from stockstore.errors import SerializationError
 from stockstore.testing import assert_same, expected
-from stockstore.testing._records import UNSUPPORTED, VALUES
+from stockstore.testing._records import UNSUPPORTED, VALUES, Colour, numpy_scalars
 
 INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 TIMEZONES = st.builds(
@@ -509,3 +511,86 @@ def test_a_wide_record_with_a_lone_surrogate_in_a_name_round_trips() -> None:
     assert_same(got, attrs)
     frame_schema = _codec.row_schema([("\udc80", "f8")])
     assert _codec.load_schema(frame_schema.data) is frame_schema
+
+
+# ---------------------------------------------------------------------------- numpy scalars and refusals
+
+
+def test_plain_makes_numpy_scalars_python_values_at_any_depth() -> None:
+    np = pytest.importorskip("numpy")
+    scalars = numpy_scalars(np)
+    given = {name: value for name, (value, _) in scalars.items()}
+    want = {name: python for name, (_, python) in scalars.items()}
+    attrs = {"k": "x", **given, "nested": [given, (np.int8(1), "s")], "deep": {"a": {"b": [np.float32(0.5)]}}}
+    converted = _codec.plain(attrs)
+    assert converted is not None
+    assert_same(converted, {"k": "x", **want, "nested": [want, [1, "s"]], "deep": {"a": {"b": [0.5]}}})
+    _codec.check_attributes(converted)
+    assert_same(round_trip(converted), converted)
+
+
+def test_plain_finds_nothing_without_numpy_scalars(monkeypatch: pytest.MonkeyPatch) -> None:
+    np = pytest.importorskip("numpy")
+    assert _codec.plain({"k": "x", "v": [1, 2.0, {"a": {1, 2}}], "d": decimal.Decimal(1)}) is None
+    assert _codec.plain({"v": np.complex128(1j), "w": np.longdouble(1) / 3, "a": np.zeros(2)}) is None  # refused
+    monkeypatch.delitem(sys.modules, "numpy")  # not imported: no numpy scalar can exist, and none is looked for
+    assert _codec.plain({"v": 1.5, "w": [None]}) is None
+
+
+def test_numpy_floats_made_plain_are_a_wide_row_bit_for_bit() -> None:
+    np = pytest.importorskip("numpy")
+    payload = np.frombuffer(struct.pack("<Q", 0x7FF8_0000_0000_0123), dtype="<f8")
+    floats = {f"a{i}": np.float64(i / 7) for i in range(30)}
+    attrs = {"k": "x", **floats, "a3": payload[0], "a4": np.float64(-0.0)}
+    tag = f"T{uuid.uuid4().hex}"
+    with pytest.raises(SerializationError):
+        _codec.check_wide(tag, attrs)  # the codec itself stores Python values only
+    converted = _codec.plain(attrs)
+    assert converted is not None
+    data = _written(tag, converted)
+    assert _codec.is_row_record(data)
+    got = _codec.decode_record(data)[1]
+    assert struct.pack("<d", got["a3"]) == struct.pack("<Q", 0x7FF8_0000_0000_0123)
+    assert struct.pack("<d", got["a4"]) == struct.pack("<d", -0.0)
+    assert_same(got, converted)
+
+
+@pytest.mark.parametrize(
+    ("attrs", "path", "reason"),
+    [
+        ({"a": 1, "b": {1, 2}}, "'b'", r"type set: \{1, 2\}; convert with sorted\(\) or list\(\)$"),
+        (
+            {"px.close": [1.0, [2, {"x": 2**64}]]},
+            "'px.close'[1][1]['x']",
+            r"64-bit signed range: 18446744073709551616; store it as a str",
+        ),
+        ({"a": [{"b": {1: "x"}}]}, "'a'[0]['b']", r"keys must be str, not int: 1; convert with str\(\)$"),
+        ({"a": 1, 2: "x"}, "", r"keys must be str, not int: 2"),
+        ({"t": (1, dt.timedelta(1))}, "'t'[1]", r"convert with \.total_seconds\(\)$"),
+        ({"e": Colour.RED}, "'e'", r"convert with int\(\)$"),
+        ({"o": object()}, "'o'", r"convert with float\(\), int\(\) or str\(\)$"),
+    ],
+)
+def test_locate_names_the_refused_value_and_what_to_do(attrs: dict[Any, Any], path: str, reason: str) -> None:
+    with pytest.raises(SerializationError) as raised:
+        _codec.check_attributes(attrs)
+    where, error = _codec.locate(attrs, raised.value)
+    assert where == path
+    assert re.search(reason, str(error)), str(error)
+
+
+def test_locate_finds_a_value_nested_too_deep() -> None:
+    deep: Any = 1.0
+    for _ in range(_codec._MAX_DEPTH):
+        deep = [deep]
+    with pytest.raises(SerializationError) as raised:
+        _codec.check_attributes({"k": "x", "d": deep})
+    where, error = _codec.locate({"k": "x", "d": deep}, raised.value)
+    assert where.startswith("'d'[0][0]")
+    assert str(error).endswith("levels; flatten it")
+
+
+@pytest.mark.parametrize("name", list(UNSUPPORTED))
+def test_every_refusal_says_what_to_do(name: str) -> None:
+    with pytest.raises(SerializationError, match=r"; (convert|use put_frame|store)"):
+        _codec.check_attributes({"v": UNSUPPORTED[name]})

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 import stockstore as ss
 from stockstore._keys import decode_key, encode_key, family_of
 from stockstore.errors import InvalidKeyError
+from stockstore.testing._records import Colour
 
 KEY_PART = st.one_of(st.text(), st.integers(min_value=-(2**63), max_value=2**63 - 1))
 KEY = st.lists(KEY_PART, min_size=1, max_size=4).map(tuple)
@@ -75,6 +76,18 @@ def test_parse_key_forms(key: Any, want: tuple[int, tuple[Any, ...]]) -> None:
 def test_parse_key_refuses(key: Any) -> None:
     with pytest.raises(InvalidKeyError):
         family_of(Item).parse_key(key)
+
+
+def test_a_numpy_int_key_is_refused_with_what_to_do() -> None:
+    """A key is compared by type, so a numpy int is not quietly made an int: the caller converts it."""
+    np = pytest.importorskip("numpy")
+    for key in (np.int64(5), np.uint8(5), Colour.RED):
+        with pytest.raises(InvalidKeyError, match=r"must be str or int, not \w+: .*; convert with int\(\)$"):
+            family_of(Item).parse_key(key)
+    with pytest.raises(InvalidKeyError, match=r"; convert with str\(\)$"):
+        family_of(Item).parse_key(np.str_("x"))
+    with pytest.raises(InvalidKeyError, match=r"not float64: .*1\.5\)$"):  # no int or str it stands for
+        family_of(Item).parse_key(np.float64(1.5))
 
 
 def test_subclasses_share_the_family() -> None:

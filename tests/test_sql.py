@@ -14,6 +14,7 @@ import logging
 import math
 import re
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -130,6 +131,17 @@ def _family(qualname: str) -> type:
 
 NAMESPACES = ["stockstore", "STOCKSTORE", "Stockstore", "a" * 300, "é€😀", "x;DROP TABLE y", "a b", "a_b", "a-b", "_"]
 FAMILIES = ["Security", "security", "SECURITY", "B" * 200, "test_x.<locals>.Row", "Ünï.Côdé", "a_b", "a.b"]
+
+
+@pytest.mark.parametrize(
+    ("url", "driver", "extra"),
+    [("postgresql://u@127.0.0.1/db", "psycopg", "postgresql"), ("mysql://u@127.0.0.1/db", "pymysql", "mysql")],
+)
+def test_a_missing_driver_names_its_extra(monkeypatch: pytest.MonkeyPatch, url: str, driver: str, extra: str) -> None:
+    """Each database's driver is in an extra of its own: `sql` alone is SQLAlchemy, which SQLite needs."""
+    monkeypatch.setitem(sys.modules, driver, None)  # importing it fails, as if it were not installed
+    with pytest.raises(ImportError, match=rf"^SqlStore on \w+ needs '{driver}': pip install 'stockstore\[{extra}\]'$"):
+        SqlStore(url)
 
 
 def test_table_names_are_short_lowercase_and_distinct() -> None:

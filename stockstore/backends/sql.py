@@ -922,13 +922,21 @@ def _build_engine(url: sa.URL, timeout: float) -> sa.Engine:
         connect_args = {"connect_timeout": timeout, "read_timeout": timeout, "binary_prefix": True}
     # READ COMMITTED: MariaDB's default REPEATABLE READ takes gap locks on missing keys, so
     # concurrent inserts of new records deadlock; rows are locked explicitly anyway.
-    engine = sa.create_engine(
-        url,
-        hide_parameters=True,
-        pool_timeout=timeout,
-        isolation_level="READ COMMITTED",
-        connect_args=connect_args,
-    )
+    try:
+        engine = sa.create_engine(
+            url,
+            hide_parameters=True,
+            pool_timeout=timeout,
+            isolation_level="READ COMMITTED",
+            connect_args=connect_args,
+        )
+    except ModuleNotFoundError as exc:  # the driver, imported by SQLAlchemy here: name the extra that has it
+        if exc.name != driver:
+            raise
+        extra = "postgresql" if driver == "psycopg" else "mysql"
+        raise ImportError(
+            f"SqlStore on {name} needs {driver!r}: pip install 'stockstore[{extra}]'", name=driver
+        ) from exc
     if driver == "pymysql":
         sa.event.listen(engine, "connect", _unbounded_reads)
     return engine

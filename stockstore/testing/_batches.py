@@ -28,6 +28,25 @@ class BatchTests(SuiteBase):
                 assert obj is None
         assert got[0] is not got[3]
 
+    def test_one_str_where_keys_go_is_a_type_error(self, store: BaseStore) -> None:
+        """Iterated, "S1" would be the keys "S" and "1": batch_delete would remove those records."""
+        held = [Security(ssm_id="S"), Security(ssm_id="1"), Security(ssm_id="S1")]
+        store.batch_put(held)
+        with pytest.raises(
+            TypeError, match=r"^batch_get takes an iterable of keys, not a str: use get\(Security, 'S1'\)"
+        ):
+            store.batch_get(Security, "S1")
+        with pytest.raises(
+            TypeError, match=r"^batch_delete takes .*, not a bytes: .*batch_delete\(Security, \[b'S1'\]\)$"
+        ):
+            store.batch_delete(Security, b"S1")
+        with pytest.raises(
+            TypeError, match=r"^get_frame takes .*, not a str: use get_frame\(Security, keys=\['S1'\]\)$"
+        ):
+            store.get_frame(Security, keys="S1")  # refused before pandas is needed
+        for record, got in zip(held, store.batch_get(Security, ["S", "1", "S1"]), strict=True):
+            assert_record(got, record)
+
     def test_batch_get_mixes_key_forms(self, store: BaseStore) -> None:
         a = Listing(exchange="X", ticker="A", isin="IA")
         b = Listing(exchange="X", ticker="B", isin="IB")

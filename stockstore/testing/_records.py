@@ -11,6 +11,7 @@ import datetime as dt
 import decimal
 import enum
 import math
+import struct
 from typing import Any, ClassVar
 
 from .._record import Record
@@ -179,16 +180,50 @@ def _unsupported() -> dict[str, Any]:
         return values
     values.update(
         {
-            "numpy_float64": np.float64(1.0),
-            "numpy_int64": np.int64(1),
-            "numpy_bool": np.bool_(True),
+            "numpy_longdouble": np.longdouble(1) / 3,  # a Python float would lose its digits
+            "numpy_complex": np.complex128(1j),
             "numpy_array": np.zeros(2),
+            "numpy_uint64_past_int64": np.uint64(2**63),  # refused as the int it equals is
         }
     )
     return values
 
 
 UNSUPPORTED = _unsupported()
+
+
+def numpy_scalars(np: Any) -> dict[str, tuple[Any, Any]]:
+    """numpy scalars every store takes (given numpy, the module), each with the Python value it comes back as.
+
+    The Python values are worked out without numpy: float32 and float16 through
+    struct, so "the float it equals" is checked, not assumed.
+    """
+    payload = 0x7FF8_0000_0000_0123  # a quiet NaN with a payload: its bits must survive
+    return {
+        "float64": (np.float64(1 / 3), 1 / 3),
+        "float64_neg_zero": (np.float64(-0.0), -0.0),
+        "float64_nan_payload": (
+            np.frombuffer(struct.pack("<Q", payload), dtype="<f8")[0],
+            struct.unpack("<d", struct.pack("<Q", payload))[0],
+        ),
+        "float64_max": (np.float64(1.7976931348623157e308), 1.7976931348623157e308),
+        "float32": (np.float32(0.1), struct.unpack("<f", struct.pack("<f", 0.1))[0]),
+        "float32_neg_inf": (np.float32("-inf"), -math.inf),
+        "float32_neg_zero": (np.float32(-0.0), -0.0),
+        "float16": (np.float16(0.1), struct.unpack("<e", struct.pack("<e", 0.1))[0]),
+        "int8": (np.int8(-128), -128),
+        "int16": (np.int16(-32768), -32768),
+        "int32": (np.int32(2**31 - 1), 2**31 - 1),
+        "int64_min": (np.int64(-(2**63)), -(2**63)),
+        "int64_max": (np.int64(2**63 - 1), 2**63 - 1),
+        "uint8": (np.uint8(255), 255),
+        "uint16": (np.uint16(65535), 65535),
+        "uint32": (np.uint32(2**32 - 1), 2**32 - 1),
+        "uint64": (np.uint64(2**63 - 1), 2**63 - 1),  # past int64 it is refused, as a Python int is
+        "bool_true": (np.bool_(True), True),
+        "bool_false": (np.bool_(False), False),
+    }
+
 
 HOSTILE_KEYS: list[Any] = [
     "",

@@ -1,4 +1,4 @@
-"""put, get and delete of one record; every value type round-trips with its type (API.md sections 1 and 2)."""
+"""put, get and delete of one record; every value type round-trips with its type (API.md sections 1, 2 and 9)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from .._record import attributes_of
 from .._store import BaseStore
 from ._base import SuiteBase
 from ._exact import assert_record, assert_same, expected
-from ._records import STORABLE, VALUES, InitCounter, Listing, Security, make_storable
+from ._records import STORABLE, VALUES, InitCounter, Listing, Security, make_storable, numpy_scalars
 
 
 class PutGetTests(SuiteBase):
@@ -49,6 +49,28 @@ class PutGetTests(SuiteBase):
         assert_record(patched, Security(**{**floats, "a5": -0.0}, ssm_id="last", added="x"))
         store.patch(Security, "sparse", {"a17": 1.5})  # a missing float between others: it comes last, as in a dict
         assert list(attributes_of(store.get(Security, "sparse"))) == ["ssm_id", *missing, "a17"]
+
+    def test_numpy_scalars_come_back_as_the_python_values_they_equal(self, store: BaseStore) -> None:
+        """Through put, batch_put, patch and batch_patch; top level and nested; in wide records too (rows)."""
+        np = pytest.importorskip("numpy")
+        scalars = numpy_scalars(np)
+        given = {name: value for name, (value, _) in scalars.items()}
+        want = {name: python for name, (_, python) in scalars.items()}
+        store.put(Security(ssm_id="one", **given, nested=[given, tuple(given.values())]))
+        assert_record(store.get(Security, "one"), Security(ssm_id="one", **want, nested=[want, list(want.values())]))
+        floats = {f"a{i}": np.float64(i / 7) for i in range(40)}
+        python_floats = {f"a{i}": i / 7 for i in range(40)}
+        store.batch_put([Security(ssm_id=f"w{n}", **floats, **given) for n in range(3)])
+        for n, got in enumerate(store.batch_get(Security, ["w0", "w1", "w2"])):
+            assert_record(got, Security(ssm_id=f"w{n}", **python_floats, **want))
+        store.patch(Security, "w0", {"a3": np.float32(0.1), "new": np.int16(7)})
+        store.patch(Security, "created", given)
+        store.batch_patch(Security, [{"ssm_id": "w1", "a5": given["float64_nan_payload"]}, {"ssm_id": "made", **given}])
+        after = {**python_floats, **want}
+        assert_record(store.get(Security, "w0"), Security(ssm_id="w0", **{**after, "a3": want["float32"]}, new=7))
+        assert_record(store.get(Security, "created"), Security(ssm_id="created", **want))
+        assert_record(store.get(Security, "w1"), Security(ssm_id="w1", **{**after, "a5": want["float64_nan_payload"]}))
+        assert_record(store.get(Security, "made"), Security(ssm_id="made", **want))
 
     @pytest.mark.parametrize("cls", STORABLE, ids=lambda c: c.__name__)
     def test_class_comes_back_without_init(self, store: BaseStore, cls: type) -> None:
