@@ -1116,6 +1116,8 @@ class RedisHashStore(_RedisStore):
         assert entry.payload is not None
         held = dict(_codec.split_record(current.payload)[1])
         tag, pairs = _codec.split_record(entry.payload)
+        if not held.keys() <= {name for name, _ in pairs}:
+            return "c", self._body(entry)  # an attribute removed (UNSET): written whole, so its field goes
         meta = _header(entry.version, entry.expires_ms) + tag.encode()
         changed = (
             part
