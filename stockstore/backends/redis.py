@@ -18,6 +18,18 @@ together and never decodes user values; batches go in pipelines of *chunk_size*
 records, which cost a round trip per node on a cluster.  As the names are the same,
 both layouts may share a namespace: each reads (and overwrites) a string as a
 `RedisMsgpackStore` record and a hash as a `RedisHashStore` one.
+
+A family that declares ``__stockstore_indexes__`` keeps its indexes beside its records
+(``<prefix>i:...``, listed in redis.lua), changed by the same script call as the record
+on every write path, so they are always in step.  Each attribute is a sorted set of
+``index_value(v) + encoded key`` members, all of score 0: byte order is the query
+order, exact for ints and floats alike, so a filter is a ``ZRANGE BYLEX`` range and
+ties come in key order.  `find` is one script (mode ``Q``) that first drops entries
+expired by the client's clock, then intersects, orders and slices; nothing is
+scanned.  On a cluster an indexed family's keys share a hash tag: one shard holds
+the whole family.  `reset` stages the new records under ``<prefix>n:`` and switches
+them in with one script (mode ``S``), which blocks the server for a rename per
+record.  docs/backends.md has the costs.
 """
 
 from __future__ import annotations
