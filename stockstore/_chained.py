@@ -15,7 +15,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
@@ -23,6 +23,7 @@ from typing import Any
 from ._codec import decode_head
 from ._entry import Entry, Merge, PartialWrite, Stored, versions
 from ._keys import Family
+from ._query import Search
 from ._store import BaseStore
 from ._writer import Encoded
 from .errors import StoreError
@@ -119,6 +120,20 @@ class ChainedStore(BaseStore):
             pause = self._down.get(level, (0.0, self.down_for))[1]
             self._down[level] = (self.clock() + pause, min(max(pause, 0.001) * 2, 60.0))
 
+    def _failed(self, level: int) -> None:
+        """Count a failure of a cache tier: in ``tier_failures`` and in the tier's own `stats`."""
+        with self._lock:
+            self.tier_failures[level] += 1
+        self.tiers[level]._stats.add("errors")
+
+    def stats(self) -> dict[str, Any]:
+        """The chain's own counters and latencies (see `BaseStore.stats`), and each tier's, top first, under ``tiers``.
+
+        A tier's figures count what the chain did to it (hits and misses of its reads,
+        fills, invalidations, failures) and whatever was asked of it directly.
+        """
+        return {**super().stats(), "tiers": [tier.stats() for tier in self.tiers]}
+
     def _tier_up(self, level: int) -> None:
         if level in self._down:
             with self._lock:
@@ -165,6 +180,7 @@ class ChainedStore(BaseStore):
         try:
             with tier._errors():
                 tier._invalidate(family, keys, version, until)
+            tier._stats.add("invalidations", len(keys))
         except PartialWrite as exc:  # some keys only (a cluster node down): the tier itself answers
             return exc.failed
         except StoreError:
@@ -180,7 +196,7 @@ class ChainedStore(BaseStore):
         A tier that fails an invalidation too is left alone at once: trying it again
         would cost the write one more timeout of a hung server.
         """
-        self.tier_failures[level] += 1
+        self._failed(level)
         tier = self.tiers[level]
         left = list(keys)
         for _ in range(self.retries):
@@ -211,8 +227,9 @@ class ChainedStore(BaseStore):
             return
         failed: list[bytes] = []
         try:
-            with tier._errors():
+            with tier._stats.timed("fill", tier, errors=False), tier._errors():
                 tier._fill(family, mine, now * 1000)
+            tier._stats.add("fills", len(mine))
         except PartialWrite as exc:  # some keys only (a cluster node down)
             failed = exc.failed
             self._tier_failed(level, family, failed, exc)
@@ -342,11 +359,11 @@ class ChainedStore(BaseStore):
         """What a cache tier holds of *keys*, filled into the tiers above it; a tier that fails is a miss."""
         started = self.clock()
         try:
-            with tier._errors():
+            with tier._stats.timed("read", tier, errors=False), tier._errors():
                 got = tier._read(family, keys, now_ms)
         except StoreError as exc:
             # A cache that cannot answer is a miss: the tiers below still can.
-            self.tier_failures[level] += 1
+            self._failed(level)
             self._tier_down(level)
             logger.warning("tier %d (%r) failed a read: %s", level, tier, exc)
             return {}
@@ -354,6 +371,8 @@ class ChainedStore(BaseStore):
         # Copies from before the last clear() are void, even if this tier missed the clear.
         floor = self._floors.get(family.name, 0)
         hits = [(k, s) for k, s in zip(keys, got, strict=True) if s is not None and s.version > floor]
+        tier._stats.add("hits", len(hits))
+        tier._stats.add("misses", len(keys) - len(hits))
         self._fill_from(family, level, hits, started, tokens)
         return {k: _Cached(s.payload, s.version, s.expires_ms, level) for k, s in hits}
 
@@ -366,7 +385,7 @@ class ChainedStore(BaseStore):
         if not isinstance(stored, _Cached):
             return super()._recover(family, key, stored, error)  # the source's own copy: it raises
         level, tier = stored.level, self.tiers[stored.level]
-        self.tier_failures[level] += 1
+        self._failed(level)
         logger.warning("tier %d (%r) held a copy of a %s it cannot read, dropped: %s", level, tier, family.name, error)
         now_ms = self.clock() * 1000
         try:
@@ -430,7 +449,7 @@ class ChainedStore(BaseStore):
                 with tier._errors():
                     taken = tier._lease(family, ask, max(1, int(self.lease_for * 1000)))
             except StoreError as exc:
-                self.tier_failures[level] += 1
+                self._failed(level)
                 self._tier_down(level)
                 logger.warning("tier %d (%r) failed to lease: %s", level, tier, exc)
                 continue
@@ -454,9 +473,11 @@ class ChainedStore(BaseStore):
             return {}
         started = self.clock()
         source = self._source
-        with source._errors():
+        with source._stats.timed("read", source), source._errors():
             got = source._read(family, keys, now_ms)
         hits = [(k, s) for k, s in zip(keys, got, strict=True) if s is not None]
+        source._stats.add("hits", len(hits))
+        source._stats.add("misses", len(keys) - len(hits))
         self._fill_from(family, len(self.tiers) - 1, hits, started, tokens)
         return dict(hits)
 
@@ -512,11 +533,12 @@ class ChainedStore(BaseStore):
                         tier._fill(family, mine, now * 1000)
                     else:
                         tier._fill_watched(family, mine, [watched[e.key] for e in mine], now * 1000)
+                tier._stats.add("fills", len(mine))
             except (StoreError, PartialWrite) as exc:
                 # The read itself succeeded, and never fails for a fill (or a tier's lifetime)
                 # that could not be made; a fill that may or may not have landed carried the
                 # current version, so nothing stale can result.
-                self.tier_failures[upper] += 1
+                self._failed(upper)
                 if not isinstance(exc, PartialWrite):
                     self._tier_down(upper)
                 logger.warning("tier %d (%r) failed a read-fill: %s", upper, tier, exc)
@@ -573,8 +595,9 @@ class ChainedStore(BaseStore):
         entries = [source._apply_lifetime(family, e, now) for e in entries]
         expiries = self._lifetimes(family, entries, now)  # every tier's lifetime checked before anything is written
         try:
-            with source._errors():
+            with source._stats.timed("write", source), source._errors():
                 stored = source._write(family, entries, now_ms)
+            source._stats.add("writes", len(entries))
         except PartialWrite as exc:
             failure = exc
             stored = []
@@ -589,6 +612,7 @@ class ChainedStore(BaseStore):
     def _remove(self, family: Family, keys: Sequence[bytes], now_ms: float) -> int:
         with self._source._errors():
             count = self._source._remove(family, keys, now_ms)
+        self._source._stats.add("deletes", count)
         self._forget_flights(family, keys)
         self._invalidate_caches(family, keys)
         return count
@@ -618,8 +642,9 @@ class ChainedStore(BaseStore):
             return entry
 
         try:
-            with source._errors():
+            with source._stats.timed("patch", source), source._errors():
                 written = source._patch(family, keys, merge_here, now_ms)
+            source._stats.add("writes", len(written))
         except PartialWrite as failure:
             self._forget_flights(family, keys)
             self._invalidate_caches(family, _may_have_changed(keys, failure))
@@ -649,11 +674,41 @@ class ChainedStore(BaseStore):
         with self._source._errors():
             return self._source._count(family, now_ms)
 
+    def _find(self, family: Family, search: Search, now_ms: float) -> list[bytes]:
+        """Queries are answered by the source of truth; `Query.objects` then reads through the tiers."""
+        with self._source._errors():
+            return self._source._find(family, search, now_ms)
+
+    def _count_found(self, family: Family, search: Search, now_ms: float) -> int:
+        with self._source._errors():
+            return self._source._count_found(family, search, now_ms)
+
+    def _reindex(self, family: Family, now_ms: float) -> None:
+        with self._source._errors():
+            self._source._reindex(family, now_ms)
+
+    def _reset(self, family: Family, chunks: Iterable[list[Entry]], now_ms: float) -> int:
+        """The source replaces the family; then every cache tier loses its copies, as on `clear`.
+
+        The floor is raised first: from then on this chain takes no cached copy of the
+        old records, while the new ones, encoded as the source takes them, are newer.
+        """
+        self._floors[family.name] = versions.next()
+        with self._source._errors():
+            count = self._source._reset(family, chunks, now_ms)
+        self._void_caches(family, now_ms)
+        return count
+
     def _clear(self, family: Family, now_ms: float) -> int:
         with self._source._errors():
             count = self._source._clear(family, now_ms)
         # Fills already under way carry versions from before the clear: refuse them.
         self._floors[family.name] = versions.next()
+        self._void_caches(family, now_ms)
+        return count
+
+    def _void_caches(self, family: Family, now_ms: float) -> None:
+        """Clear the family from every cache tier after the source replaced or cleared it."""
         with self._lock:
             for flight in [f for f in self._flights if f[0] == family.name]:
                 del self._flights[flight]
@@ -662,9 +717,8 @@ class ChainedStore(BaseStore):
                 with tier._errors():
                     tier._clear(family, now_ms)
             except StoreError as exc:
-                self.tier_failures[level] += 1
+                self._failed(level)
                 logger.warning("tier %d (%r) failed to clear %s: %s", level, tier, family.name, exc)
-        return count
 
     def _close(self) -> None:
         """Close every tier."""

@@ -24,6 +24,7 @@ from ._lifetime import Lifetime, check_lifetime, expiry_ms
 from ._query import Query, Search
 from ._record import UNSET, Increment, attributes_of, rebuild
 from ._schemas import SCHEMAS, Shelf
+from ._stats import Stats
 from ._writer import Chunk, Encoded
 from .errors import InvalidKeyError, SerializationError, StoreClosedError, StoreError, UnsupportedOperationError
 
@@ -60,6 +61,7 @@ class BaseStore:
         self.lifetime = lifetime
         self.clock = clock
         self._schemas = Shelf(self)
+        self._stats = Stats()
         self._closed = False
 
     def __repr__(self) -> str:
@@ -417,17 +419,21 @@ class BaseStore:
         self._check_open()
         family = family_of(cls)
         refs = [family.parse_key(k) for k in keys]
-        _, now_ms = self._now()
-        primaries = self._lookup(family, refs, now_ms)
-        wanted = list(dict.fromkeys(k for k in primaries if k is not None))
-        with self._errors():
-            found = dict(zip(wanted, self._read(family, wanted, now_ms), strict=True))
-        out: list[T | None] = []
-        for (index, values), key in zip(refs, primaries, strict=True):
-            obj = None if key is None else self._decode(family, cls, key, found.get(key))
-            if obj is not None and index and family.key_values(index, attributes_of(obj).get) != values:
-                obj = None  # the alternate key moved on between look-up and read
-            out.append(obj)
+        with self._stats.timed("read", self):
+            _, now_ms = self._now()
+            primaries = self._lookup(family, refs, now_ms)
+            wanted = list(dict.fromkeys(k for k in primaries if k is not None))
+            with self._errors():
+                found = dict(zip(wanted, self._read(family, wanted, now_ms), strict=True))
+            out: list[T | None] = []
+            for (index, values), key in zip(refs, primaries, strict=True):
+                obj = None if key is None else self._decode(family, cls, key, found.get(key))
+                if obj is not None and index and family.key_values(index, attributes_of(obj).get) != values:
+                    obj = None  # the alternate key moved on between look-up and read
+                out.append(obj)
+        hits = sum(1 for obj in out if obj is not None)
+        self._stats.add("hits", hits)
+        self._stats.add("misses", len(out) - hits)
         return out
 
     def batch_delete(self, objs_or_cls: Any, keys: Iterable[Any] | None = None) -> int:
@@ -503,8 +509,10 @@ class BaseStore:
         _, now_ms = self._now()
         chunks = self._put_chunks(objs)
         _held_once(family, objs)
-        with self._errors():
-            return self._reset(family, (encode()[0] for _, _, encode in chunks), now_ms)
+        with self._stats.timed("reset", self), self._errors():
+            count = self._reset(family, (encode()[0] for _, _, encode in chunks), now_ms)
+        self._stats.add("writes", count)
+        return count
 
     # ------------------------------------------------------------------ finding
 
@@ -536,7 +544,7 @@ class BaseStore:
         """Run a query of `find`: the backend answers for a whole family; a subclass is matched here."""
         self._check_open()
         _, now_ms = self._now()
-        with self._errors():
+        with self._stats.timed("find", self), self._errors():
             if cls is not family.root:
                 return _query.run(search, self._records_of(family, cls, now_ms))
             return self._find(family, search, now_ms)
@@ -546,7 +554,7 @@ class BaseStore:
             return len(self._found_keys(cls, family, search))
         self._check_open()
         _, now_ms = self._now()
-        with self._errors():
+        with self._stats.timed("find", self), self._errors():
             return self._count_found(family, search, now_ms)
 
     def _records_of(self, family: Family, cls: type, now_ms: float) -> Iterator[tuple[bytes, Mapping[str, Any]]]:
@@ -650,6 +658,19 @@ class BaseStore:
             return self._remove_keys(family, keys)
         with self._errors():
             return self._clear(family, now_ms)
+
+    # ------------------------------------------------------------------ observing
+
+    def stats(self) -> dict[str, Any]:
+        """What this store was asked since it was made: counters, and latencies of its recent calls.
+
+        ``hits``/``misses`` count records read and not found, ``writes`` records
+        written (put, patch, reset), ``deletes`` records removed, ``fills`` and
+        ``invalidations`` what a `ChainedStore` did to it as a tier, ``errors`` calls
+        that raised; ``latency_ms`` gives, per operation, its calls and the
+        p50/p90/p99/max of the last 4,096 (docs/observing.md).  Thread-safe.
+        """
+        return {"store": repr(self), **self._stats.snapshot()}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -793,7 +814,7 @@ class BaseStore:
 
     def _write_chunks(self, chunks: Sequence[Chunk], now_ms: float, total: int, *, single: bool) -> None:
         """Write a batch's chunks, streamed (`_writer.write_chunks`)."""
-        with self._chunk_writes(now_ms, len(chunks)) as write:
+        with self._stats.timed("write", self), self._chunk_writes(now_ms, len(chunks)) as write:
             _writer.write_chunks(
                 chunks,
                 write,
@@ -802,6 +823,7 @@ class BaseStore:
                 what="records were not written",
                 single=single,
             )
+        self._stats.add("writes", sum(len(keys) for _, keys, _ in chunks))
 
     @contextlib.contextmanager
     def _chunk_writes(self, now_ms: float, chunks: int) -> Iterator[Callable[[Family, Encoded], None]]:
@@ -816,8 +838,10 @@ class BaseStore:
         if not keys:
             return 0
         _, now_ms = self._now()
-        with self._errors():
-            return self._remove(family, list(dict.fromkeys(keys)), now_ms)
+        with self._stats.timed("delete", self), self._errors():
+            removed = self._remove(family, list(dict.fromkeys(keys)), now_ms)
+        self._stats.add("deletes", removed)
+        return removed
 
     def _patch_many(self, family: Family, cls: type, changes: dict[bytes, dict[str, Any]], *, single: bool) -> None:
         if not changes:
@@ -883,8 +907,9 @@ class BaseStore:
         while True:
             missing.clear()
             try:
-                with self._errors():
+                with self._stats.timed("patch", self), self._errors():
                     self._patch(family, keys, merge, now_ms)
+                self._stats.add("writes", len(keys))
                 # The row schemas merges wanted, saved now, so that later patches can use them.
                 for schema in {s.id: s for s in unsaved}.values():
                     self._schemas.save(schema)
