@@ -47,6 +47,25 @@ local layout, mode, now, prefix = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local staged = layout == 'H'
 if staged then layout = 'h' end
 local nalt = tonumber(ARGV[5])
+-- Indexes (families declaring __stockstore_indexes__; nidx 0 costs nothing): ARGV 6 is
+-- their number, then each attribute's name as spelled in key names.  Keys, all under the
+-- record prefix (so in the family's hash slot on a cluster):
+--   i:z:<attr>  zset, every score 0: member V .. K, V the attribute's value in an
+--               order-keeping byte form (stockstore.backends.redis: index_value), K the
+--               record's encoded primary key; ZRANGE BYLEX answers every filter
+--   i:v:<attr>  hash K -> V: what a record holds now, so a write removes its old entries
+--   i:k         hash <key part> -> K        i:a  zset of every K (score 0: key order)
+--   i:e         zset <key part> by expiry (epoch ms): a query drops what has expired
+--   i:m         hash <attr> -> 1: the indexes built (see reindex in the client)
+-- Every write mode that stores a record ('w' 'c' 'p' 'f' 'F') takes, after the body, K
+-- and nidx values V ('' where the record is in no index of that attribute).
+local nidx = tonumber(ARGV[6] or '0') or 0
+local IZ, IV = {}, {}
+for j = 1, nidx do
+  IZ[j] = prefix .. 'i:z:' .. ARGV[6 + j]
+  IV[j] = prefix .. 'i:v:' .. ARGV[6 + j]
+end
+local IK, IA, IE = prefix .. 'i:k', prefix .. 'i:a', prefix .. 'i:e'
 local META = '\255'
 local HEADER = 25
 local EXPIRES, NEVER = 'E', 'N'
@@ -168,7 +187,7 @@ end
 -- The record being handled, set for each one by the loop at the end (upvalues of the
 -- functions below, so that no closure is made per record): its key, key part, version
 -- and expiry (from the body's header; nil: never), and where its pointers and body are in ARGV.
-local key, me, v, expires, ptrs, body, last
+local key, me, v, expires, ptrs, body, last, idx
 
 -- The fill token's key, in the record's hash slot: the family's tag where it has one, else
 -- the record's whole name as the tag (names hold no braces; stockstore.backends.redis: token_key).
@@ -188,6 +207,40 @@ end
 -- The reply for a key of neither layout's type: an error for that record alone.
 local function foreign(kind)
   return {err = 'FOREIGN ' .. kind .. ' ' .. key}
+end
+
+-- Drop every index entry of the record with key part `m`.
+local function unindex(m)
+  if nidx == 0 then return end
+  local k = redis.call('HGET', IK, m)
+  if not k then return end
+  for j = 1, nidx do
+    local held = redis.call('HGET', IV[j], k)
+    if held then
+      redis.call('ZREM', IZ[j], held .. k)
+      redis.call('HDEL', IV[j], k)
+    end
+  end
+  redis.call('ZREM', IA, k)
+  redis.call('ZREM', IE, m)
+  redis.call('HDEL', IK, m)
+end
+
+-- Index the record `m` (encoded key ARGV[at], values ARGV[at + j]) expiring at `ends`
+-- (nil: never), in place of what it was indexed under.
+local function index(m, at, ends)
+  unindex(m)
+  local k = ARGV[at]
+  redis.call('HSET', IK, m, k)
+  redis.call('ZADD', IA, 0, k)
+  if ends then redis.call('ZADD', IE, ends, m) end
+  for j = 1, nidx do
+    local value = ARGV[at + j]
+    if value ~= '' then
+      redis.call('HSET', IV[j], k, value)
+      redis.call('ZADD', IZ[j], 0, value .. k)
+    end
+  end
 end
 
 local function store(first, partial)
@@ -267,6 +320,7 @@ local function record(expected)
   v, expires = u64(first, 1), expiry(first)
   if mode == 'i' then
     if nalt > 0 then free(me) end
+    unindex(me)
     redis.call('DEL', token_key())
     store(be64(math.max(v, old)) .. string.sub(first, 9, 17) .. boot(), false)
     return 1
@@ -289,6 +343,7 @@ local function record(expected)
       local holder = ptr ~= '' and redis.call('GET', ptr)
       if holder and holder ~= me and live(head(prefix .. 'r:' .. holder)) then
         free(holder)
+        unindex(holder)
         redis.call('DEL', prefix .. 'r:' .. holder)
       end
     end
@@ -306,6 +361,7 @@ local function record(expected)
   end
   if nalt > 0 then claim() end
   store(first, mode == 'p')
+  if nidx > 0 then index(me, idx, expires) end
   return {1, v}
 end
 
@@ -337,6 +393,7 @@ local function deleted()
       seen[key] = true
       me = string.sub(key, skip)
       if nalt > 0 then free(me) end
+      unindex(me)
       replies[r] = live(h) and 1 or 0
       doomed[#doomed + 1] = key
       doomed[#doomed + 1] = token_key()
@@ -348,6 +405,225 @@ local function deleted()
   return replies
 end
 
+-- The encoded key K of an index member V .. K: V is 2 bytes for a bool, 17 for a number,
+-- and a string's escaped bytes end at its first '\0\0'.
+local function cut(m)
+  local rank = string.byte(m, 1)
+  if rank == 0 then return string.sub(m, 3) end
+  if rank == 1 then return string.sub(m, 18) end
+  local e = string.find(m, '\0\0', 2, true)
+  return string.sub(m, e + 2)
+end
+
+-- Forget what has expired by the client's clock (as reads judge it): Redis drops the
+-- records by its own, the index learns it here, before any query reads it.
+local function prune()
+  local gone = redis.call('ZRANGE', IE, '-inf', now, 'BYSCORE')
+  for i = 1, #gone do unindex(gone[i]) end
+end
+
+local function flip(s)  -- the bytes turned around: descending order of prefix-free strings
+  return (string.gsub(s, '.', function(c) return string.char(255 - string.byte(c)) end))
+end
+
+local function unlink(names)
+  for i = 1, #names, 500 do
+    redis.call('UNLINK', unpack(names, i, math.min(i + 499, #names)))
+  end
+end
+
+-- 'Q' query: ARGV after the attribute names: offset, limit (-1: all), '1' to count only,
+-- then the conditions (attribute number, number of ranges, min and max of each, in
+-- ZRANGE BYLEX form over the attribute's members), the order (number of attributes,
+-- each attribute number and '1' if descending), and '1' when there is one condition of
+-- one value (its members are then in key order already).  Reply: the encoded keys, or the count.
+local function query()
+  prune()
+  local at = 7 + nidx
+  local start, limit, counting = tonumber(ARGV[at]), tonumber(ARGV[at + 1]), ARGV[at + 2] == '1'
+  local conds = {}
+  at = at + 4
+  for c = 1, tonumber(ARGV[at - 1]) do
+    local ranges = {}
+    for r = 1, tonumber(ARGV[at + 1]) do ranges[r] = {ARGV[at + 2 * r], ARGV[at + 2 * r + 1]} end
+    conds[c] = {tonumber(ARGV[at]), ranges}
+    at = at + 2 + 2 * #ranges
+  end
+  local order = {}
+  for o = 1, tonumber(ARGV[at]) do order[o] = {tonumber(ARGV[at + 2 * o - 1]), ARGV[at + 2 * o] == '1'} end
+  local single = ARGV[at + 2 * #order + 1] == '1'
+
+  local function sliced(n)
+    local left = math.max(0, n - start)
+    if limit >= 0 then left = math.min(left, limit) end
+    return left
+  end
+  if #conds == 0 and #order == 0 then
+    if counting then return sliced(redis.call('ZCARD', IA)) end
+    return redis.call('ZRANGE', IA, '-', '+', 'BYLEX', 'LIMIT', start, limit)
+  end
+  if single and #order == 0 then
+    local zset, range = IZ[conds[1][1]], conds[1][2][1]
+    if counting then return sliced(redis.call('ZLEXCOUNT', zset, range[1], range[2])) end
+    local found = redis.call('ZRANGE', zset, range[1], range[2], 'BYLEX', 'LIMIT', start, limit)
+    for i = 1, #found do found[i] = cut(found[i]) end
+    return found
+  end
+
+  -- The smallest condition first; each further one keeps what it also matches.
+  local sizes = {}
+  for c = 1, #conds do
+    local n = 0
+    for _, range in ipairs(conds[c][2]) do n = n + redis.call('ZLEXCOUNT', IZ[conds[c][1]], range[1], range[2]) end
+    sizes[c] = n
+  end
+  local list
+  if #conds == 0 then
+    list = redis.call('ZRANGE', IA, '-', '+', 'BYLEX')
+  else
+    local best = 1
+    for c = 2, #conds do if sizes[c] < sizes[best] then best = c end end
+    list = {}
+    for _, range in ipairs(conds[best][2]) do
+      for _, m in ipairs(redis.call('ZRANGE', IZ[conds[best][1]], range[1], range[2], 'BYLEX')) do
+        list[#list + 1] = cut(m)
+      end
+    end
+    for c = 1, #conds do
+      if c ~= best and #list > 0 then
+        local also = {}
+        for _, range in ipairs(conds[c][2]) do
+          for _, m in ipairs(redis.call('ZRANGE', IZ[conds[c][1]], range[1], range[2], 'BYLEX')) do also[cut(m)] = true end
+        end
+        local kept = {}
+        for _, k in ipairs(list) do if also[k] then kept[#kept + 1] = k end end
+        list = kept
+      end
+    end
+  end
+  if counting then return sliced(#list) end
+  if #list == 0 or sliced(#list) == 0 then return {} end
+
+  -- Order by Redis' own byte order: a scratch zset of sort members, each the order's
+  -- values (present: '\0' and V, V turned around when descending; absent: '\1') and K.
+  local scratch, members, keyof = prefix .. 'i:q', {}, {}
+  for i, k in ipairs(list) do
+    local m = k
+    if #order > 0 then
+      local parts = {}
+      for o, by in ipairs(order) do
+        local held = redis.call('HGET', IV[by[1]], k)
+        if not held then parts[o] = '\1' elseif by[2] then parts[o] = '\0' .. flip(held) else parts[o] = '\0' .. held end
+      end
+      m = table.concat(parts) .. k
+      keyof[m] = k
+    end
+    members[2 * i - 1], members[2 * i] = 0, m
+  end
+  redis.call('DEL', scratch)
+  for i = 1, #members, 1000 do
+    redis.call('ZADD', scratch, unpack(members, i, math.min(i + 999, #members)))
+  end
+  local found = redis.call('ZRANGE', scratch, '-', '+', 'BYLEX', 'LIMIT', start, limit)
+  redis.call('UNLINK', scratch)
+  if #order > 0 then for i = 1, #found do found[i] = keyof[found[i]] end end
+  return found
+end
+
+-- 'X' reindex: per record the version read (8 bytes; '' to only drop a record that is
+-- gone), K and the values.  A record still at that version is indexed; one that is no
+-- longer live leaves the index; one written since was indexed by its writer.
+local function reindexed()
+  local replies, at = {}, 7 + nidx
+  for r = 1, #KEYS do
+    key = KEYS[r]
+    me = string.sub(key, skip)
+    local h = head(key)
+    if not (h and live(h)) then
+      unindex(me)
+      replies[r] = 0
+    elseif ARGV[at] ~= '' and string.sub(h, 1, 8) == ARGV[at] then
+      index(me, at + 1, expiry(h))
+      replies[r] = 1
+    else
+      replies[r] = 0
+    end
+    at = at + 2 + nidx
+  end
+  return replies
+end
+
+local function scan(match)
+  local names, seen, cursor = {}, {}, '0'
+  repeat
+    local page = redis.call('SCAN', cursor, 'MATCH', match, 'COUNT', 1000)
+    cursor = page[1]
+    for _, name in ipairs(page[2]) do
+      if not seen[name] then
+        seen[name] = true
+        names[#names + 1] = name
+      end
+    end
+  until cursor == '0'
+  return names
+end
+
+-- 'S' switch (reset): ARGV after the attribute names: the staging prefix, under which the
+-- new records, their pointers and their index were written.  In one step, the family's
+-- records, pointers and index go (UNLINK: their memory is freed off the main thread) and
+-- the staged ones take their names (RENAME keeps each expiry).  Reply: how many records.
+local function switch()
+  local stage = ARGV[7 + nidx]
+  local old = scan(prefix .. 'r:*')
+  if nalt > 0 then
+    for _, name in ipairs(old) do free(string.sub(name, skip)) end
+  end
+  unlink(old)
+  local doomed = {IK, IA, IE}
+  for _, attr in ipairs(redis.call('HKEYS', prefix .. 'i:m')) do
+    doomed[#doomed + 1] = prefix .. 'i:z:' .. attr
+    doomed[#doomed + 1] = prefix .. 'i:v:' .. attr
+  end
+  for j = 1, nidx do
+    doomed[#doomed + 1] = IZ[j]
+    doomed[#doomed + 1] = IV[j]
+  end
+  doomed[#doomed + 1] = prefix .. 'i:m'
+  unlink(doomed)
+  local new = scan(stage .. 'r:*')
+  local cut_at = #stage + 3
+  for _, name in ipairs(new) do
+    local part = string.sub(name, cut_at)
+    redis.call('RENAME', name, prefix .. 'r:' .. part)
+    if nalt > 0 then
+      local list = stage .. 'x:' .. part
+      local held = redis.call('HGETALL', list)
+      local mine = prefix .. 'x:' .. part
+      for i = 1, #held, 2 do
+        local ptr = prefix .. string.sub(held[i + 1], #stage + 1)
+        redis.call('RENAME', held[i + 1], ptr)
+        redis.call('HSET', mine, held[i], ptr)
+      end
+      local left = redis.call('PTTL', list)
+      if left > 0 then redis.call('PEXPIRE', mine, left) end
+      redis.call('DEL', list)
+    end
+  end
+  for _, name in ipairs({IK, IA, IE, unpack(IZ)}) do
+    local staged = stage .. string.sub(name, #prefix + 1)
+    if redis.call('EXISTS', staged) == 1 then redis.call('RENAME', staged, name) end
+  end
+  for j = 1, nidx do
+    local staged = stage .. string.sub(IV[j], #prefix + 1)
+    if redis.call('EXISTS', staged) == 1 then redis.call('RENAME', staged, IV[j]) end
+    redis.call('HSET', prefix .. 'i:m', ARGV[6 + j], 1)
+  end
+  return #new
+end
+
+if mode == 'Q' then return query() end
+if mode == 'X' then return reindexed() end
+if mode == 'S' then return switch() end
 if mode == 'l' then return listed() end
 if mode == 'd' then return deleted() end
 
@@ -355,7 +631,8 @@ local guarded = mode == 'c' or mode == 'p' or mode == 'F'
 local pointed = mode == 'w' or mode == 'f' or guarded
 local bodied = mode ~= 'r' and mode ~= 'g'
 local replies = {}
-local at = 6
+local at = 7 + nidx
+local indexed = nidx > 0 and pointed
 for r = 1, #KEYS do
   key = KEYS[r]
   me = string.sub(key, skip)
@@ -374,6 +651,10 @@ for r = 1, #KEYS do
     body = at + 1
     last = body + tonumber(ARGV[at]) - 1
     at = last + 1
+  end
+  if indexed then
+    idx = at
+    at = at + 1 + nidx
   end
   local reply = record(expected)
   if staged and not (type(reply) == 'table' and reply[1] == 1) then

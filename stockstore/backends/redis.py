@@ -18,6 +18,18 @@ together and never decodes user values; batches go in pipelines of *chunk_size*
 records, which cost a round trip per node on a cluster.  As the names are the same,
 both layouts may share a namespace: each reads (and overwrites) a string as a
 `RedisMsgpackStore` record and a hash as a `RedisHashStore` one.
+
+A family that declares ``__stockstore_indexes__`` keeps its indexes beside its records
+(``<prefix>i:...``, listed in redis.lua), changed by the same script call as the record
+on every write path, so they are always in step.  Each attribute is a sorted set of
+``index_value(v) + encoded key`` members, all of score 0: byte order is the query
+order, exact for ints and floats alike, so a filter is a ``ZRANGE BYLEX`` range and
+ties come in key order.  `find` is one script (mode ``Q``) that first drops entries
+expired by the client's clock, then intersects, orders and slices; nothing is
+scanned.  On a cluster an indexed family's keys share a hash tag: one shard holds
+the whole family.  `reset` stages the new records under ``<prefix>n:`` and switches
+them in with one script (mode ``S``), which blocks the server for a rename per
+record.  docs/backends.md has the costs.
 """
 
 from __future__ import annotations
@@ -31,7 +43,7 @@ import random
 import re
 import struct
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from importlib.resources import files
@@ -49,9 +61,17 @@ from redis.retry import Retry
 from .. import _codec
 from .._keys import encode_key
 from .._lifetime import Lifetime
+from .._query import Condition, Indexed, Search
 from .._schemas import SchemaMissingError
 from .._writer import chunks as _chunks
-from ..errors import BackendUnavailableError, InvalidKeyError, SerializationError, StoreError
+from ..errors import (
+    BackendUnavailableError,
+    InvalidKeyError,
+    QueryError,
+    SerializationError,
+    StoreError,
+    UnsupportedOperationError,
+)
 from .base import BaseStore, Entry, Family, Merge, PartialWrite, Stored
 
 logger = logging.getLogger(__name__)
@@ -168,6 +188,7 @@ class _RedisStore(BaseStore):
             raise TypeError(f"expected a Redis URL or client, not {type(client_or_url).__qualname__}")
         self._cluster = isinstance(self._client, RedisCluster)
         self._prefixes: dict[str, str] = {}
+        self._built: set[str] = set()  # families whose declared indexes this store has seen built
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} namespace={self.namespace!r}>"
@@ -200,9 +221,10 @@ class _RedisStore(BaseStore):
             name = _text(family.name)
             # A family with alternate keys keeps all its keys in one hash slot, so one script
             # can change a record and its pointers together on a cluster too.
-            prefix = (
-                f"{_text(self.namespace)}:{{{name}}}:" if len(family.keys) > 1 else f"{_text(self.namespace)}:{name}:"
-            )
+            # So does an indexed family on a cluster: its index changes with each record, in one script.
+            tagged = len(family.keys) > 1 or (self._cluster and bool(family.indexes))
+            prefix = f"{_text(self.namespace)}:{{{name}}}:" if tagged else f"{_text(self.namespace)}:{name}:"
+
             self._prefixes[family.name] = prefix
         return prefix
 
@@ -317,31 +339,67 @@ class _RedisStore(BaseStore):
         expected: bytes | None = None,
         alternates: Sequence[bytes | None] | None = None,
         body: Sequence[bytes] = (),
+        index: Sequence[bytes] = (),
+        prefix: str | None = None,
     ) -> _Item:
         """One record's key and argument group for the record script (redis.lua documents them).
 
         *expected* goes to the guarded modes, *alternates* to the modes that write
         pointers, *body* (its header first) to every mode that stores something.
         """
-        prefix = self._prefix(family)
+        prefix = prefix or self._prefix(family)
         me = key_text(key)
         group: list[Any] = [] if expected is None else [expected]
         if alternates is not None and len(family.keys) > 1:
             pointers = [""] * (len(family.keys) - 1)
-            for index, alt in enumerate(alternates, 1):
-                pointers[index - 1] = "" if alt is None else f"{prefix}a{index}:{key_text(alt)}"
+            for n, alt in enumerate(alternates, 1):
+                pointers[n - 1] = "" if alt is None else f"{prefix}a{n}:{key_text(alt)}"
             group += pointers
         if body:
             group += body if self._layout == "m" else [len(body), *body]
+        group += index
         return prefix + "r:" + me, group
 
-    def _run(self, family: Family, mode: str, items: Sequence[_Item], now_ms: float, index: int = 0) -> list[Any]:
+    def _index_args(self, family: Family, entry: Entry) -> list[bytes]:
+        """What a write gives the script for a record of an indexed family: its key, then each index value."""
+        if not family.indexes:
+            return []
+        values = self._indexed(family, entry)
+        return [entry.key, *(b"" if (v := values[a]) is None else index_value(v) for a in family.indexes)]
+
+    def _head(
+        self, family: Family, mode: str, now_ms: float, index: int = 0, prefix: str | None = None
+    ) -> tuple[Any, ...]:
+        """The script's ARGV before the records (redis.lua): layout, mode, clock, prefix, keys, indexes."""
+        attrs = () if mode in "glr" else self._index_names(family)
+        return (
+            self._layout,
+            mode,
+            int(now_ms),
+            prefix or self._prefix(family),
+            index or len(family.keys) - 1,
+            len(attrs),
+            *attrs,
+        )
+
+    def _index_names(self, family: Family) -> tuple[str, ...]:
+        return tuple(_text(a) for a in family.indexes)
+
+    def _run(
+        self,
+        family: Family,
+        mode: str,
+        items: Sequence[_Item],
+        now_ms: float,
+        index: int = 0,
+        prefix: str | None = None,
+    ) -> list[Any]:
         """Run the record script over *items* in one pipeline; replies (or errors) aligned with them.
 
         One script call takes the whole chunk on a single server; a cluster needs
         one call per hash slot, sent in one pipeline, so a round trip per node.
         """
-        head = (self._layout, mode, int(now_ms), self._prefix(family), index or len(family.keys) - 1)
+        head = self._head(family, mode, now_ms, index, prefix)
         if not self._cluster:  # the common case, without grouping a chunk's records one by one
             args = [arg for _, group in items for arg in group]
             (reply,) = self._pipeline([("EVALSHA", _SHA, len(items), *(name for name, _ in items), *head, *args)])
@@ -468,6 +526,7 @@ class _RedisStore(BaseStore):
         return out
 
     def _write(self, family: Family, entries: Sequence[Entry], now_ms: float) -> list[int]:
+        self._ensure_built(family)
         stored: list[int] = []
         failed: dict[bytes, StoreError] = {}
         for done, chunk in enumerate(_chunks(entries, self.chunk_size)):
@@ -488,7 +547,10 @@ class _RedisStore(BaseStore):
 
     def _write_chunk(self, family: Family, chunk: Sequence[Entry], now_ms: float) -> list[Any]:
         """Write one chunk of whole records (mode ``w``); the script's replies (or errors), aligned."""
-        items = [self._item(family, e.key, alternates=e.alternates, body=self._body(e)) for e in chunk]
+        items = [
+            self._item(family, e.key, alternates=e.alternates, body=self._body(e), index=self._index_args(family, e))
+            for e in chunk
+        ]
         return self._run(family, "w", items, now_ms)
 
     def _remove(self, family: Family, keys: Sequence[bytes], now_ms: float) -> int:
@@ -506,6 +568,7 @@ class _RedisStore(BaseStore):
         again, up to *cas_retries* times.  A chunk costs two round trips; the writes
         of one chunk go out on a writer thread while the next chunk is read and merged.
         """
+        self._ensure_built(family)
         merged: dict[bytes, Entry] = {}
         failed: dict[bytes, StoreError] = {}
         pending = list(dict.fromkeys(keys))
@@ -561,7 +624,14 @@ class _RedisStore(BaseStore):
                 continue
             expected = b"" if current is None else _VERSION.pack(current.version)
             mode, body = self._patch_body(live, entry)
-            item = self._item(family, key, expected=expected, alternates=entry.alternates, body=body)
+            item = self._item(
+                family,
+                key,
+                expected=expected,
+                alternates=entry.alternates,
+                body=body,
+                index=self._index_args(family, entry),
+            )
             planned.setdefault(mode, []).append((entry, item))
         return planned
 
@@ -587,7 +657,11 @@ class _RedisStore(BaseStore):
         return contended
 
     def _fill(self, family: Family, entries: Sequence[Entry], now_ms: float) -> None:
-        items = [self._item(family, e.key, alternates=e.alternates, body=self._body(e)) for e in entries]
+        self._ensure_built(family)
+        items = [
+            self._item(family, e.key, alternates=e.alternates, body=self._body(e), index=self._index_args(family, e))
+            for e in entries
+        ]
         self._cache_writes(family, "f", [e.key for e in entries], items, now_ms)
 
     def _watch(self, family: Family, keys: Sequence[bytes], ttl_ms: int) -> list[bytes]:
@@ -614,8 +688,16 @@ class _RedisStore(BaseStore):
         return tokens
 
     def _fill_watched(self, family: Family, entries: Sequence[Entry], tokens: Sequence[bytes], now_ms: float) -> None:
+        self._ensure_built(family)
         items = [
-            self._item(family, e.key, expected=t, alternates=e.alternates, body=self._body(e))
+            self._item(
+                family,
+                e.key,
+                expected=t,
+                alternates=e.alternates,
+                body=self._body(e),
+                index=self._index_args(family, e),
+            )
             for e, t in zip(entries, tokens, strict=True)
         ]
         self._cache_writes(family, "F", [e.key for e in entries], items, now_ms)
@@ -686,12 +768,155 @@ class _RedisStore(BaseStore):
         removed = 0
         for chunk in _chunks(self._scan_all(family), self.chunk_size):
             removed += self._remove(family, chunk, now_ms)
+        if family.indexes:  # records Redis expired already are in no SCAN: their index entries go here
+            self._sweep(family, now_ms, set())
         return removed
 
     def _scan_all(self, family: Family) -> Iterator[bytes]:
         prefix = self._prefix(family) + "r:"
         for name in self._client.scan_iter(match=prefix + "*", count=self.chunk_size):
             yield key_bytes(name.decode()[len(prefix) :], len(family.primary))
+
+    # ------------------------------------------------------------------ indexes
+
+    def _ensure_built(self, family: Family) -> None:
+        """Mark a family's indexes built when it has no records yet: from then on every write keeps them.
+
+        Once per family and store: one ``HMGET`` of the family's ``i:m``, and, for a
+        family no index was ever written for, a ``SCAN`` until its first record.  A family
+        that already holds records stays unbuilt until `reindex`, so queries refuse it.
+        """
+        if not family.indexes or family.name in self._built:
+            return
+        prefix = self._prefix(family)
+        names = self._index_names(family)
+        held = self._client.hmget(prefix + "i:m", list(names))
+        if all(h is not None for h in held):
+            self._built.add(family.name)
+            return
+        if not self._client.exists(prefix + "i:k") and next(self._scan_all(family), None) is None:
+            self._client.hset(prefix + "i:m", mapping=dict.fromkeys(names, 1))
+            self._built.add(family.name)
+
+    def _find(self, family: Family, search: Search, now_ms: float) -> list[bytes]:
+        """The query script (mode ``Q`` of redis.lua) over the family's index: one call, nothing scanned."""
+        if not family.indexes:
+            return super()._find(family, search, now_ms)
+        return list(self._query(family, search, now_ms, counting=False))
+
+    def _count_found(self, family: Family, search: Search, now_ms: float) -> int:
+        if not family.indexes:
+            return super()._count_found(family, search, now_ms)
+        return int(self._query(family, search, now_ms, counting=True))
+
+    def _query(self, family: Family, search: Search, now_ms: float, *, counting: bool) -> Any:
+        self._ensure_built(family)
+        if family.name not in self._built:
+            held = self._client.hmget(self._prefix(family) + "i:m", list(self._index_names(family)))
+            missing = [a for a, h in zip(family.indexes, held, strict=True) if h is None]
+            raise QueryError(
+                f"{family.name}: the index of {missing} was never built for the records already stored; "
+                f"call store.reindex({family.name}) once"
+            )
+        position = {attr: n for n, attr in enumerate(family.indexes, 1)}
+        limit = -1 if search.stop is None else search.stop - search.start
+        args: list[Any] = [search.start, limit, int(counting), len(search.conditions)]
+        single = False
+        for condition in search.conditions:
+            ranges, single = _ranges(condition)
+            args += [position[condition.attr], len(ranges), *(bound for pair in ranges for bound in pair)]
+        args.append(len(search.order))
+        for attr, descending in search.order:
+            args += [position[attr], int(descending)]
+        args.append(int(single and len(search.conditions) == 1))
+        head = self._head(family, "Q", now_ms)
+        (reply,) = self._pipeline([("EVALSHA", _SHA, 1, self._prefix(family) + "i:m", *head, *args)])
+        return self._check(reply, "find")
+
+    def _reindex(self, family: Family, now_ms: float) -> None:
+        """Index every record held (``SCAN``, read, then mode ``X`` a chunk a call), drop what is gone, mark built.
+
+        Each record is indexed only if it still has the version read: one written
+        meanwhile was indexed by its own write.  Indexes of attributes no longer
+        declared are removed.
+        """
+        if not family.indexes:
+            return
+        prefix = self._prefix(family)
+        names = set(self._index_names(family))
+        held: list[bytes] = self._client.hkeys(prefix + "i:m")  # type: ignore[assignment]
+        for attr in (a.decode() for a in held):
+            if attr not in names:
+                self._client.unlink(prefix + "i:z:" + attr, prefix + "i:v:" + attr)
+                self._client.hdel(prefix + "i:m", attr)
+        seen: set[bytes] = set()
+        for chunk in _chunks(self._scan_read(family, now_ms), self.chunk_size):
+            items: list[_Item] = []
+            for key, stored in chunk:
+                seen.add(key)
+                entry = Entry(stored.payload, stored.version, stored.expires_ms, key, ())
+                items.append(
+                    (prefix + "r:" + key_text(key), [_VERSION.pack(stored.version), *self._index_args(family, entry)])
+                )
+            for reply in self._run(family, "X", items, now_ms):
+                self._check(reply, "reindex")
+        self._sweep(family, now_ms, seen)
+        self._client.hset(prefix + "i:m", mapping=dict.fromkeys(names, 1))
+        self._built.add(family.name)
+
+    def _sweep(self, family: Family, now_ms: float, keep: set[bytes]) -> None:
+        """Drop the index entries of records no longer live, among those the index names but *keep* does not."""
+        prefix = self._prefix(family)
+        blank = [b""] * (2 + len(family.indexes))
+        held: dict[bytes, bytes] = self._client.hgetall(prefix + "i:k")  # type: ignore[assignment]
+        gone = [me.decode() for me, key in held.items() if key not in keep]
+        for chunk in _chunks(gone, self.chunk_size):
+            for reply in self._run(family, "X", [(prefix + "r:" + me, blank) for me in chunk], now_ms):
+                self._check(reply, "clear")
+
+    def _reset(self, family: Family, chunks: Iterable[list[Entry]], now_ms: float) -> int:
+        """Stage the new records beside the old, then switch in one script (mode ``S`` of redis.lua).
+
+        The new records, their alternate-key pointers and their index are written
+        under the staging prefix ``<prefix>n:``, where no read looks; the switch then
+        ``UNLINK`` s the old ones and ``RENAME`` s the staged ones into place, atomically.
+        The switch blocks the server for a ``RENAME`` per record (docs/backends.md).
+        """
+        prefix = self._prefix(family)
+        if self._cluster and "{" not in prefix:
+            raise UnsupportedOperationError(
+                f"{self!r}: reset of {family.name} on a Redis Cluster needs the family in one hash slot: "
+                f"declare __stockstore_indexes__ (or an alternate key) on {family.name}"
+            )
+        stage = prefix + "n:"
+        leftovers = [name for name in self._client.scan_iter(match=stage + "*", count=self.chunk_size)]
+        for part in _chunks(leftovers, 500):  # an earlier reset that failed part-way
+            self._client.unlink(*part)
+        for chunk in chunks:
+            for part in _chunks(chunk, self.chunk_size):
+                items = [
+                    self._item(
+                        family,
+                        e.key,
+                        alternates=e.alternates,
+                        body=self._body(e),
+                        index=self._index_args(family, e),
+                        prefix=stage,
+                    )
+                    for e in part
+                ]
+                for entry, reply in zip(part, self._run(family, "w", items, now_ms, prefix=stage), strict=True):
+                    outcome = self._outcome(family, reply, "reset")
+                    if isinstance(outcome, StoreError):
+                        raise outcome
+                    if not outcome:
+                        raise StoreError(f"reset of {family.name}: {entry.key!r} was refused while staged")
+        head = self._head(family, "S", now_ms)
+        (reply,) = self._pipeline([("EVALSHA", _SHA, 1, prefix + "i:m", *head, stage)])
+        count = int(self._check(reply, "reset"))
+        if family.indexes:
+            self._built.add(family.name)
+        return count
 
 
 class RedisMsgpackStore(_RedisStore):
@@ -714,7 +939,7 @@ class RedisMsgpackStore(_RedisStore):
         ``max(new, old + 1)`` of `SqlStore` and the alternate-key pointers need
         the script, which families with alternate keys still use.
         """
-        if len(family.keys) > 1:
+        if len(family.keys) > 1 or family.indexes:
             return super()._write(family, entries, now_ms)
         failed: dict[bytes, StoreError] = {}
         for done, chunk in enumerate(_chunks(entries, self.chunk_size)):
@@ -862,8 +1087,9 @@ class RedisHashStore(_RedisStore):
             stages.append(stage)
             args += group
             args.append(body[0])
+            args += self._index_args(family, entry)
             staged.append(("HSET", stage, _META, *body))
-        head = ("H", "w", int(now_ms), prefix, len(family.keys) - 1)
+        head = ("H", *self._head(family, "w", now_ms)[1:])
         # EVAL, not EVALSHA: a script the server lost would fail inside the transaction, after the HSETs.
         script = ("EVAL", _SCRIPT, len(names), *names, *head, *args)
         done = self._pipeline([("MULTI",), ("DEL", *stages), *staged, script, ("EXEC",)])[-1]
@@ -902,6 +1128,8 @@ class RedisHashStore(_RedisStore):
         assert entry.payload is not None
         held = dict(_codec.split_record(current.payload)[1])
         tag, pairs = _codec.split_record(entry.payload)
+        if not held.keys() <= {name for name, _ in pairs}:
+            return "c", self._body(entry)  # an attribute removed (UNSET): written whole, so its field goes
         meta = _header(entry.version, entry.expires_ms) + tag.encode()
         changed = (
             part
@@ -956,6 +1184,57 @@ def _foreign(name: str, kind: str) -> SerializationError:
         f"the Redis key {name!r} holds a {kind}, not a stockstore record: RedisMsgpackStore keeps a record as a "
         "string, RedisHashStore as a hash; delete the key or use another namespace"
     )
+
+
+_DOUBLE = struct.Struct(">d")
+_SIGN = 1 << 63
+
+
+def index_value(value: Indexed) -> bytes:
+    """An index value's byte form: byte order is the query order (redis.lua's ``i:z`` members).
+
+    A rank first (bool 0, number 1, str 2, the order of `_query.sort_key`), then:
+    a bool's byte; a number's double with its bits turned so bytes sort as numbers
+    (``-0.0`` as ``0.0``) and the exact remainder of an int beyond 2**53 over that
+    double, so ints and floats compare exactly as numbers; a str's UTF-8 with its NUL
+    bytes escaped (``\0\1``), ended by ``\0\0``.  Each form is prefix-free, so a
+    member ``value .. key`` sorts by value, then by key.
+    """
+    if type(value) is bool:
+        return b"\x00\x01" if value else b"\x00\x00"
+    if type(value) is str:
+        return b"\x02" + _escaped(value) + b"\x00\x00"
+    rounded = float(value) + 0.0  # + 0.0: -0.0 is 0.0
+    (bits,) = _VERSION.unpack(_DOUBLE.pack(rounded))
+    bits = bits ^ (2**64 - 1) if bits & _SIGN else bits | _SIGN
+    rest = value - int(rounded) if type(value) is int else 0
+    return b"\x01" + _VERSION.pack(bits) + _VERSION.pack(rest + _SIGN)
+
+
+def _escaped(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass").replace(b"\x00", b"\x00\x01")
+
+
+def _ranges(condition: Condition) -> tuple[list[tuple[bytes, bytes]], bool]:
+    """A condition as ``ZRANGE BYLEX`` bounds over its attribute's members; and whether it is one value."""
+    op, value = condition.op, condition.value
+    if op == "startswith":
+        start = b"\x02" + _escaped(value)
+        return [(b"[" + start, b"(" + start + b"\xff")], False
+    if op in ("eq", "in"):
+        values = list(dict.fromkeys(index_value(v) for v in (value if op == "in" else (value,))))
+        return [(b"[" + v, b"(" + v + b"\xff") for v in values], len(values) == 1
+    held = index_value(value)
+    if op == "ne":
+        return [(b"-", b"(" + held), (b"(" + held + b"\xff", b"+")], False
+    rank, above = held[:1], bytes([held[0] + 1])
+    bounds = {
+        "gt": (b"(" + held + b"\xff", b"(" + above),
+        "gte": (b"[" + held, b"(" + above),
+        "lt": (b"[" + rank, b"(" + held),
+        "lte": (b"[" + rank, b"(" + held + b"\xff"),
+    }
+    return [bounds[op]], False
 
 
 def _stage_key(prefix: str, name: str) -> str:
