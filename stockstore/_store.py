@@ -504,7 +504,7 @@ class BaseStore:
             )
         objs = list(objs)
         for obj in objs:
-            if family_of(type(obj)) is not family and family_of(type(obj)).name != family.name:
+            if family_of(type(obj)).name != family.name:
                 raise InvalidKeyError(f"reset of {family.name} got a record of another family: {obj!r:.80}")
         _, now_ms = self._now()
         chunks = self._put_chunks(objs)
