@@ -138,6 +138,8 @@ class Family:
                 return cls
         if wanted is not self.root and any(c.__qualname__ == tag for c in _subtree(self.root)):
             return None
+        if self.root in _adopting:
+            return _adopt(self.root, tag) if wanted is self.root else None
         others = {f.name for c, f in list(_families.items()) if c.__qualname__ == tag and f.name != self.name}
         if others:
             raise SerializationError(
@@ -255,6 +257,28 @@ def _subtree(cls: type) -> Iterator[type]:
 
 _families: dict[type, Family] = {}
 _lock = threading.Lock()
+_adopting: set[type] = set()  # roots that read records of any class of their family (`adopt_classes`)
+
+
+def adopt_classes(root: type) -> None:
+    """Let *root* read the records of every class of its family, also classes this process does not define.
+
+    The ``stockstore`` command knows a family only by its name: a record another
+    program stored as a subclass (say ``USSecurity`` under ``Security``) must still
+    show, as its attributes.  Such a class is made on first read as a subclass of
+    *root* with the stored name, and found like any other thereafter.  Nothing is
+    imported: stored data still never drives an import.
+    """
+    with _lock:
+        _adopting.add(root)
+
+
+def _adopt(root: type, tag: str) -> type:
+    with _lock:
+        for cls in _subtree(root):  # made meanwhile by another thread
+            if cls.__qualname__ == tag:
+                return cls
+        return type(tag.rpartition(".")[2], (root,), {"__qualname__": tag, "__module__": root.__module__})
 
 
 def family_of(cls: type) -> Family:

@@ -1,5 +1,8 @@
 """The ``stockstore`` command: a click group whose subcommands are thin shells over library code.
 
+``stockstore get``, ``keys``, ``count``, ``delete``, ``import`` and ``export`` look at
+and move the records of a family on the store of ``--url`` or ``STOCKSTORE_URL``
+(`stockstore._cli_data`, `stockstore._cli_files`; docs/cli.md).
 ``stockstore bench`` runs the securities analyst's morning (`stockstore._bench`)
 and prints its timings; ``stockstore bench --compare`` runs the comparison harness
 of a source checkout, ``benchmarks/compare.py``, which is no part of the package.
@@ -24,7 +27,7 @@ except ImportError as exc:  # pragma: no cover -- exercised in a subprocess by t
         f"the stockstore command needs {exc.name!r}: pip install 'stockstore[cli]'", name=exc.name
     ) from exc
 
-from . import _bench
+from . import _bench, _cli_data, _cli_files
 from .errors import BackendUnavailableError, StoreError
 
 # The comparison harness, where a source checkout has it next to the package (an editable install).
@@ -35,6 +38,10 @@ _HARNESS = Path(__file__).resolve().parent.parent / "benchmarks" / "compare.py"
 @click.version_option(package_name="stockstore")
 def main() -> None:
     """stockstore: wide analytics records in tiered storage."""
+
+
+for _command in [*_cli_data.COMMANDS, *_cli_files.COMMANDS]:
+    main.add_command(_command)
 
 
 def _progress(disabled: bool) -> _bench.Progress:

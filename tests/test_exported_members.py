@@ -40,7 +40,9 @@ def test_all_is_complete_and_sorted(module: types.ModuleType) -> None:
 
 
 def test_top_level_names_of_the_contract() -> None:
-    assert {"BaseStore", "ChainedStore", "Record", "UNSET", "backends", "errors", "from_url"} <= set(stockstore.__all__)
+    assert {"BaseStore", "ChainedStore", "Record", "UNSET", "backends", "errors", "from_config", "from_url"} <= set(
+        stockstore.__all__
+    )
     assert set(stockstore.errors.__all__) == {
         "BackendUnavailableError",
         "BatchError",
