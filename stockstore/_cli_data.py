@@ -301,4 +301,39 @@ def delete(family: str, urls: tuple[str, ...], namespace: str | None, key: str, 
     click.echo(to_json({"deleted": deleted}) if as_json else f"deleted {deleted} of {len(keys)} {family} records")
 
 
-COMMANDS = [get, keys, count, delete]
+@click.command()
+@store_options
+@json_option
+@click.option(
+    "--sample", type=click.IntRange(min=1), default=1000, show_default=True, help="How many of FAMILY's keys to read."
+)
+def stats(family: str, urls: tuple[str, ...], namespace: str | None, key: str, as_json: bool, sample: int) -> None:
+    """Read a sample of FAMILY's records through the tiers, twice, and print each tier's figures.
+
+    The first read finds the caches as they are, the second as the first left
+    them: hits and misses per tier show where records are served from, fills what
+    the reads put into the caches, and the read latencies what each tier costs.
+    With --json, the whole of ``stats()``: the store's, and each tier's under "tiers".
+    """
+    names = key_names(key)
+    with open_store(urls, namespace) as store, store_errors(names):
+        cls = record_class(family, names)
+        wanted = list(islice(store.keys(cls), sample))
+        for _ in range(2):
+            store.batch_get(cls, wanted)
+        figures = store.stats()
+    if as_json:
+        click.echo(to_json(figures))
+        return
+    rows = [("", figures), *((f"tier {n}: ", tier) for n, tier in enumerate(figures.get("tiers", ())))]
+    click.echo(f"read {len(wanted)} {family} records twice")
+    for label, one in rows:
+        read = one["latency_ms"].get("read")
+        latency = "" if read is None else f", read p50 {read['p50']:.2f} ms, p99 {read['p99']:.2f} ms"
+        click.echo(
+            f"{label}{one['store']}: {one['hits']} hits, {one['misses']} misses, {one['fills']} fills, "
+            f"{one['errors']} errors{latency}"
+        )
+
+
+COMMANDS = [get, keys, count, delete, stats]

@@ -90,6 +90,29 @@ def securities(n: int) -> list[Security]:
     ]
 
 
+# ---------------------------------------------------------------------------- stats
+
+
+def test_stats_reads_a_sample_twice_and_shows_each_tier(cli: types.ModuleType, url: str) -> None:
+    with ss.from_url(url) as store:
+        store.batch_put([Security(ssm_id=f"S{i:03d}", a1=float(i)) for i in range(30)])
+    result = run(cli, "stats", "Security", "--url", "memory://", "--url", url, "--sample", "20", "--json")
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.output)
+    assert (figures["hits"], figures["misses"]) == (40, 0)
+    memory, sql = figures["tiers"]
+    # Cold: the memory tier misses all 20 and is filled from SQL; warm: it has them all.
+    assert (memory["hits"], memory["misses"], memory["fills"]) == (20, 20, 20)
+    assert (sql["hits"], sql["misses"]) == (20, 0)
+    assert sql["latency_ms"]["read"]["calls"] == 1
+    text = run(cli, "stats", "Security", "--url", "memory://", "--url", url, "--sample", "5").output.splitlines()
+    assert text[0] == "read 5 Security records twice"
+    assert text[2].startswith("tier 0: <MemoryStore namespace=")
+    assert "5 hits, 5 misses, 5 fills, 0 errors, read p50" in text[2]
+    assert text[3].startswith("tier 1: <SqlStore sqlite:///")
+    assert "5 hits, 0 misses" in text[3]
+
+
 # ---------------------------------------------------------------------------- get, keys, count, delete
 
 
