@@ -53,6 +53,7 @@ from comparison.contenders import (
     StoreContender,
     key_last,
 )
+from comparison.finding import run_finding
 from comparison.main_job import run_main_job
 from comparison.report import Settings, describe, render, safe_url
 from comparison.runner import run_compare
@@ -244,6 +245,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar=("SMALL", "LARGE"),
         help="also time stockstore bench's store step at these two sizes (the issue's: 50000 500000)",
     )
+    parser.add_argument(
+        "--find-n",
+        type=at_least(1),
+        metavar="N",
+        help="also time find, count and reset on N securities with 3 indexed attributes (see comparison/finding.py)",
+    )
     parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
     parser.add_argument("--no-progress", action="store_true", help="show no progress bars")
     return parser.parse_args(argv)
@@ -288,6 +295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if options.main_job is not None:
         small, large = sorted(options.main_job)
         report.main_job = run_main_job((small, large), **shared)
+    if options.find_n is not None:
+        report.finding = run_finding(options.find_n, redis_url=options.redis, **shared)
     print(render(report, markdown=options.markdown))
     for failure in report.all_failures:
         print(f"check failed: {failure.backend}: {failure.step}: {failure.detail}", file=sys.stderr)

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
@@ -23,6 +23,7 @@ from typing import Any
 from ._codec import decode_head
 from ._entry import Entry, Merge, PartialWrite, Stored, versions
 from ._keys import Family
+from ._query import Search
 from ._store import BaseStore
 from ._writer import Encoded
 from .errors import StoreError
@@ -649,11 +650,41 @@ class ChainedStore(BaseStore):
         with self._source._errors():
             return self._source._count(family, now_ms)
 
+    def _find(self, family: Family, search: Search, now_ms: float) -> list[bytes]:
+        """Queries are answered by the source of truth; `Query.objects` then reads through the tiers."""
+        with self._source._errors():
+            return self._source._find(family, search, now_ms)
+
+    def _count_found(self, family: Family, search: Search, now_ms: float) -> int:
+        with self._source._errors():
+            return self._source._count_found(family, search, now_ms)
+
+    def _reindex(self, family: Family, now_ms: float) -> None:
+        with self._source._errors():
+            self._source._reindex(family, now_ms)
+
+    def _reset(self, family: Family, chunks: Iterable[list[Entry]], now_ms: float) -> int:
+        """The source replaces the family; then every cache tier loses its copies, as on `clear`.
+
+        The floor is raised first: from then on this chain takes no cached copy of the
+        old records, while the new ones, encoded as the source takes them, are newer.
+        """
+        self._floors[family.name] = versions.next()
+        with self._source._errors():
+            count = self._source._reset(family, chunks, now_ms)
+        self._void_caches(family, now_ms)
+        return count
+
     def _clear(self, family: Family, now_ms: float) -> int:
         with self._source._errors():
             count = self._source._clear(family, now_ms)
         # Fills already under way carry versions from before the clear: refuse them.
         self._floors[family.name] = versions.next()
+        self._void_caches(family, now_ms)
+        return count
+
+    def _void_caches(self, family: Family, now_ms: float) -> None:
+        """Clear the family from every cache tier after the source replaced or cleared it."""
         with self._lock:
             for flight in [f for f in self._flights if f[0] == family.name]:
                 del self._flights[flight]
@@ -664,7 +695,6 @@ class ChainedStore(BaseStore):
             except StoreError as exc:
                 self.tier_failures[level] += 1
                 logger.warning("tier %d (%r) failed to clear %s: %s", level, tier, family.name, exc)
-        return count
 
     def _close(self) -> None:
         """Close every tier."""

@@ -70,6 +70,7 @@ _OPTION = {
     "sql_n": "--sql-n",
     "sql_chunk": "--sql-chunk",
     "main_job": "--main-job",
+    "find_n": "--find-n",
 }
 
 
@@ -139,6 +140,11 @@ _OPTION = {
     metavar="SMALL LARGE",
     help="With --compare: also time this command's store step at these two sizes (records/s kept).",
 )
+@click.option(
+    "--find-n",
+    type=click.IntRange(min=1),
+    help="With --compare: also time find, count and reset on this many securities with 3 indexed attributes.",
+)
 def bench(
     n: int,
     attrs: int,
@@ -158,6 +164,7 @@ def bench(
     sql_n: int | None,
     sql_chunk: int | None,
     main_job: tuple[int, int] | None,
+    find_n: int | None,
 ) -> None:
     """Time the analyst's morning on a store, checking every step.
 
@@ -189,6 +196,7 @@ def bench(
         "sql_n",
         "sql_chunk",
         "main_job",
+        "find_n",
     }:
         raise click.UsageError(f"{_OPTION[name]} needs --compare")
     if db is not None and urls:

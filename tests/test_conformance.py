@@ -159,6 +159,7 @@ class TestMysql(SqlSuite):
 @pytest.mark.memcached
 class TestMemcache(ProjectSuite):
     lists_keys = False
+    finds = False
     counts_cleared = False
     gives_fill_tokens = True  # memcached evicts and restarts empty
     largest_record_error = "item limit"

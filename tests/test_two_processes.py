@@ -10,7 +10,9 @@ the test has teeth: the same load through a get-then-put patch loses changes.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import queue
 import uuid
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -130,3 +132,121 @@ def test_a_naive_patch_loses_updates(fixture: str, request: pytest.FixtureReques
 
     got = _race([request.getfixturevalue(fixture)], naive=True)
     assert not all(map(complete, got)), "a get-then-put patch lost nothing: the race above has no teeth"
+
+
+# ---------------------------------------------------------------------------- incr
+
+
+class Counter(ss.Record):
+    __stockstore_keys__: ClassVar[list[Any]] = ["name"]
+
+
+INCREMENTS = 1000
+
+
+def _incr_worker(urls: Sequence[str], namespace: str, start: Any) -> None:
+    with _open(urls, namespace) as store:
+        store.get(Counter, "hits")
+        start.wait()
+        for _ in range(INCREMENTS):
+            store.incr(Counter, "hits", "n", 1)
+
+
+def test_processes_incrementing_one_counter_lose_nothing(urls: list[str]) -> None:
+    namespace = f"t{uuid.uuid4().hex}"
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(PROCESSES, timeout=120)
+    workers = [context.Process(target=_incr_worker, args=(list(urls), namespace, start)) for _ in range(PROCESSES)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(240)
+    assert [w.exitcode for w in workers] == [0] * PROCESSES
+    with _open(urls, namespace) as fresh:
+        assert_record(fresh.get(Counter, "hits"), Counter(name="hits", n=PROCESSES * INCREMENTS))
+
+
+# ---------------------------------------------------------------------------- reset
+
+# Stores whose every tier is shared between processes: an in-process tier of a reader
+# may serve the old records until its lifetime ends (the documented limit of chains).
+RESET_STORES = [
+    pytest.param("sqlite_url", id="sqlite"),
+    pytest.param("postgresql_url", id="postgresql", marks=pytest.mark.postgresql),
+    pytest.param("mysql_url", id="mysql", marks=pytest.mark.mysql),
+    pytest.param("redis_url", id="redis-msgpack", marks=pytest.mark.redis),
+    pytest.param("redis_hash_url", id="redis-hash", marks=pytest.mark.redis),
+    pytest.param("redis_cluster_url", id="redis-msgpack-cluster", marks=pytest.mark.redis_cluster),
+    pytest.param("redis_sqlite", id="chain-redis-sqlite", marks=pytest.mark.redis),
+]
+
+
+class Listed(ss.Record):
+    __stockstore_keys__: ClassVar[list[Any]] = ["ssm_id"]
+    __stockstore_indexes__: ClassVar[list[str]] = ["gen"]
+
+
+DATASETS = {"A": 600, "B": 400}  # two sizes: every count tells which one a reader saw
+SWITCHES = 6
+
+
+def _dataset(gen: str) -> list[Listed]:
+    return [Listed(ssm_id=f"{gen}{i:04d}", gen=gen, x=float(i)) for i in range(DATASETS[gen])]
+
+
+def _resetter(urls: Sequence[str], namespace: str, start: Any, done: Any) -> None:
+    with _open(urls, namespace) as store:
+        start.wait()
+        for n in range(SWITCHES):
+            store.reset(Listed, _dataset("B" if n % 2 == 0 else "A"))
+    done.set()
+
+
+def _reader(urls: Sequence[str], namespace: str, start: Any, done: Any, seen: Any) -> None:
+    """Read every way while the datasets switch; each read must be all of one dataset."""
+    sample = [f"A{i:04d}" for i in range(0, 600, 60)] + [f"B{i:04d}" for i in range(0, 400, 40)]
+    with _open(urls, namespace) as store:
+        start.wait()
+        while not done.is_set():
+            keys = sorted(store.keys(Listed))
+            assert keys in ([r["ssm_id"] for r in _dataset("A")], [r["ssm_id"] for r in _dataset("B")]), keys[:3]
+            assert store.count(Listed) in DATASETS.values()
+            found = {gen: store.find(Listed, gen=gen).count() for gen in DATASETS}
+            assert sorted(found.values()) in ([0, 400], [0, 600]), found
+            got = store.batch_get(Listed, sample)
+            held = {key[0] for key, record in zip(sample, got, strict=True) if record is not None}
+            assert len(held) == 1, held
+            seen.put(keys[0][0])
+
+
+@pytest.fixture
+def redis_sqlite(redis_url: str, sqlite_url: str) -> list[str]:
+    return [redis_url, sqlite_url]
+
+
+@pytest.mark.parametrize("fixture", RESET_STORES)
+def test_readers_in_another_process_see_old_or_new_never_a_mix(fixture: str, request: pytest.FixtureRequest) -> None:
+    value = request.getfixturevalue(fixture)
+    urls = [value] if isinstance(value, str) else list(value)
+    namespace = f"t{uuid.uuid4().hex}"
+    with _open(urls, namespace) as store:
+        assert store.reset(Listed, _dataset("A")) == DATASETS["A"]
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(3, timeout=120)
+    done, seen = context.Event(), context.Queue()
+    workers = [
+        context.Process(target=_resetter, args=(urls, namespace, start, done)),
+        *(context.Process(target=_reader, args=(urls, namespace, start, done, seen)) for _ in range(2)),
+    ]
+    for w in workers:
+        w.start()
+    gens = set()
+    while any(w.is_alive() for w in workers) or not seen.empty():
+        with contextlib.suppress(queue.Empty):
+            gens.add(seen.get(timeout=0.1))
+    for w in workers:
+        w.join(240)
+    assert [w.exitcode for w in workers] == [0] * 3
+    assert gens == {"A", "B"}, "the readers never saw a switch: the race has no teeth"
+    with _open(urls, namespace) as fresh:
+        assert sorted(fresh.keys(Listed)) == [r["ssm_id"] for r in _dataset("A")]  # an even number of switches

@@ -28,6 +28,7 @@ from .baselines import BEST_OF, LEGACY
 from .measure import SAMPLE
 
 if TYPE_CHECKING:
+    from .finding import Finding
     from .main_job import MainJob
     from .sql_scale import SqlScale
 
@@ -108,6 +109,7 @@ class Report:
     layouts: dict[str, str] = field(default_factory=dict)  # backend -> the layout of baselines it is judged by
     sql: SqlScale | None = None
     main_job: MainJob | None = None
+    finding: Finding | None = None
 
     def row(self, backend: str, step: str) -> Row | None:
         return next((r for r in self.rows if r.backend == backend and r.step == step), None)
@@ -128,6 +130,8 @@ class Report:
     def all_failures(self) -> list[Failure]:
         """The field's failures and those of the SQL and main-job parts."""
         parts = [*(self.sql.failures if self.sql else []), *(self.main_job.failures if self.main_job else [])]
+        if self.finding is not None:
+            parts += [Failure(b.name, "finding", f) for b in self.finding.backends for f in b.failures]
         return [*self.failures, *parts]
 
 
@@ -230,6 +234,10 @@ def render(report: Report, *, markdown: bool = False) -> str:
         parts.append(render_sql(report.sql, markdown))
     if report.main_job is not None:
         parts.append(render_main_job(report.main_job, markdown))
+    if report.finding is not None:
+        from .finding import render_finding
+
+        parts.append(render_finding(report.finding, markdown))
     notes = [*report.notes, *(report.sql.notes if report.sql else [])]
     if notes:
         parts.append(lines_text([f"note: {note}" for note in notes], markdown))

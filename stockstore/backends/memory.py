@@ -3,6 +3,9 @@
 Both keep the codec's bytes, never the caller's objects, so mutating what you
 put or got changes nothing stored, and a memory tier returns exactly what a
 SQL or Redis tier would.
+
+``find`` is answered from in-process indexes (`_Index`), built for a family on
+its first query and kept in step by every change after it, under the store's lock.
 """
 
 from __future__ import annotations
@@ -11,10 +14,14 @@ import itertools
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from sortedcontainers import SortedList
+
+from .. import _query
 from .._lifetime import Lifetime
+from .._query import Condition, Indexed, Search
 from ..errors import InvalidKeyError
 from .base import (
     BaseStore,
@@ -37,13 +44,91 @@ _TOKENS_KEPT = 100_000  # fill tokens held before those past their end are dropp
 _tokens = itertools.count(1)  # fill tokens: never two alike in this process
 
 
+_ABOVE_KEYS = b"\xff"  # sorts after every encoded key (a msgpack array never starts with 0xff)
+
+
+class _Index:
+    """One family's indexes: per attribute, the keys of each value, and numbers and strings in order.
+
+    A search takes the candidates of each condition from them, intersects them
+    smallest first, and checks every candidate against the conditions exactly.
+    """
+
+    def __init__(self, attrs: Iterable[str]) -> None:
+        self.values: dict[bytes, dict[str, Indexed]] = {}  # every record's key -> the values it holds
+        self.equal: dict[str, dict[tuple[int, Indexed], set[bytes]]] = {a: {} for a in attrs}
+        self.ordered: dict[str, SortedList] = {a: SortedList() for a in attrs}  # (rank, value, key)
+
+    def add(self, key: bytes, values: Mapping[str, Indexed | None]) -> None:
+        self.discard(key)
+        mine = self.values[key] = {a: v for a, v in values.items() if v is not None}
+        for attr, value in mine.items():
+            self.equal[attr].setdefault(_kind(value), set()).add(key)
+            if type(value) is not bool:
+                self.ordered[attr].add((_kind(value)[0], value, key))
+
+    def discard(self, key: bytes) -> None:
+        for attr, value in self.values.pop(key, {}).items():
+            keys = self.equal[attr][_kind(value)]
+            keys.discard(key)
+            if not keys:
+                del self.equal[attr][_kind(value)]
+            if type(value) is not bool:
+                self.ordered[attr].discard((_kind(value)[0], value, key))
+
+    def candidates(self, condition: Condition) -> set[bytes]:
+        """Keys that may pass *condition*, a superset of those that do."""
+        attr, op, value = condition.attr, condition.op, condition.value
+        equal = self.equal[attr]
+        if op == "eq":
+            return set(equal.get(_kind(value), ()))
+        if op == "in":
+            return set().union(*(equal.get(_kind(v), ()) for v in value))
+        if op == "ne":
+            return set().union(*equal.values())
+        if op == "startswith":
+            end = _after_prefix(value)
+            return {k for _, _, k in self.ordered[attr].irange((2, value), (2, end) if end else (3,))}
+        rank = 2 if type(value) is str else 1
+        low = (rank, value) if op in ("gt", "gte") else (rank,)
+        high = (rank, value, _ABOVE_KEYS) if op in ("lt", "lte") else (rank + 1,)
+        return {k for _, _, k in self.ordered[attr].irange(low, high)}
+
+    def find(self, search: Search, live: Callable[[bytes], bool]) -> list[bytes]:
+        if search.conditions:
+            pools = sorted((self.candidates(c) for c in search.conditions), key=len)
+            keys = pools[0].intersection(*pools[1:])
+        else:
+            keys = set(self.values)
+        found = [
+            (key, self.values[key])
+            for key in keys
+            if live(key) and all(c.matches(self.values[key].get(c.attr)) for c in search.conditions)
+        ]
+        found.sort(key=_query.sort_key(search.order))
+        return [key for key, _ in found[search.start : search.stop]]
+
+
+def _kind(value: Indexed) -> tuple[int, Indexed]:
+    """How a value is told apart in an index: bools (0) never equal numbers (1); strings are 2."""
+    return (0 if type(value) is bool else 2 if type(value) is str else 1, value)
+
+
+def _after_prefix(prefix: str) -> str | None:
+    """The least string greater than every string starting with *prefix*; ``None``: there is none."""
+    while prefix and ord(prefix[-1]) == 0x10FFFF:
+        prefix = prefix[:-1]
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1) if prefix else None
+
+
 @dataclass
 class _State:
-    """One store's records, alternate-key index and lock."""
+    """One store's records, alternate-key index, query indexes and lock."""
 
     records: OrderedDict[_Slot, Entry] = field(default_factory=OrderedDict)  # oldest first, for LRU
     alternates: dict[tuple[str, int, bytes], bytes] = field(default_factory=dict)  # -> primary key
     tokens: dict[_Slot, tuple[bytes, float]] = field(default_factory=dict)  # fill tokens and when they end (ms)
+    indexes: dict[str, _Index] = field(default_factory=dict)  # family name -> its indexes, once queried
     lock: threading.RLock = field(default_factory=threading.RLock)
 
 
@@ -89,16 +174,37 @@ class MemoryStore(BaseStore):
         if entry.live(now_ms):  # an expired record holds no alternate key
             for index, alt in slots(entry):
                 state.alternates[(family.name, index, alt)] = entry.key
+        found = state.indexes.get(family.name)
+        if found is not None:
+            if entry.payload is None:
+                found.discard(entry.key)
+            else:
+                found.add(entry.key, self._indexed(family, entry))
         while self.max_items is not None and len(state.records) > self.max_items:
             (name, _), evicted = state.records.popitem(last=False)
             self._unindex(state, name, evicted)
+            if name in state.indexes:
+                state.indexes[name].discard(evicted.key)
 
     def _drop(self, state: _State, family: Family, key: bytes) -> Entry | None:
         state.tokens.pop((family.name, key), None)
         old = state.records.pop((family.name, key), None)
         if old is not None:
             self._unindex(state, family.name, old)
+            if family.name in state.indexes:
+                state.indexes[family.name].discard(key)
         return old
+
+    def _index(self, state: _State, family: Family) -> _Index:
+        """The family's indexes, built from its records on first use."""
+        found = state.indexes.get(family.name)
+        if found is None:
+            found = _Index(family.indexes)
+            for (name, key), entry in state.records.items():
+                if name == family.name and entry.payload is not None:
+                    found.add(key, self._indexed(family, entry))
+            state.indexes[family.name] = found
+        return found
 
     def _held(self, state: _State, family: Family, entries: Sequence[Entry]) -> dict[bytes, Stored | None]:
         return {e.key: state.records.get((family.name, e.key)) for e in entries}
@@ -223,6 +329,33 @@ class MemoryStore(BaseStore):
         with state.lock:
             keys = [key for (name, key), e in state.records.items() if name == family.name and e.live(now_ms)]
         return iter(keys)
+
+    def _find(self, family: Family, search: Search, now_ms: float) -> list[bytes]:
+        state = self._state
+        with state.lock:
+
+            def live(key: bytes) -> bool:
+                entry = state.records.get((family.name, key))
+                return entry is not None and entry.live(now_ms)
+
+            return self._index(state, family).find(search, live)
+
+    def _reindex(self, family: Family, now_ms: float) -> None:
+        state = self._state
+        with state.lock:
+            state.indexes.pop(family.name, None)
+            self._index(state, family)
+
+    def _reset(self, family: Family, chunks: Iterable[list[Entry]], now_ms: float) -> int:
+        """The new records are encoded first, then swapped in under the lock: readers see old or new."""
+        entries = [entry for chunk in chunks for entry in chunk]
+        state = self._state
+        with state.lock:
+            for slot in [slot for slot in state.records if slot[0] == family.name]:
+                self._drop(state, family, slot[1])
+            plan = plan_write(family, entries, {}, {}, now_ms)
+            self._apply(state, family, plan, now_ms)
+        return sum(1 for e in plan.outcomes if e is not None and e.live(now_ms))
 
     def _clear(self, family: Family, now_ms: float) -> int:
         state = self._state

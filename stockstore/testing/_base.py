@@ -28,6 +28,7 @@ class SuiteBase:
     """The base of every capability class: flags (documented on `BackendSuite`), fixtures, helpers."""
 
     lists_keys: bool = True
+    finds: bool = True
     counts_cleared: bool = True
     grows_versions: bool = True
     gives_fill_tokens: bool = False

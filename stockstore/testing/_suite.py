@@ -6,6 +6,7 @@ from ._batches import BatchTests
 from ._chain_rules import ChainRuleTests
 from ._closing import ClosingTests
 from ._errors import ErrorTests
+from ._find import FindTests
 from ._frames import FrameTests
 from ._hostile import HostileTests
 from ._integrity import IntegrityTests
@@ -31,8 +32,9 @@ class BackendSuite(
     IntegrityTests,
     ChainRuleTests,
     ClosingTests,
+    FindTests,
 ):
-    """The conformance suite (API.md sections 1, 2, 4, 6 and 8): subclass it and say how to make your store.
+    """The conformance suite (API.md sections 1, 2, 4, 6, 7 and 8): subclass it and say how to make your store.
 
     ::
 
@@ -108,6 +110,12 @@ class BackendSuite(
         test_a_watched_fill_lands_while_its_token_is_in_place,
         test_a_watched_fill_is_refused_once_the_key_changed and
         test_a_token_is_used_once_and_not_past_its_time.
+    ``finds = True``
+        False for a store that cannot find records by attribute nor replace a family at
+        once (memcached): ``find`` (when run) and ``reset`` must raise
+        `UnsupportedOperationError`, which test_find_and_reset_are_refused_where_finds_is_false
+        asserts; every other find and reset test skips.  ``incr`` and ``UNSET`` are tested
+        all the same.
     ``largest_record_size = None``, ``largest_record_error = ""``
         The largest record, in encoded bytes, the backend stores (memcached's item limit,
         MariaDB's ``max_allowed_packet``); ``None`` for none below the tens of megabytes
