@@ -1226,8 +1226,9 @@ class SqlStore(BaseStore):
                 if self._dialect == "mysql":
                     self._check_packets(conn, table, rows)
                 self._insert(conn, table, rows)
-                if side is not None:
-                    self._insert(conn, side, [i for r in part for i in self._index_rows(family, r)])
+                indexed = [] if side is None else [i for r in part for i in self._index_rows(family, r)]
+                if side is not None and indexed:
+                    self._insert(conn, side, indexed)
 
         self._run(reset, write=True)
         return live
