@@ -18,6 +18,16 @@ rows it replaces (``SELECT ... FOR UPDATE`` in id order; ``BEGIN IMMEDIATE`` on
 SQLite), decides in Python, then writes in a few batched statements that
 reach no other row (MariaDB/MySQL: through the primary key); deadlocks,
 serialization failures and racing inserts are retried.
+
+A family that declares ``__stockstore_indexes__`` also gets a side table,
+``sx_<the rest of its table's name>``: one row per (record, indexed attribute it
+holds), changed by every write primitive in its own transaction (see "index values"
+below for how a value is kept so that the database compares as `stockstore._query`
+does).  `find` and `count` are one ``SELECT`` joining it once per attribute, with
+ORDER BY / LIMIT / OFFSET.  ``stockstore_indexes`` names the indexes that hold every
+record: one declared after records were stored raises `QueryError` until `reindex`.
+`reset` replaces every row (and side row) in one transaction: readers see the old
+snapshot until it commits.  A family without indexes never touches a side table.
 See docs/backends.md for the details.
 """
 
