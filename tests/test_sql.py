@@ -29,9 +29,11 @@ from hypothesis import strategies as st
 from sql_databases import DRIVERS, KINDS
 
 import stockstore as ss
+from stockstore import _query
 from stockstore._codec import encode_record
 from stockstore._entry import Entry
 from stockstore._keys import encode_key, family_of
+from stockstore._query import Condition, Search
 from stockstore._schemas import _Schema
 from stockstore.backends import SqlStore
 from stockstore.backends import sql as sql_backend
@@ -820,3 +822,257 @@ def test_a_row_schema_met_in_a_later_chunk_is_saved_during_the_batch(sqlite_url:
         assert_same(store.batch_get(Plain, range(3)), plain)
         assert_same(store.batch_get(Security, range(3)), other)
         assert store.count(_Schema) == 2
+
+
+# ---------------------------------------------------------------------------- indexes: find, reindex, reset
+
+
+class Quote(ss.Record):
+    __stockstore_keys__: ClassVar[list[Any]] = ["k"]
+    __stockstore_indexes__: ClassVar[list[str]] = ["sector", "price", "flag"]
+
+
+# Values where a careless index goes wrong: ints past 2**53 next to their nearest double,
+# infinities, -0.0, bools next to 0 and 1, strs past the indexed prefix, code-point order.
+HARD: list[Any] = [
+    2**53,
+    2**53 + 1,
+    float(2**53),
+    2**63 - 1,
+    -(2**63),
+    float(2**63),
+    0,
+    -0.0,
+    1,
+    True,
+    False,
+    1.5,
+    math.inf,
+    -math.inf,
+    1e308,
+    "",
+    "a",
+    "ab",
+    "\uffff",
+    "\U0001f600",
+    "\ud800",
+    "x" * 300,
+    "x" * 300 + "a",
+    "x" * 254 + "é",
+    None,
+    math.nan,
+]
+
+
+def _records(store: SqlStore, cls: type) -> list[tuple[bytes, Any]]:
+    """Every live record, decoded, read as the default `_find` reads them (no index)."""
+    family = family_of(cls)
+    return list(store._records_of(family, family.root, store.clock() * 1000))
+
+
+SOME = [2**53 + 1, True, 0, "ab", "x" * 300]  # the searches checked after each write
+
+
+def _searches(values: Sequence[Any]) -> Iterator[Search]:
+    for attr in ("sector", "price", "flag"):
+        for value in values:
+            if _query.indexed(value) is None:
+                continue
+            yield Search((Condition(attr, "eq", value),))
+            yield Search((Condition(attr, "ne", value),))
+            if type(value) is not bool:
+                for op in ("gt", "gte", "lt", "lte"):
+                    yield Search((Condition(attr, op, value),))
+            if type(value) is str:
+                yield Search((Condition(attr, "startswith", value),))
+        yield Search(order=((attr, False),))
+        yield Search(order=((attr, True), ("price", False)), start=3, stop=11)
+    yield Search((Condition("price", "in", (2**53 + 1, "a", True, -0.0)),), order=(("sector", True),))
+
+
+def _agree(store: SqlStore, cls: type, values: Sequence[Any] = HARD) -> None:
+    """Every search over *values* finds and counts what the rules say; no side row outlives its record."""
+    family = family_of(cls)
+    now_ms = store.clock() * 1000
+    records = _records(store, cls)
+    for search in _searches(values):
+        want = _query.run(search, records)
+        assert store._find(family, search, now_ms) == want, search
+        assert store._count_found(family, search, now_ms) == len(want), search
+    side, table = sa.table(_side_name(store, cls), sa.column("id")), sa.table(store.table_name(cls), sa.column("id"))
+    payload = sa.column("payload")
+    orphans = (
+        sa.select(sa.func.count())
+        .select_from(side)
+        .where(~sa.exists().where(table.c.id == side.c.id, payload.is_not(None)).select_from(table))
+    )
+    with store.engine.connect() as conn:
+        assert conn.execute(orphans).scalar_one() == 0
+
+
+def _side_name(store: SqlStore, cls: type) -> str:
+    return "sx" + store.table_name(cls)[2:]
+
+
+def _quotes(values: Sequence[Any], prefix: str = "q") -> list[Quote]:
+    out = []
+    for i, value in enumerate(values):
+        q = Quote(k=f"{prefix}{i:03d}", price=value, sector=values[(i * 7) % len(values)])
+        if i % 3:
+            q["flag"] = values[(i * 5) % len(values)]
+        out.append(q)
+    return out
+
+
+def test_find_answers_hard_values_exactly_as_the_rules(store: SqlStore) -> None:
+    store.batch_put(_quotes(HARD))
+    _agree(store, Quote)
+
+
+def test_indexes_follow_every_write_path(make: Callable[..., SqlStore], clock: Any) -> None:
+    store = make(clock=clock, lifetime=lambda r: 5 if r["k"].endswith("7") else None)
+    family = family_of(Quote)
+    store.batch_put(_quotes(HARD))
+    _agree(store, Quote, SOME)
+    store.put(Quote(k="q001", price=2**53 + 1, sector="zz"))
+    store.patch(Quote, "q002", {"price": "now a str", "flag": ss.UNSET})
+    assert store.incr(Quote, "q000", "price", 1) == 2**53 + 1  # the nearest double stays; the remainder moves
+    store.incr(Quote, "new", "price", 2**53)
+    store.batch_patch(Quote, [{"k": "q004", "sector": ss.UNSET}, {"k": "q005", "sector": True}])
+    store.delete(Quote, "q006")
+    store.batch_delete(Quote, ["q008", "q009", "absent"])
+    _agree(store, Quote, SOME)
+    clock.tick(6)  # the records ending in 7 expire: still in their table, never found
+    _agree(store, Quote, SOME)
+    # A chain's upper tier: fills (old versions refused) and invalidations (tombstones).
+    now_ms = clock() * 1000
+    fresh = store._read(family, [encode_key(("q010",))], now_ms)[0]
+    assert fresh is not None
+    entry = Entry(
+        encode_record("Quote", Quote(k="q010", price=-1, sector="filled")),
+        fresh.version + 1,
+        None,
+        encode_key(("q010",)),
+        (),
+    )
+    stale = Entry(encode_record("Quote", Quote(k="q011", price=-2)), 1, None, encode_key(("q011",)), ())
+    store._fill(family, [entry, stale], now_ms)
+    store._invalidate(family, [encode_key(("q012",)), encode_key(("q999",))], 2**60, int(now_ms) + 60_000)
+    assert list(store.find(Quote, sector="filled")) == ["q010"]
+    assert "q012" not in list(store.find(Quote))
+    _agree(store, Quote, SOME)
+    store.batch_put(_quotes(HARD * 120, prefix="big"))  # 3,120 records: several chunks, a SQLite _Batch, COPY
+    _agree(store, Quote, SOME)
+    assert store.clear(Quote) > 3000
+    _agree(store, Quote, SOME)
+    side = sa.table(_side_name(store, Quote))
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(side)).scalar_one() == 0
+
+
+def test_a_family_without_indexes_never_touches_a_side_table(store: SqlStore) -> None:
+    store.put(Plain(k="warm-up"))
+    with statements(store.engine) as seen:
+        store.batch_put([Plain(k=f"p{i}", v=i) for i in range(3000)])
+        store.patch(Plain, "p1", {"v": ss.UNSET})
+        store.incr(Plain, "p2", "v", 1)
+        store.delete(Plain, "p3")
+        assert list(store.find(Plain)[:2]) == ["p0", "p1"]
+        store.reset(Plain, [Plain(k="r")])
+        store.clear(Plain)
+    text = " ".join(statement for statement, _ in seen)
+    assert "sx_" not in text
+    assert "stockstore_indexes" not in text
+
+
+def test_an_index_declared_after_records_were_stored_raises_until_reindex(url: str, namespace: str) -> None:
+    def declare(indexes: list[str]) -> type:
+        return type("Late", (ss.Record,), {"__stockstore_keys__": ["k"], "__stockstore_indexes__": indexes})
+
+    with SqlStore(url, namespace=namespace) as store:
+        before = declare([])
+        store.batch_put([before(k=f"k{i}", sector="tech" if i % 2 else "fin", price=i) for i in range(50)])
+    with SqlStore(url, namespace=namespace) as store:
+        later = declare(["sector"])
+        store.put(later(k="k100", sector="tech"))  # written with its index: still not every record
+        with pytest.raises(ss.errors.QueryError, match=r"'sector'.*store\.reindex\(Late\)"):
+            list(store.find(later, sector="tech"))
+        with pytest.raises(ss.errors.QueryError, match="reindex"):
+            store.find(later).order_by("sector").count()
+        assert list(store.find(later)[:2]) == ["k0", "k1"]  # no index asked: answered
+        store.reindex(later)
+        assert store.find(later, sector="tech").count() == 26
+        assert list(store.find(later, sector="fin"))[:2] == ["k0", "k2"]  # stored-key order: shorter first
+        even_later = declare(["sector", "price"])
+        with pytest.raises(ss.errors.QueryError, match="'price'"):
+            store.find(even_later, price__gt=3).count()
+        store.reindex(even_later)
+        assert store.find(even_later, price__gt=3, sector="tech").count() == 23
+    # A process that keeps only "sector" takes back the "built" mark of "price": it would not keep it.
+    with SqlStore(url, namespace=namespace) as other:
+        other.put(declare(["sector"])(k="k200", sector="tech", price=1000))
+    with SqlStore(url, namespace=namespace) as store:
+        with pytest.raises(ss.errors.QueryError, match="'price'"):
+            store.find(even_later, price__gt=3).count()
+        assert store.find(even_later, sector="tech").count() == 27
+
+
+def test_find_reads_through_the_side_table_index(url: str, namespace: str) -> None:
+    with SqlStore(url, namespace=namespace) as store:
+        store.batch_put(_quotes(HARD * 40))
+        family = family_of(Quote)
+        search = Search((Condition("price", "gte", 2**53), Condition("sector", "eq", "a")), order=(("price", True),))
+        captured: list[str] = []
+        with statements(store.engine) as seen:
+            store._find(family, search, store.clock() * 1000)
+        captured = [s for s, _ in seen if s.lstrip().upper().startswith("SELECT") and "sx_" in s]
+        (query,) = captured
+        params = next(p for s, p in seen if s == query)
+        with store.engine.connect() as conn:
+            if store.engine.dialect.name == "sqlite":
+                plan = " ".join(str(r[-1]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + query, params))
+                assert "USING COVERING INDEX sn_" in plan or "USING INDEX sn_" in plan, plan
+                assert f"SCAN {_side_name(store, Quote)}" not in plan, plan
+            elif store.engine.dialect.name == "postgresql":
+                conn.exec_driver_sql("SET enable_seqscan = off")
+                plan = " ".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + query, params))
+                assert re.search(r"Index (Only )?Scan using s[nv]_", plan), plan
+                assert f"Seq Scan on {_side_name(store, Quote)}" not in plan, plan
+            else:
+                rows = conn.exec_driver_sql("EXPLAIN " + query, params).mappings().all()
+                side = [r for r in rows if r["key"] is not None and r["table"] in ("i0", "i1")]
+                assert len(side) == 2, rows
+                assert all(r["type"] != "ALL" for r in side), rows
+
+
+def test_reset_is_seen_whole_by_a_concurrent_reader(make: Callable[..., SqlStore]) -> None:
+    writer, reader = make(), make()
+    old = [Quote(k=f"old{i:04d}", sector="old", price=i) for i in range(3000)]
+    new = [Quote(k=f"new{i:04d}", sector="new", price=-i) for i in range(2000)]
+    writer.reset(Quote, old)
+    seen: list[tuple[int, int, int]] = []
+    stop = threading.Event()
+    problems: list[str] = []
+
+    def read() -> None:
+        while not stop.is_set():
+            total = reader.count(Quote)
+            tagged = reader.find(Quote, sector__in=["old", "new"]).count()
+            keys = list(reader.find(Quote, price__gte=-(10**9))[:5])
+            if total not in (3000, 2000) or tagged not in (3000, 2000):
+                problems.append(f"count {total}, find {tagged}")
+            if len({k[:3] for k in keys}) != 1:
+                problems.append(f"keys {keys}")
+            seen.append((total, tagged, len(keys)))
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    try:
+        for n in range(6):
+            writer.reset(Quote, new if n % 2 == 0 else old)
+    finally:
+        stop.set()
+        thread.join()
+    assert not problems, problems[:5]
+    assert {t for t, _, _ in seen} == {3000, 2000}, "the reader never saw a switch"
+    assert sorted(reader.keys(Quote))[:1] == ["old0000"]
