@@ -42,7 +42,6 @@ import os
 import random
 import re
 import socket
-import sys
 import threading
 import time
 import weakref
@@ -58,9 +57,10 @@ from sqlalchemy.pool import SingletonThreadPool, StaticPool
 
 from .._keys import family_of
 from .._lifetime import Lifetime
-from .._query import Condition, Indexed, Search
+from .._query import Search
 from .._writer import Chunk, Encoded, write_chunks
 from ..errors import BackendUnavailableError, InvalidKeyError, QueryError, SerializationError, StoreError
+from . import _sql_index as _index
 from .base import (
     BaseStore,
     Entry,
@@ -128,119 +128,6 @@ _MYSQL_ESCAPED = tuple(bytes([c]) for c in b"\x00\n\r\x1a'\"\\")  # what PyMySQL
 
 def _escaped_size(value: bytes) -> int:
     return len(value) + sum(value.count(c) for c in _MYSQL_ESCAPED)
-
-
-# ---------------------------------------------------------------------- index values
-#
-# A family that declares ``__stockstore_indexes__`` gets a side table beside its own
-# (`_side_table`): one row per (record, indexed attribute it holds), written and
-# removed in the transaction that writes or removes the record.  A value is kept so
-# that the database's own comparisons give the query rules of `stockstore._query`:
-#
-#   kind  0 bool, 1 number, 2 str: the rank bools < numbers < strs of one attribute
-#   num   a bool as 0/1; a number as the nearest double, ...
-#   adj   ... and what the double misses of an int (|adj| <= 1024 within 64 bits):
-#         (num, adj) in lexicographic order is the exact numeric order of ints and
-#         floats alike, past 2**53 too.  Infinities are (+-max double, +-2): MariaDB
-#         stores no infinity.
-#   sv    a str's UTF-8 bytes (lone surrogates passed through), their first 255:
-#         bytes compare as code points, on every database, whatever its collation
-#   sx    all of them, where there are more than 255 (an index entry has a size limit)
-
-_KIND_BOOL, _KIND_NUMBER, _KIND_STR = 0, 1, 2
-_MAX_DOUBLE = sys.float_info.max
-_STR_ROOM = 255  # bytes of a str kept in the indexed column sv
-_ADJ_ROOM = 2**62  # a query value's adj past this compares as this: stored ints never come near
-
-
-def _number(value: int | float) -> tuple[float, int]:
-    """The (num, adj) pair of a number: lexicographic order of pairs is the exact order of numbers."""
-    if type(value) is float:
-        if math.isinf(value):
-            return (_MAX_DOUBLE, 2) if value > 0 else (-_MAX_DOUBLE, -2)
-        return value + 0.0, 0  # -0.0 is 0.0
-    try:
-        near = float(value)
-    except OverflowError:  # only a query value: past every finite double, short of infinity
-        return (_MAX_DOUBLE, 1) if value > 0 else (-_MAX_DOUBLE, -1)
-    adj = int(value) - int(near)
-    if abs(near) == _MAX_DOUBLE:  # between the largest double and infinity's (max, 2)
-        adj = (adj > 0) - (adj < 0)
-    return near, max(-_ADJ_ROOM, min(_ADJ_ROOM, adj))
-
-
-def _text(value: str) -> bytes:
-    return value.encode("utf-8", "surrogatepass")
-
-
-def _after(prefix: bytes) -> bytes:
-    """The least byte string greater than every one starting with *prefix* (UTF-8 holds no 0xFF byte)."""
-    return prefix[:-1] + bytes([prefix[-1] + 1])
-
-
-@functools.lru_cache(maxsize=1024)
-def _attr_code(name: str) -> int:
-    """The side table's id of an indexed attribute name: 63 bits of its digest (names never reach SQL text)."""
-    return int.from_bytes(_digest(_text(name))[:8], "big") >> 1
-
-
-def _index_row(ident: bytes, name: str, value: Indexed) -> dict[str, Any]:
-    row: dict[str, Any] = {"id": ident, "attr": _attr_code(name), "num": None, "adj": None, "sv": None, "sx": None}
-    if type(value) is bool:
-        row.update(kind=_KIND_BOOL, num=float(value), adj=0)
-    elif type(value) is str:
-        data = _text(value)
-        row.update(kind=_KIND_STR, sv=data[:_STR_ROOM], sx=data if len(data) > _STR_ROOM else None)
-    else:
-        num, adj = _number(value)  # type: ignore[arg-type]
-        row.update(kind=_KIND_NUMBER, num=num, adj=adj)
-    return row
-
-
-def _equals(side: sa.FromClause, value: Indexed) -> sa.ColumnElement[bool]:
-    """*side*'s value equals *value* (`_query`'s equality): never NULL for a row of the side table."""
-    c = side.c
-    if type(value) is bool:
-        return sa.and_(c.kind == _KIND_BOOL, c.num == float(value))
-    if type(value) is str:
-        data = _text(value)
-        if len(data) <= _STR_ROOM:
-            return sa.and_(c.kind == _KIND_STR, c.sv == data, c.sx.is_(None))
-        return sa.and_(c.kind == _KIND_STR, c.sv == data[:_STR_ROOM], sa.func.coalesce(c.sx, c.sv) == data)
-    num, adj = _number(value)  # type: ignore[arg-type]
-    return sa.and_(c.kind == _KIND_NUMBER, c.num == num, c.adj == adj)
-
-
-def _condition(side: sa.FromClause, condition: Condition) -> sa.ColumnElement[bool]:
-    """One filter of a query over the side-table rows of its attribute (joined: a record without it never passes)."""
-    c, op, value = side.c, condition.op, condition.value
-    if op == "eq":
-        return _equals(side, value)
-    if op == "ne":
-        return sa.not_(_equals(side, value))
-    if op == "in":
-        return sa.or_(*(_equals(side, v) for v in value)) if value else sa.false()
-    if op == "startswith":
-        data = _text(value)
-        if not data:
-            return c.kind == _KIND_STR
-        if len(data) <= _STR_ROOM:  # the indexed prefix starts with it exactly when the whole str does
-            return sa.and_(c.kind == _KIND_STR, c.sv >= data, c.sv < _after(data))
-        whole = sa.func.coalesce(c.sx, c.sv)
-        return sa.and_(c.kind == _KIND_STR, c.sv == data[:_STR_ROOM], whole >= data, whole < _after(data))
-    if type(value) is str:
-        data = _text(value)
-        head, whole = data[:_STR_ROOM], sa.func.coalesce(c.sx, c.sv)
-        # The indexed prefix narrows the range (prefixes are in the order of the whole), the whole decides.
-        narrow = c.sv >= head if op in ("gt", "gte") else c.sv <= head
-        exact = {"gt": whole > data, "gte": whole >= data, "lt": whole < data, "lte": whole <= data}[op]
-        return sa.and_(c.kind == _KIND_STR, narrow, exact)
-    num, adj = _number(value)
-    if op in ("gt", "gte"):
-        tie = c.adj > adj if op == "gt" else c.adj >= adj
-        return sa.and_(c.kind == _KIND_NUMBER, c.num >= num, sa.or_(c.num > num, tie))
-    tie = c.adj < adj if op == "lt" else c.adj <= adj
-    return sa.and_(c.kind == _KIND_NUMBER, c.num <= num, sa.or_(c.num < num, tie))
 
 
 def _quoted(name: str) -> str:
@@ -642,7 +529,7 @@ class SqlStore(BaseStore):
         def create(conn: sa.Connection) -> None:
             self._create_side(conn, table.name)
             meta = self._meta_table()
-            kept = [_attr_code(n) for n in family.indexes]
+            kept = [_index.attr_code(n) for n in family.indexes]
             conn.execute(meta.delete().where(meta.c.tbl == table.name, meta.c.attr.not_in(kept)))
 
         with self._tables_lock:
@@ -704,16 +591,16 @@ class SqlStore(BaseStore):
     def _mark_built(self, conn: sa.Connection, name: str, attrs: Sequence[str]) -> None:
         """Record that the indexes *attrs* of the family table *name* hold every record."""
         meta = self._meta_table()
-        codes = [_attr_code(a) for a in attrs]
+        codes = [_index.attr_code(a) for a in attrs]
         conn.execute(meta.delete().where(meta.c.tbl == name, meta.c.attr.in_(codes)))
-        conn.execute(meta.insert(), [{"tbl": name, "attr": _attr_code(a), "name": _text(a)} for a in attrs])
+        conn.execute(meta.insert(), [{"tbl": name, "attr": _index.attr_code(a), "name": _index.text(a)} for a in attrs])
 
     def _check_built(self, conn: sa.Connection, family: Family, table: sa.Table, attrs: set[str]) -> None:
         """Raise `QueryError` naming an attribute of *attrs* whose index was never built."""
         meta = self._meta_table()
         query = sa.select(meta.c.attr).where(meta.c.tbl == table.name)
         built = set(conn.execute(query).scalars())
-        missing = sorted(a for a in attrs if _attr_code(a) not in built)
+        missing = sorted(a for a in attrs if _index.attr_code(a) not in built)
         if missing:
             raise QueryError(
                 f"{family.name}: the index of {missing[0]!r} was never built over the records stored before "
@@ -922,7 +809,7 @@ class SqlStore(BaseStore):
         if entry.payload is None:
             return []
         ident = _digest(entry.key)
-        return [_index_row(ident, n, v) for n, v in self._indexed(family, entry).items() if v is not None]
+        return [_index.index_row(ident, n, v) for n, v in self._indexed(family, entry).items() if v is not None]
 
     def _indexes_of(self, family: Family, entries: Sequence[Entry]) -> dict[bytes, list[dict[str, Any]]] | None:
         """The side-table rows of *entries* by key, worked out before a transaction (decoding may read a schema)."""
@@ -1130,9 +1017,9 @@ class SqlStore(BaseStore):
             filtered = {c.attr for c in search.conditions}
             for attr in [*sorted(filtered), *sorted(attrs - filtered)]:
                 alias = joined[attr] = side.alias(f"i{len(joined)}")
-                on = sa.and_(alias.c.id == table.c.id, alias.c.attr == _attr_code(attr))
+                on = sa.and_(alias.c.id == table.c.id, alias.c.attr == _index.attr_code(attr))
                 source = source.join(alias, on, isouter=attr not in filtered)
-            where += [_condition(joined[c.attr], c) for c in search.conditions]
+            where += [_index.condition(joined[c.attr], c) for c in search.conditions]
             for attr, descending in search.order:
                 c = joined[attr].c
                 # Absent last both ways; then the rank (bool, number, str) and the value, turned round together.
