@@ -20,6 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
+from . import _writer
 from ._codec import decode_head
 from ._entry import Entry, Merge, PartialWrite, Stored, versions
 from ._keys import Family
@@ -31,6 +32,7 @@ from .errors import StoreError
 logger = logging.getLogger("stockstore.chain")
 
 _REPAIR_SHARE = 5000  # bypassed keys of other reads a read repairs at the most, on its way
+_RESET_SHARE = 10_000  # old keys a reset tombstones in the cache tiers per call
 
 
 class ChainedStore(BaseStore):
@@ -686,15 +688,21 @@ class ChainedStore(BaseStore):
             self._source._reindex(family, now_ms)
 
     def _reset(self, family: Family, chunks: Iterable[list[Entry]], now_ms: float) -> int:
-        """The source replaces the family; then every cache tier loses its copies, as on `clear`.
+        """The source replaces the family, once every cache tier holds tombstones in place of its old records.
 
-        The floor is raised first: from then on this chain takes no cached copy of the
-        old records, while the new ones, encoded as the source takes them, are newer.
+        The tombstones are newer than the old records and older than the new ones
+        (encoded as the source takes them): a fill of an old record read before the
+        switch, in any process, is refused, so no tier serves an old record once the
+        source has switched, and the new records fill the tiers as they are read.
         """
         self._floors[family.name] = versions.next()
         with self._source._errors():
+            old = list(self._source._scan(family, now_ms))
+        for part in _writer.chunks(old, _RESET_SHARE):
+            self._invalidate_caches(family, part)
+        with self._source._errors():
             count = self._source._reset(family, chunks, now_ms)
-        self._void_caches(family, now_ms)
+        self._forget_family(family)
         return count
 
     def _clear(self, family: Family, now_ms: float) -> int:
@@ -705,11 +713,15 @@ class ChainedStore(BaseStore):
         self._void_caches(family, now_ms)
         return count
 
-    def _void_caches(self, family: Family, now_ms: float) -> None:
-        """Clear the family from every cache tier after the source replaced or cleared it."""
+    def _forget_family(self, family: Family) -> None:
+        """Drop this process's reads of the family under way: what they read is from before a clear or reset."""
         with self._lock:
             for flight in [f for f in self._flights if f[0] == family.name]:
                 del self._flights[flight]
+
+    def _void_caches(self, family: Family, now_ms: float) -> None:
+        """Clear the family from every cache tier after the source cleared it."""
+        self._forget_family(family)
         for level, tier in self._caches:
             try:
                 with tier._errors():

@@ -754,7 +754,15 @@ class _RedisStore(BaseStore):
         return [prefix + key_text(k) for k in keys]
 
     def _scan(self, family: Family, now_ms: float) -> Iterator[bytes]:
-        """Every live key: ``SCAN MATCH`` over the family's records (never ``KEYS``), headers checked."""
+        """Every live key: ``SCAN MATCH`` over the family's records (never ``KEYS``), headers checked.
+
+        A family whose index is built lists from it instead, in one script call: a
+        `reset` switching meanwhile shows the old keys or the new, never some of each.
+        """
+        if family.indexes:
+            with contextlib.suppress(QueryError):  # an index never built: listed by SCAN
+                yield from self._find(family, Search(), now_ms)
+                return
         prefix = self._prefix(family) + "r:"
         cut, parts = len(prefix), len(family.primary)
         found = self._client.scan_iter(match=prefix + "*", count=self.chunk_size)
@@ -763,6 +771,13 @@ class _RedisStore(BaseStore):
             for name, live in zip(chunk, self._run(family, "l", [(n, ()) for n in chunk], now_ms), strict=True):
                 if live == 1 or self._check(live, "scan"):  # 0, or an error that _check raises
                     yield key_bytes(name[cut:], parts)
+
+    def _count(self, family: Family, now_ms: float) -> int:
+        """A family whose index is built is counted from it, in one script call (see `_scan`)."""
+        if family.indexes:
+            with contextlib.suppress(QueryError):
+                return self._count_found(family, Search(), now_ms)
+        return super()._count(family, now_ms)
 
     def _clear(self, family: Family, now_ms: float) -> int:
         removed = 0
@@ -1002,7 +1017,8 @@ class RedisMsgpackStore(_RedisStore):
         misses = [i for i, v in enumerate(values) if v is None]
         if misses and self._check(self._pipeline([("EXISTS", *(names[i] for i in misses))])[0], "read"):
             for i, stored in zip(misses, self._other_layouts([names[i] for i in misses]), strict=True):
-                out[i] = stored
+                # A string there now was written after the MGET: a miss, as the MGET saw it.
+                out[i] = stored if isinstance(stored, _OtherLayout) else None
         return out
 
     def _scan_read(self, family: Family, now_ms: float) -> Iterator[tuple[bytes, Stored]]:
@@ -1046,7 +1062,9 @@ class RedisHashStore(_RedisStore):
             return self._fetch_by_script(family, names)
         out: list[Stored | None] = []
         for chunk in _chunks(names, self.chunk_size):
-            *replies, info = self._pipeline([*(("HGETALL", n) for n in chunk), ("INFO", "server")])
+            # In one MULTI: a chunk is read whole before or after a `reset` switches, never across.
+            *_, done, info = self._pipeline([("MULTI",), *(("HGETALL", n) for n in chunk), ("EXEC",), ("INFO", "server")])
+            replies = self._check(done, "read")
             run = _run_of(self._check(info, "read"))
             strings: list[int] = []  # WRONGTYPE: the other layout's records, read on their own
             for name, reply in zip(chunk, replies, strict=True):
@@ -1057,7 +1075,7 @@ class RedisHashStore(_RedisStore):
                     out.append(self._parse(name, self._check(reply, "read"), run))
             if strings:
                 for i, stored in zip(strings, self._other_layouts([names[i] for i in strings]), strict=True):
-                    out[i] = stored
+                    out[i] = stored if isinstance(stored, _OtherLayout) else None  # a hash now: written since
         return out
 
     def _write_chunk(self, family: Family, chunk: Sequence[Entry], now_ms: float) -> list[Any]:
