@@ -1063,7 +1063,9 @@ class RedisHashStore(_RedisStore):
         out: list[Stored | None] = []
         for chunk in _chunks(names, self.chunk_size):
             # In one MULTI: a chunk is read whole before or after a `reset` switches, never across.
-            *_, done, info = self._pipeline([("MULTI",), *(("HGETALL", n) for n in chunk), ("EXEC",), ("INFO", "server")])
+            *_, done, info = self._pipeline(
+                [("MULTI",), *(("HGETALL", n) for n in chunk), ("EXEC",), ("INFO", "server")]
+            )
             replies = self._check(done, "read")
             run = _run_of(self._check(info, "read"))
             strings: list[int] = []  # WRONGTYPE: the other layout's records, read on their own

@@ -335,6 +335,40 @@ class FindTests(SuiteBase):
             name = attr if op == "eq" else f"{attr}__{op}"
             assert sorted(store.find(Stock, **{name: value})) == expected(records, **{name: value}), name
 
+    def test_indexes_stay_exact_under_concurrent_patches(self, store: BaseStore) -> None:
+        """Threads patch the indexed attributes of a few records at once; the index then agrees with every record."""
+        self.finding()
+        if not self.shared_between_threads:
+            pytest.skip("shared_between_threads is false: each thread sees its own records")
+        keys = [f"K{i}" for i in range(12)]
+        store.batch_put([Stock(ssm_id=k, sector="start", rating=0) for k in keys])
+        increments: list[int] = []  # list.append is atomic: one entry per increment made
+
+        def work(seed: int) -> None:
+            rng = random.Random(seed)
+            for _ in range(60):
+                key = rng.choice(keys)
+                if rng.random() < 0.5:
+                    store.patch(Stock, key, {"sector": rng.choice(SECTORS)})
+                else:
+                    store.incr(Stock, key, "rating", 1)
+                    increments.append(1)
+
+        threads = [threading.Thread(target=work, args=(seed,)) for seed in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        records = [r for r in store.batch_get(Stock, keys) if r is not None]
+        assert sum(r["rating"] for r in records) == len(increments), "an increment was lost"
+        for sector in ["start", *SECTORS]:
+            assert sorted(store.find(Stock, sector=sector)) == sorted(
+                r["ssm_id"] for r in records if r["sector"] == sector
+            )
+        for rating in range(0, 60):
+            want = sorted(r["ssm_id"] for r in records if r["rating"] == rating)
+            assert sorted(store.find(Stock, rating=rating)) == want
+
     # ------------------------------------------------------------------ reset
 
     def test_reset_replaces_every_record_and_counts_them(self, store: BaseStore) -> None:
