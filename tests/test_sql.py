@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import quote
 
@@ -1076,3 +1077,12 @@ def test_reset_is_seen_whole_by_a_concurrent_reader(make: Callable[..., SqlStore
     assert not problems, problems[:5]
     assert {t for t, _, _ in seen} == {3000, 2000}, "the reader never saw a switch"
     assert sorted(reader.keys(Quote))[:1] == ["old0000"]
+
+
+@pytest.mark.parametrize("option", ["namespace=foo", "lifetime=5"])
+def test_stockstore_options_in_a_url_given_to_sqlstore_itself_are_refused(option: str, tmp_path: Path) -> None:
+    """SQLAlchemy would hand them to the driver or drop them: the store says where they go instead."""
+    with pytest.raises(StoreError, match="keyword arguments, not in its URL"):
+        SqlStore(f"sqlite:///{tmp_path / 'x.db'}?{option}")
+    with ss.from_url(f"sqlite:///{tmp_path / 'x.db'}?{option}") as store:  # from_url takes them out and uses them
+        assert store.namespace == ("foo" if option.startswith("namespace") else "stockstore")

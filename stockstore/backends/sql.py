@@ -327,7 +327,7 @@ class SqlStore(BaseStore):
             self.engine = url_or_engine
             self._owned = False
         else:
-            self.engine = _build_engine(_url(url_or_engine), timeout)
+            self.engine = _build_engine(_without_own_options(_url(url_or_engine)), timeout)
             self._owned = True
         dialect = self.engine.dialect
         _check_supported(dialect.name, dialect.driver)
@@ -1184,6 +1184,20 @@ def _url(where: str | sa.URL) -> sa.URL:
     _check_host(url)
     driver = _DRIVERS.get(url.drivername)
     return url if driver is None else url.set(drivername=driver)
+
+
+_OWN_OPTIONS = {"namespace", "lifetime"}  # stockstore's URL options (stockstore._url), taken out by from_url
+
+
+def _without_own_options(url: sa.URL) -> sa.URL:
+    """*url*, refused if it carries stockstore's own options: SQLAlchemy would hand them to the driver, or drop them."""
+    own = sorted(_OWN_OPTIONS.intersection(url.query))
+    if own:
+        raise StoreError(
+            f"SqlStore takes {', '.join(own)} as keyword arguments, not in its URL: "
+            f"SqlStore(url, {own[0]}=...), or build the store with stockstore.from_url(url)"
+        )
+    return url
 
 
 def _check_host(url: sa.URL) -> None:
