@@ -400,10 +400,13 @@ class FindTests(SuiteBase):
         assert store.get(Coded, {"isin": "X1"}) == Coded(ssm_id="C", isin="X1")
         assert store.get(Coded, {"isin": "X2"}) is None
 
-    def test_find_and_reset_are_refused_where_finds_is_false(self, store: BaseStore) -> None:
-        if self.finds:
-            pytest.skip("finds is true")
+    def test_find_and_reset_work_or_are_refused_as_finds_says(self, store: BaseStore) -> None:
         store.put(Stock(ssm_id="A", sector="tech"))
+        if self.finds:
+            assert list(store.find(Stock, sector="tech")) == ["A"]
+            assert store.reset(Stock, [Stock(ssm_id="B", sector="tech")]) == 1
+            assert list(store.find(Stock, sector="tech")) == ["B"]
+            return
         with pytest.raises(UnsupportedOperationError):
             list(store.find(Stock, sector="tech"))
         with pytest.raises(UnsupportedOperationError):

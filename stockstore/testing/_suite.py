@@ -113,7 +113,7 @@ class BackendSuite(
     ``finds = True``
         False for a store that cannot find records by attribute nor replace a family at
         once (memcached): ``find`` (when run) and ``reset`` must raise
-        `UnsupportedOperationError`, which test_find_and_reset_are_refused_where_finds_is_false
+        `UnsupportedOperationError`, which test_find_and_reset_work_or_are_refused_as_finds_says
         asserts; every other find and reset test skips.  ``incr`` and ``UNSET`` are tested
         all the same.
     ``largest_record_size = None``, ``largest_record_error = ""``
