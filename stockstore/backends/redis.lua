@@ -462,6 +462,10 @@ local function query()
     if counting then return sliced(redis.call('ZCARD', IA)) end
     return redis.call('ZRANGE', IA, '-', '+', 'BYLEX', 'LIMIT', start, limit)
   end
+  if counting and #conds == 1 and #conds[1][2] == 1 then
+    local range = conds[1][2][1]
+    return sliced(redis.call('ZLEXCOUNT', IZ[conds[1][1]], range[1], range[2]))
+  end
   if single and #order == 0 then
     local zset, range = IZ[conds[1][1]], conds[1][2][1]
     if counting then return sliced(redis.call('ZLEXCOUNT', zset, range[1], range[2])) end

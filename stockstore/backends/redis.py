@@ -835,15 +835,14 @@ class _RedisStore(BaseStore):
             )
         position = {attr: n for n, attr in enumerate(family.indexes, 1)}
         limit = -1 if search.stop is None else search.stop - search.start
-        args: list[Any] = [search.start, limit, int(counting), len(search.conditions)]
-        single = False
-        for condition in search.conditions:
-            ranges, single = _ranges(condition)
-            args += [position[condition.attr], len(ranges), *(bound for pair in ranges for bound in pair)]
+        conditions = _merged(search.conditions)
+        args: list[Any] = [search.start, limit, int(counting), len(conditions)]
+        for attr, ranges, _ in conditions:
+            args += [position[attr], len(ranges), *(bound for pair in ranges for bound in pair)]
         args.append(len(search.order))
         for attr, descending in search.order:
             args += [position[attr], int(descending)]
-        args.append(int(single and len(search.conditions) == 1))
+        args.append(int(len(conditions) == 1 and conditions[0][2]))
         head = self._head(family, "Q", now_ms)
         (reply,) = self._pipeline([("EVALSHA", _SHA, 1, self._prefix(family) + "i:m", *head, *args)])
         return self._check(reply, "find")
@@ -1255,6 +1254,41 @@ def _ranges(condition: Condition) -> tuple[list[tuple[bytes, bytes]], bool]:
         "lte": (b"[" + rank, b"(" + held + b"\xff"),
     }
     return [bounds[op]], False
+
+
+def _merged(conditions: Sequence[Condition]) -> list[tuple[str, list[tuple[bytes, bytes]], bool]]:
+    """The conditions as (attribute, BYLEX ranges, one value?), one range per attribute where they allow.
+
+    Conditions of one attribute that are each one range (``price__gte`` and
+    ``price__lte``) become their intersection: the script then reads that range
+    alone, instead of both half-open ranges and the intersection of their keys.
+    """
+    out: list[tuple[str, list[tuple[bytes, bytes]], bool]] = []
+    narrowed: dict[str, int] = {}  # attribute -> its one-range entry in out
+    for condition in conditions:
+        ranges, single = _ranges(condition)
+        at = narrowed.get(condition.attr)
+        if len(ranges) == 1 and at is not None:
+            (low, high), ((other_low, other_high),) = ranges[0], out[at][1]
+            out[at] = (
+                condition.attr,
+                [(_tighter(low, other_low, b"-", 1), _tighter(high, other_high, b"+", -1))],
+                False,
+            )
+            continue
+        if len(ranges) == 1:
+            narrowed[condition.attr] = len(out)
+        out.append((condition.attr, ranges, single))
+    return out
+
+
+def _tighter(a: bytes, b: bytes, open_end: bytes, sign: int) -> bytes:
+    """The tighter of two ``BYLEX`` bounds of one side: the higher minimum (*sign* 1) or the lower maximum (-1)."""
+    if a == open_end or b == open_end:
+        return b if a == open_end else a
+    if a[1:] != b[1:]:
+        return a if (a[1:] > b[1:]) == (sign > 0) else b
+    return a if a[:1] == b"(" else b  # at the same value, an exclusive bound is the tighter
 
 
 def _stage_key(prefix: str, name: str) -> str:

@@ -144,6 +144,10 @@ class FindTests(SuiteBase):
             {"price__in": [0, 1.5, 9]},
             {"rating": 3, "sector": "util"},
             {"rating__gte": 2, "rating__lt": 5, "price__gt": 1.0},
+            {"price__gt": 2, "price__lte": 7.5},  # two bounds of one attribute: one range
+            {"price__gte": 3.5, "price__lt": 3.5},  # an empty range
+            {"price__gte": 3, "price__lte": 3, "rating__ne": 3},
+            {"sector__gte": "e", "sector__lt": "u", "sector__startswith": "t"},
             {"active": True},
             {"active": False},
             {"active__ne": True},
