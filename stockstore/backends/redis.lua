@@ -466,6 +466,14 @@ local function query()
     local range = conds[1][2][1]
     return sliced(redis.call('ZLEXCOUNT', IZ[conds[1][1]], range[1], range[2]))
   end
+  if #conds == 1 and #conds[1][2] == 1 and #order == 1 and order[1][1] == conds[1][1] and not order[1][2] then
+    -- One range of the attribute sorted on, ascending: its members are in that order already
+    -- (value, then key), and every one of them holds the attribute.
+    local range = conds[1][2][1]
+    local found = redis.call('ZRANGE', IZ[conds[1][1]], range[1], range[2], 'BYLEX', 'LIMIT', start, limit)
+    for i = 1, #found do found[i] = cut(found[i]) end
+    return found
+  end
   if single and #order == 0 then
     local zset, range = IZ[conds[1][1]], conds[1][2][1]
     if counting then return sliced(redis.call('ZLEXCOUNT', zset, range[1], range[2])) end

@@ -183,6 +183,11 @@ class FindTests(SuiteBase):
         down = [r["ssm_id"] for r in sorted(priced, key=lambda r: (-r["price"], r["ssm_id"]))]
         assert list(store.find(Stock).order_by("price")) == up + unpriced
         assert list(store.find(Stock).order_by("-price")) == down + unpriced
+        ranged = [r for r in priced if 2 <= r["price"] <= 7.5]
+        want = [r["ssm_id"] for r in sorted(ranged, key=lambda r: (r["price"], r["ssm_id"]))]
+        assert list(store.find(Stock, price__gte=2, price__lte=7.5).order_by("price")) == want
+        assert list(store.find(Stock, price__gte=2, price__lte=7.5).order_by("price")[1:4]) == want[1:4]
+        assert list(store.find(Stock, price__gte=2).order_by("-price")[:2]) == down[:2]
         by_two = sorted(records, key=lambda r: (r["rating"], -r["price"] if _number(r.get("price")) else 1e9))
         got = list(store.find(Stock, price__gte=0).order_by("rating", "-price"))
         assert got == [r["ssm_id"] for r in by_two if _number(r.get("price"))]
