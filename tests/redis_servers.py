@@ -47,6 +47,11 @@ def _binary(name: str) -> str:
     return found
 
 
+def key_names(raw: Any, namespace: str) -> set[str]:
+    """Every key a raw client sees under *namespace* (``SCAN``), as text."""
+    return {k.decode() for k in raw.scan_iter(match=f"{namespace}:*", count=1000)}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

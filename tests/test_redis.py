@@ -18,6 +18,7 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
+from redis_servers import key_names
 
 import stockstore as ss
 from stockstore._keys import encode_key, family_of
@@ -45,15 +46,11 @@ def store(request: pytest.FixtureRequest, redis_url: str) -> Iterator[Any]:
         yield store
 
 
-def _names(raw: redis.Redis, namespace: str) -> set[str]:
-    return {k.decode() for k in raw.scan_iter(match=f"{namespace}:*", count=1000)}
-
-
 class TestKeyLayout:
     def test_keys_are_readable(self, store: Any, raw: redis.Redis) -> None:
         store.batch_put([Security(ssm_id="US0378331005"), Security(ssm_id=42), Listing(exchange="XNAS", ticker="AAPL")])
         ns = store.namespace
-        assert _names(raw, ns) == {
+        assert key_names(raw, ns) == {
             f"{ns}:Security:r:US0378331005",
             f"{ns}:Security:r:#42",
             f"{ns}:{{Listing}}:r:XNAS,AAPL",
@@ -64,7 +61,7 @@ class TestKeyLayout:
         ns = store.namespace
         pointer = f"{ns}:{{Listing}}:a1:US0378331005"
         assert raw.get(pointer) == b"XNAS,AAPL"
-        slots = {key_slot(name.encode()) for name in _names(raw, ns)}
+        slots = {key_slot(name.encode()) for name in key_names(raw, ns)}
         assert len(slots) == 1
         store.patch(Listing, ("XNAS", "AAPL"), {"isin": "NEW"})
         assert raw.get(pointer) is None
@@ -76,7 +73,7 @@ class TestKeyLayout:
     )
     def test_hostile_key_values_are_escaped(self, store: Any, raw: redis.Redis, key: str) -> None:
         store.batch_put([Security(ssm_id=key, v=1), Security(ssm_id="plain", v=2)])
-        (name,) = _names(raw, store.namespace) - {f"{store.namespace}:Security:r:plain"}
+        (name,) = key_names(raw, store.namespace) - {f"{store.namespace}:Security:r:plain"}
         suffix = name.removeprefix(f"{store.namespace}:Security:r:")
         assert not set(suffix) & set("*?[]\\{}:, \n\x00#") or suffix.startswith("#")
         assert suffix.isascii()
@@ -98,8 +95,8 @@ class TestKeyLayout:
         ):
             plain.put(Security(ssm_id="a"))
             awkward.put(Security(ssm_id="b"))
-            assert _names(raw, base) == {f"{base}:Security:r:a"}
-            assert _names(raw, base + "%3A%2A%7Bx%7D") == {f"{base}%3A%2A%7Bx%7D:Security:r:b"}
+            assert key_names(raw, base) == {f"{base}:Security:r:a"}
+            assert key_names(raw, base + "%3A%2A%7Bx%7D") == {f"{base}%3A%2A%7Bx%7D:Security:r:b"}
             assert list(plain.keys(Security)) == ["a"]
             assert plain.clear(Security) == 1
             assert list(awkward.keys(Security)) == ["b"]
@@ -176,7 +173,7 @@ class TestServerSide:
         big.batch_put([Security(ssm_id=i) for i in range(5000)])
         assert big.count(Security) == 5000
         assert big.batch_delete(Security, range(5001)) == 5000
-        assert _names(raw, store.namespace) == set()
+        assert key_names(raw, store.namespace) == set()
 
     def test_batches_cost_a_round_trip_a_chunk(self, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
         store = RedisMsgpackStore(redis_url, namespace=f"t{uuid.uuid4().hex[:12]}", chunk_size=500)

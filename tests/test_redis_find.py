@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 import pytest
 import redis
+from redis_servers import key_names
 
 import stockstore as ss
 from stockstore._chained import ChainedStore
@@ -61,18 +62,14 @@ def store(request: pytest.FixtureRequest, redis_url: str) -> Iterator[Any]:
         yield store
 
 
-def _names(raw: redis.Redis, namespace: str) -> set[str]:
-    return {k.decode() for k in raw.scan_iter(match=f"{namespace}:*", count=1000)}
-
-
 def test_an_indexed_family_has_its_index_keys_and_a_plain_one_none(store: Any, raw: redis.Redis) -> None:
     store.batch_put([*quotes(3), Plain(ssm_id="P")])
     ns = store.namespace
-    index = {n for n in _names(raw, ns) if ":i:" in n}
+    index = {n for n in key_names(raw, ns) if ":i:" in n}
     assert index == {
         f"{ns}:Quote:i:{part}" for part in ("k", "a", "m", "z:sector", "v:sector", "z:price", "v:price")
     } | {f"{ns}:Quote:i:z:rating", f"{ns}:Quote:i:v:rating"}
-    assert not any(n.startswith(f"{ns}:Plain:i:") for n in _names(raw, ns))
+    assert not any(n.startswith(f"{ns}:Plain:i:") for n in key_names(raw, ns))
 
 
 def test_a_plain_family_pays_nothing(store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -142,7 +139,7 @@ def test_the_index_forgets_what_redis_expired(redis_url: str, raw: redis.Redis) 
             store.put(Quote(ssm_id="Q0001", sector="s1"))  # a put renews
             assert store.find(Quote, sector="s1").count() == 4
             time.sleep(0.3)
-            assert not any(":r:" in n for n in _names(raw, store.namespace))  # gone by Redis' own expiry
+            assert not any(":r:" in n for n in key_names(raw, store.namespace))  # gone by Redis' own expiry
             assert list(store.find(Quote, sector="s1")) == []
             assert store.find(Quote).count() == 0
             prefix = store._prefix(ss.backends.base.Family("Quote", Quote, (("ssm_id",),)))
@@ -171,7 +168,7 @@ def test_clear_and_delete_empty_the_index(store: Any, raw: redis.Redis) -> None:
     store.batch_delete(Quote, ["Q0000", "Q0005"])
     assert store.find(Quote, sector="s0").count() == 4
     assert store.clear(Quote) == 28
-    index = {n for n in _names(raw, store.namespace) if ":i:" in n}
+    index = {n for n in key_names(raw, store.namespace) if ":i:" in n}
     assert index == {f"{store.namespace}:Quote:i:m"}
 
 
@@ -212,7 +209,7 @@ def test_reset_is_seen_whole_or_not_at_all(store: Any) -> None:
 def test_reset_leaves_no_staged_key_behind(store: Any, raw: redis.Redis) -> None:
     store.batch_put(quotes(50))
     store.reset(Quote, quotes(20))
-    assert not any(":n:" in n for n in _names(raw, store.namespace))
+    assert not any(":n:" in n for n in key_names(raw, store.namespace))
     assert store.find(Quote, rating=1).count() == 7
 
 

@@ -69,6 +69,15 @@ def _worker(urls: Sequence[str], namespace: str, attribute: str, start: Any, nai
             (_naive_patch if naive else _patch)(store, attribute, r)
 
 
+def _run_all(workers: Sequence[Any]) -> None:
+    """Start the worker processes, wait for them (bounded), and require each to have succeeded."""
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(240)
+    assert [w.exitcode for w in workers] == [0] * len(workers)
+
+
 def _race(urls: Sequence[str], *, naive: bool = False) -> list[Security | None]:
     """Run PROCESSES workers at once on fresh records; what the store holds afterwards."""
     namespace = f"t{uuid.uuid4().hex}"
@@ -76,15 +85,12 @@ def _race(urls: Sequence[str], *, naive: bool = False) -> list[Security | None]:
         store.batch_put([Security(ssm_id=i, keep=1.0) for i in range(RECORDS)])
         context = multiprocessing.get_context("spawn")
         start = context.Barrier(PROCESSES, timeout=120)  # all patch at the same time, not one after another
-        workers = [
-            context.Process(target=_worker, args=(list(urls), namespace, attribute, start, naive))
-            for attribute in ATTRIBUTES
-        ]
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join(240)
-        assert [w.exitcode for w in workers] == [0] * PROCESSES
+        _run_all(
+            [
+                context.Process(target=_worker, args=(list(urls), namespace, attribute, start, naive))
+                for attribute in ATTRIBUTES
+            ]
+        )
     # A fresh store: this process's own memory tier still holds what it put (the documented
     # limit of in-process tiers); every shared tier must already hold the final records.
     with _open(urls, namespace) as fresh:
@@ -156,12 +162,7 @@ def test_processes_incrementing_one_counter_lose_nothing(urls: list[str]) -> Non
     namespace = f"t{uuid.uuid4().hex}"
     context = multiprocessing.get_context("spawn")
     start = context.Barrier(PROCESSES, timeout=120)
-    workers = [context.Process(target=_incr_worker, args=(list(urls), namespace, start)) for _ in range(PROCESSES)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join(240)
-    assert [w.exitcode for w in workers] == [0] * PROCESSES
+    _run_all([context.Process(target=_incr_worker, args=(list(urls), namespace, start)) for _ in range(PROCESSES)])
     with _open(urls, namespace) as fresh:
         assert_record(fresh.get(Counter, "hits"), Counter(name="hits", n=PROCESSES * INCREMENTS))
 
@@ -171,12 +172,7 @@ def test_processes_incrementing_one_counter_lose_nothing(urls: list[str]) -> Non
 # Stores whose every tier is shared between processes: an in-process tier of a reader
 # may serve the old records until its lifetime ends (the documented limit of chains).
 RESET_STORES = [
-    pytest.param("sqlite_url", id="sqlite"),
-    pytest.param("postgresql_url", id="postgresql", marks=pytest.mark.postgresql),
-    pytest.param("mysql_url", id="mysql", marks=pytest.mark.mysql),
-    pytest.param("redis_url", id="redis-msgpack", marks=pytest.mark.redis),
-    pytest.param("redis_hash_url", id="redis-hash", marks=pytest.mark.redis),
-    pytest.param("redis_cluster_url", id="redis-msgpack-cluster", marks=pytest.mark.redis_cluster),
+    *(p for p in STORES if p.id in ("sqlite", "postgresql", "mysql") or p.id.startswith("redis-")),
     pytest.param("redis_sqlite", id="chain-redis-sqlite", marks=pytest.mark.redis),
 ]
 
