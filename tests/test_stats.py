@@ -134,7 +134,6 @@ def test_counters_lose_nothing_under_threads() -> None:
 @pytest.fixture
 def spans() -> Iterator[Any]:
     """Spans exported in memory while a test runs (opentelemetry-sdk), the tracer looked for afresh."""
-    from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -144,8 +143,7 @@ def spans() -> Iterator[Any]:
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     _stats._tracer = provider.get_tracer("stockstore")
     yield exporter
-    _stats._tracer = None
-    trace.get_tracer_provider()  # untouched: the global provider was never set
+    _stats._tracer = None  # looked for afresh by the next timed call; the global provider was never set
 
 
 def test_each_timed_call_is_a_span_when_opentelemetry_is_there(spans: Any) -> None:
