@@ -34,7 +34,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import islice
+from itertools import chain
 from operator import countOf, itemgetter
 from typing import Any
 
@@ -689,9 +689,11 @@ _templates: dict[tuple[bytes, tuple[str, ...]], dict[str, None]] = {}  # (id and
 # ---------------------------------------------------------------------------- wide records as rows
 
 _WIDE = 16  # float attributes, at the least, for a record to be worth a row
+_RUNS_MAX = 8  # runs of floats taken by slices; past that, one at a time
 _LAYOUTS_MAX = 4096  # distinct (tag, names) shapes remembered; past that the cache starts over
 _SCHEMAS_PER_TAG = 64  # ordered schemas one class's records may make in a process; past that, new shapes stay plain
 _layouts: dict[tuple[str, tuple[str, ...]], WideLayout | None] = {}
+_recent: dict[str, WideLayout] = {}  # by tag: the layout its last record had
 _lineages: dict[str, _Lineage] = {}  # by tag
 _lineage_lock = threading.Lock()
 
@@ -722,7 +724,7 @@ class WideLayout:
 
     names: tuple[str, ...]
     positions: tuple[int, ...]  # of the row's values among the record's
-    floats: Callable[[Mapping[str, Any]], Iterable[Any]]  # the row's values, from the record
+    floats: Callable[[list[Any]], list[Any]]  # the row's values, from the list of the record's values
     others: tuple[str, ...]  # names of the map's attributes
     row: struct.Struct
     start: bytes  # how its records begin (`row_head`)
@@ -750,19 +752,28 @@ def check_wide(tag: str, attrs: Mapping[str, Any]) -> WideLayout | None:
     names were checked when the shape was first seen (its layout is remembered
     per tag and names), the row's values need only be floats, the few others
     are checked as usual.  A record that does not fit is checked the usual way.
+    Records of a batch mostly share one shape, so the class's last layout is
+    tried first: comparing the names costs less than hashing them.
     """
     if len(attrs) < _WIDE:
         check_attributes(attrs)
         return None
-    shape = (tag, tuple(attrs))
-    layout = _layouts.get(shape)
-    if layout is not None and countOf(map(type, layout.floats(attrs)), float) == len(layout.positions):
-        others = [attrs[name] for name in layout.others]
-        if not _LEAVES.issuperset(map(type, others)):
-            _walk(others, 1)
-        return layout
+    names = tuple(attrs)
+    layout = _recent.get(tag)
+    if layout is None or layout.names != names:
+        layout = _layouts.get((tag, names))
+    if layout is not None:
+        floats = layout.floats(list(attrs.values()))
+        if countOf(map(type, floats), float) == len(floats):
+            others = [attrs[name] for name in layout.others]
+            if not _LEAVES.issuperset(map(type, others)):
+                _walk(others, 1)
+            _recent[tag] = layout
+            return layout
+        check_attributes(attrs)
+        return None
     check_attributes(attrs)
-    return _layout_of(shape, attrs) if layout is None else None
+    return _layout_of((tag, names), attrs)
 
 
 def _layout_of(shape: tuple[str, tuple[str, ...]], attrs: Mapping[str, Any]) -> WideLayout | None:
@@ -856,16 +867,27 @@ def _merge(names: Sequence[str], kinds: Sequence[str], columns: Sequence[tuple[s
 def encode_wide(attrs: Mapping[str, Any], layout: WideLayout, packer: msgpack.Packer, target: Target) -> bytes:
     """*attrs*, for which `check_wide` returned *layout*, as a row record of *target*; *packer* from `packer`."""
     head = {name: attrs[name] for name in layout.others}
-    return b"".join((layout.start, packer.pack(head), target[1], layout.row.pack(*layout.floats(attrs))))
+    return b"".join((layout.start, packer.pack(head), target[1], layout.row.pack(*layout.floats(list(attrs.values())))))
 
 
-def _taker(positions: tuple[int, ...]) -> Callable[[Mapping[str, Any]], Iterable[Any]]:
-    """What takes the values at *positions* from a record: a slice of its values when they are in one run."""
-    start, stop = positions[0], positions[-1] + 1
-    if stop - start == len(positions):
-        return lambda attrs: islice(attrs.values(), start, stop)
+def _taker(positions: tuple[int, ...]) -> Callable[[list[Any]], list[Any]]:
+    """What takes the values at *positions* from a record's list of values: slices of its runs.
+
+    A list's slice is a copy in C; a key among the floats splits them into two runs.
+    """
+    runs: list[slice] = []
+    for position in positions:
+        if runs and runs[-1].stop == position:
+            runs[-1] = slice(runs[-1].start, position + 1)
+        else:
+            runs.append(slice(position, position + 1))
+    if len(runs) == 1:
+        (run,) = runs
+        return lambda values: values[run]
+    if len(runs) <= _RUNS_MAX:
+        return lambda values: list(chain.from_iterable([values[run] for run in runs]))
     take = itemgetter(*positions)
-    return lambda attrs: take(list(attrs.values()))
+    return lambda values: list(take(values))
 
 
 def patch_row(data: bytes, changes: Mapping[str, Any]) -> tuple[dict[str, Any], bytes] | None:

@@ -180,9 +180,9 @@ class TestServerSide:
         sent: list[str] = []
         real = store._send
 
-        def counting(commands: Any) -> list[Any]:
+        def counting(commands: Any, **options: Any) -> list[Any]:
             sent.append(" ".join(sorted({str(c[0]) for c in commands})))
-            return real(commands)
+            return real(commands, **options)
 
         monkeypatch.setattr(store, "_send", counting)
         store.batch_put([Security(ssm_id=i, v=1.0) for i in range(2000)])

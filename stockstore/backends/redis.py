@@ -73,6 +73,7 @@ from ..errors import (
     UnsupportedOperationError,
 )
 from . import _redis_index as _index
+from . import _redis_wire as _wire
 from .base import BaseStore, Entry, Family, Merge, PartialWrite, Stored
 
 logger = logging.getLogger(__name__)
@@ -259,9 +260,18 @@ class _RedisStore(BaseStore):
                 replies[i] = reply
         return replies
 
-    def _send(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    def _send(self, commands: Sequence[tuple[Any, ...]], *, packed: bool = False) -> list[Any]:
+        """Send *commands* in one pipeline; replies aligned, errors in place.
+
+        *packed*: writes whose replies need no parsing, values maybe in pieces
+        (`_redis_wire.Arg`), packed by `_redis_wire` on one server.
+        """
         if self._cluster:
+            if packed:
+                commands = [tuple(b"".join(a) if isinstance(a, tuple) else a for a in c) for c in commands]
             return self._send_to_masters(commands)
+        if packed:
+            return _wire.send(self._client, commands)  # type: ignore[arg-type]  # one server: a redis.Redis
         pipe = self._client.pipeline(transaction=False)
         for command in commands:
             pipe.execute_command(*command)
@@ -962,7 +972,7 @@ class RedisMsgpackStore(_RedisStore):
             commands: list[tuple[Any, ...]] = []
             owners: list[list[Entry]] = []
             for entry, name in zip(chunk, self._record_keys(family, [e.key for e in chunk]), strict=True):
-                (value,) = self._body(entry)
+                value = (_header(entry.version, entry.expires_ms), entry.payload)
                 if entry.expires_ms is None:
                     lasting += (name, value)
                 else:
@@ -978,7 +988,7 @@ class RedisMsgpackStore(_RedisStore):
                 commands.append(("MSET", *lasting))
                 owners.append([e for e in chunk if e.expires_ms is None])
             try:
-                replies = self._pipeline(commands)
+                replies = self._send(commands, packed=True)
             except (RedisError, OSError) as exc:
                 # Outcomes unknown from here on: every remaining entry counts as not applied.
                 failed.update((e.key, _unavailable(exc)) for e in entries[done * self.chunk_size :])
@@ -1035,12 +1045,7 @@ class RedisMsgpackStore(_RedisStore):
 
     def _body(self, entry: Entry) -> tuple[bytes, ...]:
         assert entry.payload is not None
-        expires = entry.expires_ms  # `_header`, inline: once a record on the write path
-        if expires is None:
-            return (_HEADER.pack(entry.version, _NEVER, 0, _SOURCE) + entry.payload,)
-        if not -_LATEST_EXPIRY <= expires <= _LATEST_EXPIRY:
-            expires = _bounded(expires)
-        return (_HEADER.pack(entry.version, _EXPIRES, expires, _SOURCE) + entry.payload,)
+        return (_header(entry.version, entry.expires_ms) + entry.payload,)
 
 
 class RedisHashStore(_RedisStore):
