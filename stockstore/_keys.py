@@ -59,6 +59,19 @@ def encode_key(values: tuple[KeyValue, ...]) -> bytes:
     return packed
 
 
+def short_str(data: bytes) -> str | None:
+    """The one str of fewer than 32 bytes that *data* encodes, the common key; ``None`` for any other key.
+
+    Canonical as it stands, once it is UTF-8: other bytes of that shape raise `SerializationError`.
+    """
+    if len(data) >= 2 and data[0] == 0x91 and 0xA0 <= data[1] <= 0xBF and len(data) == data[1] - 0xA0 + 2:
+        try:
+            return data[2:].decode()
+        except UnicodeDecodeError:
+            raise SerializationError("stored key is not a stockstore key") from None
+    return None
+
+
 def decode_key(data: bytes) -> tuple[KeyValue, ...]:
     """The key tuple behind `encode_key`'s bytes; any other bytes raise `SerializationError`.
 
@@ -66,12 +79,9 @@ def decode_key(data: bytes) -> tuple[KeyValue, ...]:
     program may have written anything: only the exact bytes `encode_key` makes of a
     valid key are accepted, so a listed key is always one a read can find.
     """
-    if len(data) >= 2 and data[0] == 0x91 and 0xA0 <= data[1] <= 0xBF and len(data) == data[1] - 0xA0 + 2:
-        # One str of fewer than 32 bytes, the common key: canonical as it stands, once it is UTF-8.
-        try:
-            return (data[2:].decode(),)
-        except UnicodeDecodeError:
-            raise SerializationError("stored key is not a stockstore key") from None
+    text = short_str(data)
+    if text is not None:
+        return (text,)
     try:
         values: Any = msgpack.unpackb(data, use_list=False, raw=False)
     except (ValueError, TypeError, msgpack.UnpackException):  # not msgpack, or a str not UTF-8

@@ -11,7 +11,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from ._entry import Entry, PartialWrite
-from ._keys import Family, decode_key
+from ._keys import Family, decode_key, short_str
 from .errors import BackendUnavailableError, BatchError, StoreError
 
 T = TypeVar("T")
@@ -105,8 +105,18 @@ def failure(
 
 
 def public_keys(family: Family, keys: Iterable[bytes]) -> list[Any]:
-    """Encoded primary keys as users see them (see `Family.public_key`)."""
-    return [family.public_key(decode_key(k)) for k in keys]
+    """Encoded primary keys as users see them (see `Family.public_key`).
+
+    Thousands at a time (a listing, a query's answer): a key of one short str,
+    most keys, is read without a tuple made and taken apart again.
+    """
+    if len(family.primary) != 1:
+        return [family.public_key(decode_key(k)) for k in keys]
+    out: list[Any] = []
+    for key in keys:
+        text = short_str(key)
+        out.append(decode_key(key)[0] if text is None else text)
+    return out
 
 
 def public_key(family: Family, key: bytes) -> Any:

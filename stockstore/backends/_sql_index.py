@@ -65,8 +65,10 @@ def attr_code(name: str) -> int:
     return int.from_bytes(hashlib.sha256(text(name)).digest()[:8], "big") >> 1
 
 
-def index_row(ident: bytes, name: str, value: Indexed) -> dict[str, Any]:
+def index_row(ident: bytes, key: bytes, expires_ms: int | None, name: str, value: Indexed) -> dict[str, Any]:
+    """The side row of one indexed attribute of the record *key* (digest *ident*), expiring with it."""
     row: dict[str, Any] = {"id": ident, "attr": attr_code(name), "num": None, "adj": None, "sv": None, "sx": None}
+    row.update(key=key, expires_ms=expires_ms)
     if type(value) is bool:
         row.update(kind=_KIND_BOOL, num=float(value), adj=0)
     elif type(value) is str:
@@ -85,7 +87,9 @@ def _equals(side: sa.FromClause, value: Indexed) -> sa.ColumnElement[bool]:
         return sa.and_(c.kind == _KIND_BOOL, c.num == float(value))
     if type(value) is str:
         data = text(value)
-        if len(data) <= _STR_ROOM:
+        if len(data) < _STR_ROOM:  # a longer str's sv is _STR_ROOM bytes: never this
+            return sa.and_(c.kind == _KIND_STR, c.sv == data)
+        if len(data) == _STR_ROOM:
             return sa.and_(c.kind == _KIND_STR, c.sv == data, c.sx.is_(None))
         return sa.and_(c.kind == _KIND_STR, c.sv == data[:_STR_ROOM], sa.func.coalesce(c.sx, c.sv) == data)
     num, adj = _number(value)  # type: ignore[arg-type]
@@ -122,3 +126,32 @@ def condition(side: sa.FromClause, condition: Condition) -> sa.ColumnElement[boo
         return sa.and_(c.kind == _KIND_NUMBER, c.num >= num, sa.or_(c.num > num, tie))
     tie = c.adj < adj if op == "lt" else c.adj <= adj
     return sa.and_(c.kind == _KIND_NUMBER, c.num <= num, sa.or_(c.num < num, tie))
+
+
+def ordering(side: sa.FromClause, kinds: set[int | None]) -> tuple[list[Any], list[Any]]:
+    """What orders records by the value of *side*'s attribute: what puts absent values last, then the value's columns.
+
+    The first stays ascending both ways, the second turn round for a descending
+    order.  *kinds*: the `pinned` kinds of the filters on the attribute; none
+    for one only sorted on.  Where a filter leaves one kind, the value's
+    columns alone order it: the index's own order, so a ``LIMIT`` reads no more
+    rows than it returns.
+    """
+    c = side.c
+    pinned = kinds - {None}
+    if pinned == {_KIND_STR}:
+        return [], [c.sv, sa.func.coalesce(c.sx, c.sv)]  # the first bytes order the whole
+    if pinned and _KIND_STR not in pinned:
+        return [], [c.num, c.adj]
+    last = [] if kinds else [c.kind.is_(None)]  # a filtered attribute is never absent
+    return last, [c.kind, c.num, c.adj, sa.func.coalesce(c.sx, c.sv)]
+
+
+def pinned(condition: Condition) -> int | None:
+    """The one kind of value *condition* passes, if it passes one only (``__ne`` and ``__in`` may pass any)."""
+    op, value = condition.op, condition.value
+    if op in ("ne", "in"):
+        return None
+    if op == "startswith" or type(value) is str:
+        return _KIND_STR
+    return _KIND_BOOL if op == "eq" and type(value) is bool else _KIND_NUMBER

@@ -20,11 +20,13 @@ reach no other row (MariaDB/MySQL: through the primary key); deadlocks,
 serialization failures and racing inserts are retried.
 
 A family that declares ``__stockstore_indexes__`` also gets a side table,
-``sx_<the rest of its table's name>``: one row per (record, indexed attribute it
+``sy_<the rest of its table's name>``: one row per (record, indexed attribute it
 holds), changed by every write primitive in its own transaction (see "index values"
 below for how a value is kept so that the database compares as `stockstore._query`
-does).  `find` and `count` are one ``SELECT`` joining it once per attribute, with
-ORDER BY / LIMIT / OFFSET.  ``stockstore_indexes`` names the indexes that hold every
+does).  A side row also carries its record's key and expiry, so a query that filters
+never reads the family table's wide rows: `find` and `count` are one ``SELECT`` over
+the side table, joined to itself once per further attribute, with ORDER BY / LIMIT /
+OFFSET.  ``stockstore_indexes`` names the side tables' indexes that hold every
 record: one declared after records were stored raises `QueryError` until `reindex`.
 `reset` replaces every row (and side row) in one transaction: readers see the old
 snapshot until it commits.  A family without indexes never touches a side table.
@@ -138,6 +140,15 @@ def _quoted(name: str) -> str:
 def _sibling(name: str, prefix: str) -> str:
     """A name beside the family table *name* (``ss_...``): the same length, another two-letter prefix."""
     return prefix + name[2:]
+
+
+def _side_name(name: str) -> str:
+    """The side table of the family table *name*, which ``stockstore_indexes`` names too.
+
+    ``sy``: the side tables of earlier development builds (``sx``), without keys and
+    expiries, are left alone, and their indexes count as never built.
+    """
+    return _sibling(name, "sy")
 
 
 class _Held(NamedTuple):
@@ -502,7 +513,7 @@ class SqlStore(BaseStore):
                     )
                 if new:  # no record yet: every index it declares is complete
                     self._create_side(conn, name)
-                    self._mark_built(conn, name, family.indexes)
+                    self._mark_built(conn, _side_name(name), family.indexes)
 
             try:
                 self._run(create, write=True, alone=True)
@@ -530,7 +541,7 @@ class SqlStore(BaseStore):
             self._create_side(conn, table.name)
             meta = self._meta_table()
             kept = [_index.attr_code(n) for n in family.indexes]
-            conn.execute(meta.delete().where(meta.c.tbl == table.name, meta.c.attr.not_in(kept)))
+            conn.execute(meta.delete().where(meta.c.tbl == _side_name(table.name), meta.c.attr.not_in(kept)))
 
         with self._tables_lock:
             self._run(create, write=True, alone=True)
@@ -542,7 +553,7 @@ class SqlStore(BaseStore):
         side = self._sides.get(name)
         if side is None:
             side = self._sides[name] = sa.Table(
-                _sibling(name, "sx"),
+                _side_name(name),
                 self._metadata,
                 sa.Column("id", _DIGEST, primary_key=True),
                 sa.Column("attr", sa.BigInteger, primary_key=True, autoincrement=False),
@@ -551,12 +562,19 @@ class SqlStore(BaseStore):
                 sa.Column("adj", sa.BigInteger, nullable=True),
                 sa.Column("sv", _PREFIX, nullable=True),
                 sa.Column("sx", _BLOB, nullable=True),
+                sa.Column("key", _BLOB, nullable=False),
+                sa.Column("expires_ms", sa.BigInteger, nullable=True),
                 mysql_engine="InnoDB",
                 mariadb_engine="InnoDB",
             )
-            # id last: PostgreSQL and SQLite answer a filter from the index alone, then join by id.
-            sa.Index(_sibling(name, "sn"), side.c.attr, side.c.kind, side.c.num, side.c.adj, side.c.id)
-            sa.Index(_sibling(name, "sv"), side.c.attr, side.c.kind, side.c.sv, side.c.id)
+            # A filter is answered from the index alone, live rows and keys in key order included
+            # (the order of ties); id last, to join a further attribute.  PostgreSQL's index
+            # entries and MySQL's indexed BLOBs have a size limit, which a key has not:
+            # there the keys are read from the rows found.
+            keyed = [side.c.key] if self._dialect == "sqlite" else []
+            after = [*keyed, side.c.expires_ms, side.c.id]
+            sa.Index(_sibling(name, "yn"), side.c.attr, side.c.kind, side.c.num, side.c.adj, *after)
+            sa.Index(_sibling(name, "yv"), side.c.attr, side.c.kind, side.c.sv, *after)
         return side
 
     def _meta_table(self) -> sa.Table:
@@ -589,7 +607,7 @@ class SqlStore(BaseStore):
         conn.execute(sa.schema.CreateTable(self._meta_table(), if_not_exists=True))
 
     def _mark_built(self, conn: sa.Connection, name: str, attrs: Sequence[str]) -> None:
-        """Record that the indexes *attrs* of the family table *name* hold every record."""
+        """Record that the indexes *attrs* of the side table *name* hold every record."""
         meta = self._meta_table()
         codes = [_index.attr_code(a) for a in attrs]
         conn.execute(meta.delete().where(meta.c.tbl == name, meta.c.attr.in_(codes)))
@@ -598,7 +616,7 @@ class SqlStore(BaseStore):
     def _check_built(self, conn: sa.Connection, family: Family, table: sa.Table, attrs: set[str]) -> None:
         """Raise `QueryError` naming an attribute of *attrs* whose index was never built."""
         meta = self._meta_table()
-        query = sa.select(meta.c.attr).where(meta.c.tbl == table.name)
+        query = sa.select(meta.c.attr).where(meta.c.tbl == _side_name(table.name))
         built = set(conn.execute(query).scalars())
         missing = sorted(a for a in attrs if _index.attr_code(a) not in built)
         if missing:
@@ -809,7 +827,11 @@ class SqlStore(BaseStore):
         if entry.payload is None:
             return []
         ident = _digest(entry.key)
-        return [_index.index_row(ident, n, v) for n, v in self._indexed(family, entry).items() if v is not None]
+        return [
+            _index.index_row(ident, entry.key, entry.expires_ms, n, v)
+            for n, v in self._indexed(family, entry).items()
+            if v is not None
+        ]
 
     def _indexes_of(self, family: Family, entries: Sequence[Entry]) -> dict[bytes, list[dict[str, Any]]] | None:
         """The side-table rows of *entries* by key, worked out before a transaction (decoding may read a schema)."""
@@ -997,46 +1019,58 @@ class SqlStore(BaseStore):
 
     def _matching(
         self, conn: sa.Connection, family: Family, search: Search, now_ms: float
-    ) -> tuple[sa.FromClause, list[sa.ColumnElement[bool]], list[sa.ColumnElement[Any]], sa.Table]:
-        """The FROM, WHERE and ORDER BY of a search: the family table joined to its side table once per attribute.
+    ) -> tuple[sa.FromClause, list[sa.ColumnElement[bool]], list[sa.ColumnElement[Any]], sa.ColumnElement[Any]]:
+        """The FROM, WHERE, ORDER BY and key column of a search.
 
-        A filtered attribute is an inner join (a record without it passes no filter),
-        one only sorted on an outer join (a record without it sorts last).
+        A search that filters reads the side table alone: the rows of its first
+        filtered attribute, holding the key and expiry, joined by id to those of
+        each further one (inner: a record without it passes no filter), and to
+        those of an attribute only sorted on (outer: a record without it sorts
+        last).  One that only sorts, or asks for everything, reads the family table.
         """
         table = self._table(family)
         attrs = search.attributes()
-        where: list[sa.ColumnElement[bool]] = [self._live(table, now_ms)]
+        if not attrs:
+            return table, [self._live(table, now_ms)], [table.c.key.asc()], table.c.key
+        side = self._side(family)
+        if side is None:  # parse refuses an attribute not declared: a family declaring none has no attrs
+            raise QueryError(f"{family.name} declares no __stockstore_indexes__")
+        self._check_built(conn, family, table, attrs)
+        filtered = sorted({c.attr for c in search.conditions})
+        joined: dict[str, sa.FromClause] = {}
+        source: sa.FromClause
+        if filtered:
+            first = joined[filtered[0]] = source = side.alias("i0")
+            ident, key = first.c.id, first.c.key
+            now = math.floor(now_ms)  # integer expiries: e > now_ms exactly when e > floor(now_ms)
+            where = [first.c.attr == _index.attr_code(filtered[0])]
+            where.append(sa.or_(first.c.expires_ms.is_(None), first.c.expires_ms > now))
+        else:
+            source, ident, key, where = table, table.c.id, table.c.key, [self._live(table, now_ms)]
+        for attr in [*filtered, *sorted(attrs - set(filtered))]:
+            if attr in joined:
+                continue
+            alias = joined[attr] = side.alias(f"i{len(joined)}")
+            on = sa.and_(alias.c.id == ident, alias.c.attr == _index.attr_code(attr))
+            source = source.join(alias, on, isouter=attr not in filtered)
+        where += [_index.condition(joined[c.attr], c) for c in search.conditions]
         order: list[sa.ColumnElement[Any]] = []
-        source: sa.FromClause = table
-        if attrs:
-            side = self._side(family)
-            if side is None:  # parse refuses an attribute not declared: a family declaring none has no attrs
-                raise QueryError(f"{family.name} declares no __stockstore_indexes__")
-            self._check_built(conn, family, table, attrs)
-            joined: dict[str, sa.FromClause] = {}
-            filtered = {c.attr for c in search.conditions}
-            for attr in [*sorted(filtered), *sorted(attrs - filtered)]:
-                alias = joined[attr] = side.alias(f"i{len(joined)}")
-                on = sa.and_(alias.c.id == table.c.id, alias.c.attr == _index.attr_code(attr))
-                source = source.join(alias, on, isouter=attr not in filtered)
-            where += [_index.condition(joined[c.attr], c) for c in search.conditions]
-            for attr, descending in search.order:
-                c = joined[attr].c
-                # Absent last both ways; then the rank (bool, number, str) and the value, turned round together.
-                keys = [c.kind, c.num, c.adj, sa.func.coalesce(c.sx, c.sv)]
-                order += [c.kind.is_(None), *(k.desc() if descending else k.asc() for k in keys)]
-        order.append(table.c.key.asc())
-        return source, where, order, table
+        for attr, descending in search.order:
+            kinds = {_index.pinned(c) for c in search.conditions if c.attr == attr}
+            last, values = _index.ordering(joined[attr], kinds)
+            order += [*last, *(k.desc() if descending else k.asc() for k in values)]
+        order.append(key.asc())
+        return source, where, order, key
 
     def _find(self, family: Family, search: Search, now_ms: float) -> list[bytes]:
         def find(conn: sa.Connection) -> list[bytes]:
-            source, where, order, table = self._matching(conn, family, search, now_ms)
-            query = sa.select(table.c.key).select_from(source).where(*where).order_by(*order)
+            source, where, order, key = self._matching(conn, family, search, now_ms)
+            query = sa.select(key).select_from(source).where(*where).order_by(*order)
             if search.stop is not None:
                 query = query.limit(max(0, search.stop - search.start))
             if search.start:
                 query = query.offset(search.start)
-            return [bytes(k) for k in conn.execute(query).scalars()]
+            return [bytes(k) for k in conn.execute(query).scalars().all()]
 
         return self._run(find, write=False)
 
@@ -1085,7 +1119,7 @@ class SqlStore(BaseStore):
             self._run(rewrite, write=True)
             if len(rows) < self.chunk_size:
                 break
-        self._run(lambda conn: self._mark_built(conn, table.name, family.indexes), write=True)
+        self._run(lambda conn: self._mark_built(conn, side.name, family.indexes), write=True)
 
     def _reindex_page(
         self,
