@@ -16,6 +16,9 @@ from typing import Any, ClassVar
 
 import pytest
 import redis
+from faults import FaultProxy
+from hypothesis import given
+from hypothesis import strategies as st
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 from redis_servers import key_names
@@ -23,6 +26,7 @@ from redis_servers import key_names
 import stockstore as ss
 from stockstore._keys import encode_key, family_of
 from stockstore.backends import RedisHashStore, RedisMsgpackStore, SqlStore
+from stockstore.backends import _redis_wire as _wire
 from stockstore.backends.redis import key_bytes, key_text
 from stockstore.errors import BackendUnavailableError, SerializationError, StoreError
 from stockstore.testing import assert_record, assert_same
@@ -177,6 +181,8 @@ class TestServerSide:
 
     def test_batches_cost_a_round_trip_a_chunk(self, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
         store = RedisMsgpackStore(redis_url, namespace=f"t{uuid.uuid4().hex[:12]}", chunk_size=500)
+        store.put(Security(ssm_id="warm"))
+        store.patch(Security, "warm", {"w": 1})  # the script loaded: a fresh server's NOSCRIPT is no round trip here
         sent: list[str] = []
         real = store._send
 
@@ -288,6 +294,51 @@ class TestClients:
             took = time.monotonic() - started
         # (retries + 1) attempts of one timeout each, plus backoff of at most 0.5 s a retry.
         assert timeout * (retries + 1) * 0.9 <= took <= timeout * (retries + 1) + 0.5 * retries + 0.5
+
+
+class TestWire:
+    """The write path's own packing of ``MSET`` (`stockstore.backends._redis_wire`)."""
+
+    @given(st.lists(st.one_of(st.binary(max_size=40), st.text(max_size=10), st.integers(-(2**63), 2**63 - 1))))
+    def test_a_command_is_packed_as_redis_py_packs_it(self, args: list[Any]) -> None:
+        pieces = tuple(a for a in args if isinstance(a, bytes))
+        command = ("MSET", *args, pieces)  # a value in pieces goes as their bytes joined
+        expected = b"".join(redis.connection.PythonRespSerializer(6000, _utf8).pack(*_wire.joined(command)))
+        assert _wire.pack([command, ("PING",)]) == expected + b"*1\r\n$4\r\nPING\r\n"
+
+    def test_an_error_reply_takes_its_commands_place(self, raw: redis.Redis) -> None:
+        name = f"t{uuid.uuid4().hex[:12]}"
+        replies = _wire.send(raw, [("SET", name, (b"not ", b"a number")), ("INCR", name), ("GET", name)])
+        assert replies[0] == b"OK"
+        assert isinstance(replies[1], redis.ResponseError)
+        assert replies[2] == b"not a number"
+        raw.delete(name)
+
+    def test_a_write_whose_reply_was_cut_is_sent_again_on_a_new_connection(self, redis_url: str) -> None:
+        class CutOnce(FaultProxy):
+            def _drop_all(self) -> None:
+                super()._drop_all()
+                self.forward()  # the next connection is relayed whole
+
+        with CutOnce(int(redis_url.rsplit(":", 1)[1].split("/")[0])) as proxy:
+            url = f"redis://127.0.0.1:{proxy.port}/0"
+            with RedisMsgpackStore(url, namespace=f"t{uuid.uuid4().hex[:12]}", retries=1, timeout=5) as store:
+                store.put(Security(ssm_id="warm", v=1.0))
+                proxy.cut_after(3)  # "+OK" of the MSET never arrives whole: the client retries (MSET twice is one)
+                store.batch_put([Security(ssm_id=i, v=float(i)) for i in range(3000)])
+                assert store.count(Security) == 3001
+                assert store.get(Security, 2999) == Security(ssm_id=2999, v=2999.0)
+
+    def test_a_single_connection_client_writes_through_its_own_connection(self, redis_url: str) -> None:
+        client = redis.Redis.from_url(redis_url, single_connection_client=True)
+        with RedisMsgpackStore(client, namespace=f"t{uuid.uuid4().hex[:12]}") as store:
+            store.batch_put([Security(ssm_id=i, v=float(i)) for i in range(1500)])
+            assert store.get(Security, 1499) == Security(ssm_id=1499, v=1499.0)
+        client.close()
+
+
+def _utf8(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
 
 
 @pytest.mark.redis_cluster

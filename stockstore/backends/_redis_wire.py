@@ -11,7 +11,7 @@ and the codec's bytes), which are never joined into one value first.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 import redis
 from redis.exceptions import ResponseError
@@ -49,15 +49,24 @@ def send(client: redis.Redis, commands: Sequence[Sequence[Arg]]) -> list[Any]:
     """
     packed = pack(commands)
     pool = client.connection_pool
-    connection: Any = client.connection or pool.get_connection()
+    connection: Any = pool.get_connection()
     try:
         replies: list[Any] = connection.retry.call_with_retry(
             lambda: _exchange(connection, packed, len(commands)), lambda _: connection.disconnect()
         )
         return replies
     finally:
-        if client.connection is None:
-            pool.release(connection)
+        pool.release(connection)
+
+
+def sendable(client: Any) -> TypeGuard[redis.Redis]:
+    """Whether `send` may take a connection of *client*'s pool: one server, not a single-connection client."""
+    return isinstance(client, redis.Redis) and client.connection is None
+
+
+def joined(command: Sequence[Arg]) -> tuple[Any, ...]:
+    """*command* with each value in pieces joined: for a client `send` cannot use."""
+    return tuple(b"".join(arg) if isinstance(arg, tuple) else arg for arg in command)
 
 
 def _exchange(connection: Any, packed: bytes, count: int) -> list[Any]:

@@ -266,12 +266,12 @@ class _RedisStore(BaseStore):
         *packed*: writes whose replies need no parsing, values maybe in pieces
         (`_redis_wire.Arg`), packed by `_redis_wire` on one server.
         """
-        if self._cluster:
-            if packed:
-                commands = [tuple(b"".join(a) if isinstance(a, tuple) else a for a in c) for c in commands]
-            return self._send_to_masters(commands)
+        if packed and _wire.sendable(self._client):
+            return _wire.send(self._client, commands)
         if packed:
-            return _wire.send(self._client, commands)  # type: ignore[arg-type]  # one server: a redis.Redis
+            commands = [_wire.joined(c) for c in commands]
+        if self._cluster:
+            return self._send_to_masters(commands)
         pipe = self._client.pipeline(transaction=False)
         for command in commands:
             pipe.execute_command(*command)
