@@ -213,6 +213,31 @@ def test_reset_leaves_no_staged_key_behind(store: Any, raw: redis.Redis) -> None
     assert store.find(Quote, rating=1).count() == 7
 
 
+def test_the_switch_of_a_reset_reads_its_names_from_the_index(
+    store: Any, raw: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one step that blocks the server costs the family's size, not the keyspace's: no SCAN in it."""
+    foreign = f"f{uuid.uuid4().hex[:12]}:"
+    raw.mset({f"{foreign}{i}": b"x" for i in range(3000)})
+    store.batch_put(quotes(40))
+    stored = Quote(ssm_id="late", sector="s1", price=1.0, rating=1)
+    store.put(stored)  # written after the index was built: in i:k by its own write
+    monkeypatch.setattr(store._client, "scan_iter", lambda *a, **k: iter(()))  # no leftovers to look for
+    before = _scans(raw)
+    assert store.reset(Quote, quotes(25)) == 25
+    assert _scans(raw) == before
+    assert store.count(Quote) == 25
+    assert store.get(Quote, "late") is None
+    assert len([n for n in key_names(raw, store.namespace) if ":r:" in n]) == 25
+    names = list(raw.scan_iter(match=f"{foreign}*", count=1000))
+    for start in range(0, len(names), 1000):
+        raw.unlink(*names[start : start + 1000])
+
+
+def _scans(raw: redis.Redis) -> int:
+    return int(raw.info("commandstats").get("cmdstat_scan", {}).get("calls", 0))
+
+
 @pytest.mark.redis_cluster
 @pytest.mark.parametrize("layout", LAYOUTS, ids=["msgpack", "hash"])
 def test_on_a_cluster_an_indexed_family_is_one_hash_slot(layout: type, redis_cluster_url: str) -> None:

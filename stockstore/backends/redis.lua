@@ -580,13 +580,23 @@ local function scan(match)
   return names
 end
 
+-- The record names of the family under base: from its i:k where every record is in it (a
+-- family whose indexes are built, or a staged one), else by SCAN, which walks the whole
+-- keyspace, other families' and namespaces' keys too, while the server waits.
+local function record_names(base, indexed)
+  if not indexed then return scan(base .. 'r:*') end
+  local names = redis.call('HKEYS', base .. 'i:k')
+  for i = 1, #names do names[i] = base .. 'r:' .. names[i] end
+  return names
+end
+
 -- 'S' switch (reset): ARGV after the attribute names: the staging prefix, under which the
 -- new records, their pointers and their index were written.  In one step, the family's
 -- records, pointers and index go (UNLINK: their memory is freed off the main thread) and
 -- the staged ones take their names (RENAME keeps each expiry).  Reply: how many records.
 local function switch()
   local stage = ARGV[7 + nidx]
-  local old = scan(prefix .. 'r:*')
+  local old = record_names(prefix, nidx > 0 and redis.call('HLEN', prefix .. 'i:m') > 0)
   if nalt > 0 then
     for _, name in ipairs(old) do free(string.sub(name, skip)) end
   end
@@ -602,7 +612,7 @@ local function switch()
   end
   doomed[#doomed + 1] = prefix .. 'i:m'
   unlink(doomed)
-  local new = scan(stage .. 'r:*')
+  local new = record_names(stage, nidx > 0)
   local cut_at = #stage + 3
   for _, name in ipairs(new) do
     local part = string.sub(name, cut_at)

@@ -905,7 +905,8 @@ class _RedisStore(BaseStore):
         The new records, their alternate-key pointers and their index are written
         under the staging prefix ``<prefix>n:``, where no read looks; the switch then
         ``UNLINK`` s the old ones and ``RENAME`` s the staged ones into place, atomically.
-        The switch blocks the server for a ``RENAME`` per record (docs/backends.md).
+        The switch blocks the server for a ``RENAME`` per record; it finds the names in the
+        family's index where that is built, else with a ``SCAN`` of the keyspace (docs/backends.md).
         """
         prefix = self._prefix(family)
         if self._cluster and "{" not in prefix:
