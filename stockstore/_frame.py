@@ -132,12 +132,13 @@ class Frame:
 
         live: list[Entry] = []
         expired: list[bytes] = []
+        first = versions.take(len(keys))  # the chunk's versions at once: one lock and one clock read, not one a record
         for i, (key, expires) in enumerate(zip(keys, expiries[start:stop], strict=True)):
             if expires is not None and expires <= now_ms:
                 expired.append(key)  # "not kept here": put replaces, so the old record goes
                 continue
             payload = b"".join((head, maps[i], prefix, raw[i * width : (i + 1) * width]))
-            live.append(Entry(payload, versions.next(), expires, key, () if alternates is None else alternates[i]))
+            live.append(Entry(payload, first + i, expires, key, () if alternates is None else alternates[i]))
         return live, expired
 
 
@@ -414,14 +415,18 @@ class Gather:
             shape[0].append(i)
             shape[1].append(value)
         for (size, name_size), (picked, blobs) in shapes.items():
-            template = self._template(names[picked[0]], blobs[0], page)
-            if template is None or self.capacity - self._used() < len(picked):
+            if self.capacity - self._used() < len(picked):
                 left += picked
                 continue
             raw = np.frombuffer(b"".join(blobs), dtype=np.uint8).reshape(len(picked), size)
+            ok = page.live(raw[:, : page.header])
+            live = np.flatnonzero(ok)
+            template = None if not len(live) else self._template(names[picked[live[0]]], blobs[live[0]], page)
+            if template is None:
+                left += picked
+                continue
             texts = np.frombuffer(b"".join([names[i] for i in picked]), dtype=np.uint8).reshape(len(picked), name_size)
             texts = texts[:, page.cut :]
-            ok = page.live(raw[:, : page.header])
             ok &= (raw[:, template.same] == template.expected).all(axis=1)
             ok &= (raw[:, template.key_at : template.key_at + texts.shape[1]] == texts).all(axis=1)
             ok &= page.as_is[texts].all(axis=1)
@@ -443,19 +448,17 @@ class Gather:
         return sum(count for _, count in self.block_runs)
 
     def _template(self, name: bytes, value: bytes, page: Page) -> _Template | None:
-        """The template of values of this size and name size, learnt from *value* if it is a fit record.
+        """The template of values of this size and name size, learnt from *value* (live) if it is a fit record.
 
-        It is parsed in full, as `take` would; a value that is not live or does not
-        parse teaches nothing (the ordinary reading deals with it), one of another
-        shape leaves its size to the ordinary reading for good.
+        It is parsed in full, as `take` would; a value that does not parse teaches
+        nothing (the ordinary reading deals with it), one of another shape leaves
+        its size to the ordinary reading for good.
         """
         shape = (len(value), len(name))
         if shape in self.templates:
             return self.templates[shape]
         text, header = name[page.cut :], page.header
         if not text or not page.as_is[np.frombuffer(text, dtype=np.uint8)].all():
-            return None
-        if not page.live(np.frombuffer(value, dtype=np.uint8, count=header).reshape(1, header))[0]:
             return None
         key, payload = encode_key((text.decode("ascii"),)), value[header:]
         try:
