@@ -35,11 +35,16 @@ STEPS = ("put_frame", "get_frame()")
 
 
 def make_frame(n: int, attrs: int, seed: int) -> _Frame:
-    """N x ATTRS standard normal float64 (with the runner's check), index ``ssm_id``: made directly, no records."""
+    """N x ATTRS standard normal float64 (with the runner's check), index ``ssm_id``: made directly, no records.
+
+    The DataFrame is built as `comparison.runner._Frame.of` builds it, from a copy of
+    the values, so that pandas lays its columns out as in the comparison (and as a
+    user's frame made from an array is): a column's values contiguous.
+    """
     values = np.random.default_rng(seed).standard_normal((n, attrs))
     ids = [f"S{i:09d}" for i in range(n)]
     names = [f"a{j}" for j in range(attrs)]
-    frame = pd.DataFrame(values, index=pd.Index(ids, name="ssm_id"), columns=names, copy=False)
+    frame = pd.DataFrame(values.copy(), index=pd.Index(ids, name="ssm_id"), columns=names)
     return _Frame(ids, names, values, frame)
 
 
