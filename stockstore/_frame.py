@@ -394,11 +394,12 @@ class Gather:
         """Keep the records of a page of raw stored values that one layout reads at once; the positions left.
 
         *names* are the backend's names of the records and *values* what it holds
-        there (``None``: nothing); *page* says how to read them.  A value is kept here only if it is a row
-        record whose map holds its one primary key alone, spelled as its name
-        spells it, byte for byte the layout of a value of its size the full parse
-        accepted: its values go straight into one block, no dict or object per
-        record.  The caller reads the positions left the ordinary way (`take`).
+        there (``None``: nothing); *page* says how to read them.  A value is kept
+        here only if it is a row record whose map holds its one primary key alone,
+        spelled as its name spells it, byte for byte the layout of a value of its
+        size the full parse accepted: its values go straight into one block, no
+        dict or object per record.  The caller reads the positions left the
+        ordinary way (`take`).
         """
         positions = range(len(names))
         if not self.by_head or self.capacity <= self._used():
@@ -582,19 +583,18 @@ class Gather:
         Rows, not columns, first: each record's values are copied as one run of
         memory, where a (columns, rows) block would scatter every value.
         """
-        slot = {name: j for j, name in enumerate(names)}
-        block = np.full((n, len(names)), np.nan) if gaps else np.empty((n, len(names)), dtype="<" + kind)
         if not gaps and len(self.rows) == 1:
             rows = self.rows[0]
-            whole = rows.words[:, rows.first : rows.first + len(names)]
             if (
                 isinstance(rows.at, slice)
                 and rows.at == slice(0, n)
                 and list(rows.row.names) == names
                 and rows.words.flags.writeable  # (the user may write to the frame)
                 and not any(self.values.get(name) for name in names)
-            ):
-                return whole.view("<" + kind)  # the one block of every record: the frame's as it is
+            ):  # the one block of every record (`take_page`'s): the frame's as it is
+                return rows.words[:, rows.first : rows.first + len(names)].view("<" + kind)
+        slot = {name: j for j, name in enumerate(names)}
+        block = np.full((n, len(names)), np.nan) if gaps else np.empty((n, len(names)), dtype="<" + kind)
         for rows in self.rows:
             pairs = [(slot[name], c) for c, (name, _) in enumerate(rows.row.columns, rows.first) if name in slot]
             if not pairs:
