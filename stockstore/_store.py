@@ -31,6 +31,8 @@ from .errors import InvalidKeyError, SerializationError, StoreClosedError, Store
 if TYPE_CHECKING:
     import pandas as pd
 
+    from ._frame import Gather
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -217,6 +219,15 @@ class BaseStore:
             for key, stored in zip(chunk, self._read(family, chunk, now_ms), strict=True):
                 if stored is not None:
                     yield key, stored
+
+    def _read_frame(self, family: Family, gather: Gather, now_ms: float) -> None:
+        """Give every live record of the family to *gather* (`stockstore._frame.Gather`): `get_frame` of everything.
+
+        The default takes `_scan_read` a chunk at a time; a backend that can hand
+        over whole pages of stored bytes overrides it (`Gather.take_page`).
+        """
+        for pairs in _writer.chunks(self._scan_read(family, now_ms), self.put_chunk):
+            gather.take([key for key, _ in pairs], [stored for _, stored in pairs])
 
     def _find(self, family: Family, search: Search, now_ms: float) -> list[bytes]:
         """The keys of the live records matching *search* (`stockstore._query`), in its order and slice.
@@ -616,8 +627,8 @@ class BaseStore:
         gather = frames.Gather(family, cls, frames.wanted_columns(columns), self._schemas.get, recover)
         _, now_ms = self._now()
         if keys is None:
-            for pairs in _writer.chunks(self._scan_read_errors(family, now_ms), self.put_chunk):
-                gather.take([key for key, _ in pairs], [stored for _, stored in pairs])
+            with self._errors():
+                self._read_frame(family, gather, now_ms)
             return gather.frame()
         refs = [family.parse_key(k) for k in keys]
         for chunk in _writer.chunks(gather.want(refs, self._lookup(family, refs, now_ms)), self.put_chunk):
@@ -702,10 +713,6 @@ class BaseStore:
     def _scan_errors(self, family: Family, now_ms: float) -> Iterator[bytes]:
         with self._errors():
             yield from self._scan(family, now_ms)
-
-    def _scan_read_errors(self, family: Family, now_ms: float) -> Iterator[tuple[bytes, Stored]]:
-        with self._errors():
-            yield from self._scan_read(family, now_ms)
 
     def _of_class(self, family: Family, cls: type, keys: list[bytes], now_ms: float) -> list[bytes]:
         with self._errors():

@@ -645,3 +645,19 @@ def test_targets_say_met_or_not_against_what_and_at_what_size() -> None:
         got = found[step]
         assert (got.against, got.at, got.verdict()) == (against, at, verdict), step
         assert got.ratio == (None if ratio is None else pytest.approx(ratio)), step
+
+
+@pytest.mark.redis
+def test_frame_ratio_times_both_frame_steps(capsys: pytest.CaptureFixture[str], redis_url: str) -> None:
+    """benchmarks/frame_ratio.py: the frame steps alone, store next to (c), every read checked, nothing left behind."""
+    import frame_ratio
+
+    with redis.Redis.from_url(redis_url) as client:
+        before = client.dbsize()
+        assert frame_ratio.main(["--n", "300", "--attrs", "20", "--repeat", "2", "--redis", redis_url]) == 0
+        assert client.dbsize() == before
+    out = capsys.readouterr().out
+    runs = [line.split()[2] for line in out.splitlines() if line.startswith("run ")]
+    assert sorted(runs) == sorted([MSET.split()[0], MSGPACK_STORE] * 2), out
+    assert "put_frame    median" in out, out
+    assert "get_frame()  median" in out, out

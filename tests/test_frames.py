@@ -9,8 +9,9 @@ the memory a row record costs in Redis, and the missing extra.
 from __future__ import annotations
 
 import sys
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -22,7 +23,7 @@ from stockstore._entry import Entry
 from stockstore._keys import Family, encode_key, family_of
 from stockstore._schemas import SCHEMAS
 from stockstore.backends import MemoryStore
-from stockstore.errors import BackendUnavailableError, BatchError, UnsupportedOperationError
+from stockstore.errors import BackendUnavailableError, BatchError, SerializationError, UnsupportedOperationError
 from stockstore.testing import assert_same
 from stockstore.testing._frames import Security, assert_frame_exact, forget_schemas, numeric_frame
 
@@ -194,6 +195,123 @@ def test_records_lacking_attributes_at_random_add_one_schema_to_redis(
     finally:
         store.clear(Sparse)
         store.close()
+
+
+class Paged(ss.Record):
+    """A class of its own for the tests of `get_frame()` of everything on Redis."""
+
+    __stockstore_keys__: ClassVar[list[str]] = ["ssm_id"]
+
+
+def paged_frame(keys: Sequence[str], seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(rng.standard_normal((len(keys), 20)), columns=[f"a{i}" for i in range(20)])
+    frame["n"] = rng.integers(-(2**62), 2**62, len(keys))
+    frame.index = pd.Index(list(keys), name="ssm_id")
+    return frame
+
+
+@pytest.fixture
+def paged(redis_url: str) -> Iterator[tuple[Any, Any]]:
+    """A RedisMsgpackStore of pages of 100 records and a raw client of its Redis; the namespace is cleared after."""
+    import redis
+
+    from stockstore.backends import RedisMsgpackStore
+
+    store = RedisMsgpackStore(redis_url, namespace=f"t{uuid.uuid4().hex[:16]}", chunk_size=100)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        yield store, client
+    finally:
+        store.clear(Paged)
+        store.close()
+        client.close()
+
+
+def name_of(store: Any, key: Any) -> str:
+    [name] = store._record_keys(family_of(Paged), [encode_key((key,))])
+    return str(name)
+
+
+@pytest.mark.redis
+def test_get_frame_of_everything_on_redis_reads_a_layout_once_and_the_rest_as_before(
+    paged: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pages mixing what the fast reading takes and what it leaves read as `get_frame(keys=...)` reads them.
+
+    Frame rows of one layout (most), the same expired, a stale copy of another server
+    run, other key lengths, an int key, sparse wide records and narrow ones: the
+    records of one layout are parsed once, not one by one, and the frame is the
+    ordinary reading's, bit for bit.
+    """
+    from stockstore import _frame
+    from stockstore.backends import RedisMsgpackStore
+
+    store, client = paged
+    main = [f"S{i:03d}" for i in range(250)]
+    store.put_frame(Paged, paged_frame(main, 1))
+    store.put_frame(Paged, paged_frame([f"T{i}" for i in range(5)], 2))  # another key length
+    with RedisMsgpackStore(client, namespace=store.namespace, lifetime=60) as lasting:
+        lasting.put_frame(Paged, paged_frame([f"E{i:03d}" for i in range(10)], 3))  # expired when read below
+    rng = np.random.default_rng(4)
+    sparse = [  # wide records each lacking one attribute: rows with presence bitmaps
+        Paged({**{f"a{j}": float(rng.random()) for j in range(20) if j != i}, "ssm_id": f"D{i:03d}"}) for i in range(8)
+    ]
+    store.batch_put([*sparse, Paged(ssm_id="N000", a0=1.5, n=3), Paged(ssm_id=12345, a0=2.5, n=4)])
+    stale = name_of(store, "S007")
+    value = client.get(stale)
+    client.set(stale, value[:17] + b"\x01" * 8 + value[25:])  # a fill's stamp of another server run
+    keys: list[Any] = [*main, *(f"T{i}" for i in range(5)), *(f"E{i:03d}" for i in range(10))]
+    keys += [f"D{i:03d}" for i in range(8)] + ["N000", 12345]
+
+    parsed = 0
+    parse = _frame.Gather._parse
+
+    def counted(self: Any, key: bytes, payload: bytes) -> Any:
+        nonlocal parsed
+        parsed += 1
+        return parse(self, key, payload)
+
+    with RedisMsgpackStore(client, namespace=store.namespace, clock=lambda: time.time() + 120, chunk_size=100) as later:
+        want = later.get_frame(Paged, keys=keys)  # the ordinary reading, record by record
+        monkeypatch.setattr(_frame.Gather, "_parse", counted)
+        got = later.get_frame(Paged)
+    assert set(got.index) == set(keys) - {"S007", *(f"E{i:03d}" for i in range(10))}
+    assert parsed < 40, parsed  # 249 frame rows of one layout: a few parsed, not each
+    assert list(got.columns) == list(want.columns)
+    assert_frame_exact(got.loc[list(want.index)], want)
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        lambda value: value[:8] + b"N" + (1).to_bytes(8, "big") + value[17:],  # "never" with an expiry
+        lambda value: (2**62 + 1).to_bytes(8, "big") + value[8:],  # a version past the bound
+    ],
+    ids=["never-with-expiry", "version-too-big"],
+)
+def test_get_frame_of_everything_on_redis_refuses_a_bad_header_and_names_the_key(
+    paged: tuple[Any, Any], corrupt: Callable[[bytes], bytes]
+) -> None:
+    store, client = paged
+    store.put_frame(Paged, paged_frame([f"S{i:03d}" for i in range(250)], 1))
+    bad = name_of(store, "S123")
+    client.set(bad, corrupt(client.get(bad)))
+    with pytest.raises(SerializationError, match="S123"):
+        store.get_frame(Paged)
+
+
+@pytest.mark.redis
+def test_get_frame_of_everything_on_redis_is_one_writable_block(paged: tuple[Any, Any]) -> None:
+    """Frame rows of one layout come back as the block they were read into: bit for bit, the user's to change."""
+    store, _ = paged
+    want = paged_frame([f"S{i:03d}" for i in range(250)], 1).drop(columns="n")
+    store.put_frame(Paged, want)
+    got = store.get_frame(Paged)
+    assert_frame_exact(got.loc[list(want.index)], want)
+    got.iloc[0, 0] = 0.5
+    assert got.iloc[0, 0] == 0.5
 
 
 # ---------------------------------------------------------------------------- the extra

@@ -35,6 +35,7 @@ record.  docs/backends.md has the costs.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import math
@@ -47,7 +48,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from importlib.resources import files
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import msgpack
@@ -75,6 +76,11 @@ from ..errors import (
 from . import _redis_index as _index
 from . import _redis_wire as _wire
 from .base import BaseStore, Entry, Family, Merge, PartialWrite, Stored
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .._frame import Gather
 
 logger = logging.getLogger(__name__)
 
@@ -1012,14 +1018,20 @@ class RedisMsgpackStore(_RedisStore):
         return out
 
     def _mget(self, names: list[str]) -> list[Stored | None]:
-        """``MGET`` *names*, then ``INFO`` on the same connection: the server run their copies must be of.
+        values, run = self._mget_raw(names)
+        return self._stored_values(names, values, run)
+
+    def _mget_raw(self, names: Sequence[str | bytes]) -> tuple[list[bytes | None], bytes]:
+        """``MGET`` *names*, then ``INFO`` on the same connection: the values, and the run their copies must be of."""
+        values, info = self._pipeline([("MGET", *names), ("INFO", "server")])
+        return self._check(values, "read"), _run_of(self._check(info, "read"))
+
+    def _stored_values(self, names: list[str], values: list[bytes | None], run: bytes) -> list[Stored | None]:
+        """What an ``MGET`` of *names* read, as records (`_stored`).
 
         ``MGET`` answers nil for a key of another type too: one ``EXISTS`` over the nils
         tells misses from the rest, which are read as the other layout's (`_other_layouts`).
         """
-        values, info = self._pipeline([("MGET", *names), ("INFO", "server")])
-        values = self._check(values, "read")
-        run = _run_of(self._check(info, "read"))
         try:
             out = [None if v is None else _stored(v, run) for v in values]
         except SerializationError as exc:  # the hot path names no key: find the one
@@ -1043,6 +1055,39 @@ class RedisMsgpackStore(_RedisStore):
             for name, stored in zip(chunk, self._mget(chunk), strict=True):
                 if stored is not None and stored.live(now_ms):  # None: deleted since the SCAN
                     yield key_bytes(name[len(prefix) :], len(family.primary)), stored
+
+    def _read_frame(self, family: Family, gather: Gather, now_ms: float) -> None:
+        """``SCAN`` the family's records, then ``MGET`` them a page at a time into *gather* (`Gather.take_page`).
+
+        The names are listed first, so that the frame's block is allocated once.  A
+        page's values whose headers `_live_headers` passes go to the block as they
+        are; *gather* leaves the rest (nils, tombstones, expired or stale copies,
+        other shapes, copies under another key) to `_stored_values`, as `_scan_read`.
+        """
+        if self._cluster:
+            super()._read_frame(family, gather, now_ms)
+            return
+        from .._frame import Page  # pandas is in use already
+
+        prefix = self._prefix(family) + "r:"
+        cut, parts = len(prefix), len(family.primary)
+        names: list[bytes] = list(self._client.scan_iter(match=prefix + "*", count=self.chunk_size))
+        gather.reserve(len(names))
+        as_is = Page.spelled_as_is(_safe)
+        for chunk in _chunks(names, self.chunk_size):
+            values, run = self._mget_raw(chunk)
+            live = functools.partial(_live_headers, run=run, now_ms=now_ms)
+            page = Page(len(prefix.encode()), _HEADER.size, live, as_is)
+            left = gather.take_page(chunk, values, page)
+            if not left:
+                continue
+            texts = [chunk[i].decode() for i in left]
+            pairs = [
+                (key_bytes(name[cut:], parts), stored)
+                for name, stored in zip(texts, self._stored_values(texts, [values[i] for i in left], run), strict=True)
+                if stored is not None and stored.live(now_ms)  # None: deleted since the SCAN
+            ]
+            gather.take([key for key, _ in pairs], [stored for _, stored in pairs])
 
     def _body(self, entry: Entry) -> tuple[bytes, ...]:
         assert entry.payload is not None
@@ -1187,6 +1232,23 @@ def _stored(value: bytes, run: bytes | None) -> Stored | None:
         return None  # filled before the server restarted (an old snapshot, a promoted replica)
     payload = value[_HEADER.size :] if len(value) > _HEADER.size else None
     return Stored(payload, version, expires if flag == _EXPIRES else None)
+
+
+def _live_headers(heads: np.ndarray, run: bytes, now_ms: float) -> np.ndarray:
+    """Which of these stored headers (`_HEADER`, a row each) `_stored` reads as live records of server run *run*.
+
+    `_stored`'s rules and `Stored.live`'s, for a page at once: a header they would
+    refuse, or read as a tombstone's or a stale copy's, is False (left to `_stored`).
+    """
+    import numpy as np  # only for frames: numpy is the pandas extra's
+
+    fields = np.ascontiguousarray(heads).view(np.dtype([("v", ">u8"), ("f", "u1"), ("e", ">i8"), ("s", ">u8")]))[:, 0]
+    expires = fields["e"]
+    lasting = ((fields["f"] == _NEVER) & (expires == 0)) | ((fields["f"] == _EXPIRES) & (expires > now_ms))
+    stamp = fields["s"]
+    ours = (stamp == int.from_bytes(_SOURCE, "big")) | (stamp == int.from_bytes(run, "big"))
+    live: np.ndarray = (fields["v"] <= _MAX_VERSION) & lasting & ours
+    return live
 
 
 def _fails(value: bytes) -> bool:
