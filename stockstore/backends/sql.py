@@ -38,6 +38,7 @@ import functools
 import hashlib
 import logging
 import math
+import operator
 import os
 import random
 import re
@@ -118,6 +119,11 @@ def table_name(namespace: str, family: str) -> str:
 
 def _digest(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
+
+
+def _ids(keys: Iterable[bytes]) -> dict[bytes, bytes]:
+    """Each key's row id, worked out once per write: a write needs it to lock, to decide and to insert."""
+    return {key: hashlib.sha256(key).digest() for key in keys}
 
 
 _COPY_TYPES = {sa.BigInteger: "int8", sa.SmallInteger: "int2", sa.Double: "float8"}  # else bytea
@@ -719,7 +725,7 @@ class SqlStore(BaseStore):
         names = [c.name for c in table.columns]
         quote = conn.dialect.identifier_preparer.quote
         target = f"{quote(table.name)} ({', '.join(quote(n) for n in names)})"
-        values = [tuple(row[n] for n in names) for row in rows]
+        values = list(map(operator.itemgetter(*names), rows))  # names: at least id, key, payload
         if self._dialect == "sqlite":
             conn.exec_driver_sql(f"INSERT INTO {target} VALUES ({', '.join('?' * len(names))})", values)
             return
@@ -762,17 +768,19 @@ class SqlStore(BaseStore):
                     f"max_allowed_packet of {self._max_packet} bytes"
                 )
 
-    def _row(self, family: Family, entry: Entry, now_ms: float) -> dict[str, Any]:
-        row: dict[str, Any] = {f"alt{i}": None for i in range(1, len(family.keys))}
-        if entry.live(now_ms):  # an expired row holds no alternate key: it can never be returned
-            row.update({f"alt{index}": _digest(alt) for index, alt in slots(entry)})
-        row.update(
-            id=_digest(entry.key),
-            key=entry.key,
-            payload=entry.payload,
-            version=entry.version,
-            expires_ms=entry.expires_ms,
-        )
+    def _row(self, family: Family, entry: Entry, now_ms: float, ident: bytes | None = None) -> dict[str, Any]:
+        """The table row of *entry*; *ident*: its id, if the caller has it already."""
+        row: dict[str, Any] = {
+            "id": _digest(entry.key) if ident is None else ident,
+            "key": entry.key,
+            "payload": entry.payload,
+            "version": entry.version,
+            "expires_ms": entry.expires_ms,
+        }
+        if len(family.keys) > 1:
+            row.update({f"alt{i}": None for i in range(1, len(family.keys))})
+            if entry.live(now_ms):  # an expired row holds no alternate key: it can never be returned
+                row.update({f"alt{index}": _digest(alt) for index, alt in slots(entry)})
         return row
 
     def _carry_out(
@@ -785,18 +793,21 @@ class SqlStore(BaseStore):
         now_ms: float,
         side: sa.Table | None,
         indexed: dict[bytes, list[dict[str, Any]]] | None = None,
+        ids: dict[bytes, bytes] | None = None,
     ) -> None:
         """Apply what `_rules` decided, over the rows locked (by id): a few batched statements.
 
-        *indexed*: the side-table rows of entries, by key, worked out before the transaction.
+        *indexed*: the side-table rows of entries, by key, worked out before the transaction;
+        *ids*: row ids by key (`_ids`), where the caller has them.
         """
         rows = _Plan()
+        ids = ids or {}
         for key, record in plan.records.items():
-            ident = _digest(key)
+            ident = ids.get(key) or _digest(key)
             if record is None:
                 rows.delete.add(ident)
                 continue
-            (rows.replace if ident in locked else rows.insert)[ident] = self._row(family, record, now_ms)
+            (rows.replace if ident in locked else rows.insert)[ident] = self._row(family, record, now_ms, ident)
             if side is not None and record.payload is not None:
                 found = None if indexed is None else indexed.get(key)
                 rows.index += self._index_rows(family, record) if found is None else found
@@ -826,13 +837,17 @@ class SqlStore(BaseStore):
         held: dict[bytes, _Held],
         now_ms: float,
         side: sa.Table | None,
+        ids: dict[bytes, bytes],
         indexed: dict[bytes, list[dict[str, Any]]] | None = None,
     ) -> Plan:
-        """Write *entries* over the locked rows *held* (by id), in order, as `_rules.plan_write` decides."""
+        """Write *entries* over the locked rows *held* (by id), in order, as `_rules.plan_write` decides.
+
+        *ids*: the entries' row ids by key (`_ids`).
+        """
         holders = self._holders(conn, table, family, entries, now_ms) if len(family.keys) > 1 else {}
-        versions = {e.key: held.get(_digest(e.key)) for e in entries}
+        versions = {e.key: held.get(ids[e.key]) for e in entries}
         plan = plan_write(family, entries, versions, holders, now_ms)
-        self._carry_out(conn, table, family, plan, set(held), now_ms, side, indexed)
+        self._carry_out(conn, table, family, plan, set(held), now_ms, side, indexed, ids)
         return plan
 
     # ------------------------------------------------------------------ primitives
@@ -876,10 +891,11 @@ class SqlStore(BaseStore):
     def _write(self, family: Family, entries: Sequence[Entry], now_ms: float) -> list[int]:
         table, side = self._table(family), self._side(family)
         indexed = self._indexes_of(family, entries)
+        ids = _ids(e.key for e in entries)
 
         def write(conn: sa.Connection) -> Plan:
-            held = self._lock(conn, table, (_digest(e.key) for e in entries), payload=False)
-            return self._write_locked(conn, table, family, entries, held, now_ms, side, indexed)
+            held = self._lock(conn, table, ids.values(), payload=False)
+            return self._write_locked(conn, table, family, entries, held, now_ms, side, ids, indexed)
 
         plan = self._run(write, write=True)
         if plan.refused:
@@ -889,15 +905,17 @@ class SqlStore(BaseStore):
     def _patch(self, family: Family, keys: Sequence[bytes], merge: Merge, now_ms: float) -> list[Entry]:
         table, side = self._table(family), self._side(family)
 
+        ids = _ids(keys)
+
         def patch(conn: sa.Connection) -> Plan:
-            held = self._lock(conn, table, (_digest(k) for k in keys), payload=True)
+            held = self._lock(conn, table, ids.values(), payload=True)
             merged = []
             for key in keys:
-                old = held.get(_digest(key))
+                old = held.get(ids[key])
                 current = Stored(old.payload, old.version, old.expires_ms) if old and old.live(now_ms) else None
                 merged.append(merge(key, current))
             # Merged first, written second: a record that fails to decode fails the batch before any write.
-            return self._write_locked(conn, table, family, merged, held, now_ms, side)
+            return self._write_locked(conn, table, family, merged, held, now_ms, side, ids)
 
         plan = self._run(patch, write=True)
         if plan.refused:
@@ -907,13 +925,14 @@ class SqlStore(BaseStore):
     def _fill(self, family: Family, entries: Sequence[Entry], now_ms: float) -> None:
         table, side = self._table(family), self._side(family)
         indexed = self._indexes_of(family, entries)
+        ids = _ids(e.key for e in entries)
 
         def fill(conn: sa.Connection) -> None:
-            held = self._lock(conn, table, (_digest(e.key) for e in entries), payload=False)
+            held = self._lock(conn, table, ids.values(), payload=False)
             holders = self._holders(conn, table, family, entries, now_ms) if len(family.keys) > 1 else {}
-            versions = {e.key: held.get(_digest(e.key)) for e in entries}
+            versions = {e.key: held.get(ids[e.key]) for e in entries}
             plan = plan_fill(family, entries, versions, holders, now_ms)
-            self._carry_out(conn, table, family, plan, set(held), now_ms, side, indexed)
+            self._carry_out(conn, table, family, plan, set(held), now_ms, side, indexed, ids)
 
         self._run(fill, write=True)
 
