@@ -190,6 +190,9 @@ class _Batch:
     chunk is encoded) runs between two chunks, on that thread: it commits what
     is pending, then runs in a transaction of its own, so a schema is stored
     before `Shelf` counts it as saved, and before any row that uses it.
+
+    What must wait for a commit (a `ChainedStore` fills its caches only with what its
+    source committed) is handed to `after_commit`; what a rollback takes back, it drops.
     """
 
     def __init__(self, store: SqlStore, chunks: Sequence[Chunk]) -> None:
@@ -202,10 +205,15 @@ class _Batch:
         self.conn: sa.Connection | None = None
         self.transaction: sa.RootTransaction | None = None
         self.pending: list[bytes] = []  # keys of the chunks written since the last commit
+        self.committed: list[Callable[[], None]] = []  # what runs once they are committed
 
-    def write(self, family: Family, encoded: Encoded, *, now_ms: float) -> None:
-        """Write the next chunk (`_writer.write_chunks` calls this on its writer thread, chunk by chunk)."""
-        self.pool.submit(self._chunk, family, encoded, now_ms).result()
+    def chunk(self, keys: list[bytes], work: Callable[[], None]) -> None:
+        """Run *work*, the writes of the next chunk (of *keys*), in the batch's transaction, on its thread."""
+        self.pool.submit(self._chunk, keys, work).result()
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run *callback* (on the batch's thread) once what was written so far is committed."""
+        self.committed.append(callback)
 
     def outside(self, work: Callable[[], R]) -> R:
         """Run *work*, a write of the batch's that is no chunk, between two chunks (see the class)."""
@@ -221,14 +229,12 @@ class _Batch:
             self._rollback()
             raise
 
-    def _chunk(self, family: Family, encoded: Encoded, now_ms: float) -> None:
-        live, expired = encoded
-        keys = [e.key for e in live] + expired
+    def _chunk(self, keys: list[bytes], work: Callable[[], None]) -> None:
         last = self.written in self.ends
         self.written += 1
         self.store._local.chunk = self
         try:
-            self.store._write_encoded(family, encoded, now_ms)
+            work()
         except PartialWrite:  # refused alternate keys: the rest of the chunk is applied, as alone
             self._commit_or_fail(keys)
             raise
@@ -265,11 +271,18 @@ class _Batch:
         try:
             with self.store._errors():
                 transaction.commit()
+        except BaseException:
+            self.committed = []
+            raise
         finally:
             conn.close()  # a transaction that failed to commit is rolled back
         self.pending = []
+        committed, self.committed = self.committed, []
+        for callback in committed:
+            callback()
 
     def _rollback(self) -> None:
+        self.committed = []  # what waited for a commit that will not come
         conn, transaction, self.conn, self.transaction = self.conn, self.transaction, None, None
         if conn is not None and transaction is not None:
             try:
@@ -433,20 +446,27 @@ class SqlStore(BaseStore):
 
     def _write_chunks(self, chunks: Sequence[Chunk], now_ms: float, total: int, *, single: bool) -> None:
         """A batch's chunks, written as `BaseStore` does; on a SQLite file, in a few transactions (see `_Batch`)."""
+        with self._batch_transaction(chunks) as batch:
+            if batch is None:
+                super()._write_chunks(chunks, now_ms, total, single=single)
+                return
+
+            def write(family: Family, encoded: Encoded) -> None:
+                keys = [e.key for e in encoded[0]] + encoded[1]
+                batch.chunk(keys, lambda: self._write_encoded(family, encoded, now_ms))
+
+            write_chunks(chunks, write, threaded=True, total=total, what="records were not written", single=single)
+
+    @contextlib.contextmanager
+    def _batch_transaction(self, chunks: Sequence[Chunk]) -> Iterator[_Batch | None]:
+        """On a SQLite file, one `_Batch` for a batch of several chunks (written on one thread, in order)."""
         if not self._batches or len(chunks) < 2:
-            super()._write_chunks(chunks, now_ms, total, single=single)
+            yield None
             return
         batch = _Batch(self, chunks)
-        self._local.batch = batch
+        self._local.batch = batch  # on the caller's thread: its other writes (row schemas) go between chunks
         try:
-            write_chunks(
-                chunks,
-                functools.partial(batch.write, now_ms=now_ms),
-                threaded=True,
-                total=total,
-                what="records were not written",
-                single=single,
-            )
+            yield batch
         finally:
             self._local.batch = None
             batch.close()
