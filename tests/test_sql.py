@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import logging
 import math
 import re
@@ -812,37 +811,6 @@ def test_a_failed_chunk_takes_back_and_names_every_chunk_of_its_transaction(
             store.batch_put(records)
         assert sorted(caught.value.failed) == list(range(3, 8))
         assert sorted(store.keys(Plain)) == [0, 1, 2]
-
-
-def _stored_versions(store: SqlStore, keys: range) -> list[int]:
-    """The version of each key's row, tombstones and expired copies included."""
-    table = sa.Table(store.table_name(Plain), sa.MetaData(), autoload_with=store.engine)
-    ids = [hashlib.sha256(encode_key((k,))).digest() for k in keys]
-    with store.engine.connect() as conn:
-        found = dict(conn.execute(sa.select(table.c.id, table.c.version).where(table.c.id.in_(ids))).all())
-    return [found[i] for i in ids]
-
-
-def test_a_sqlite_write_of_new_rows_looks_none_up_and_one_over_rows_held_keeps_their_versions(
-    sqlite_url: str, namespace: str
-) -> None:
-    family = family_of(Plain)
-    with SmallChunks(sqlite_url, namespace=namespace, chunk_size=2) as store:  # 3 ids: two look-up statements
-        store.put(Plain(k=-1))  # the table is made outside the counts
-        with statements(store.engine) as seen:
-            store.batch_put([Plain(k=i, v=float(i)) for i in range(9)])  # chunks of 3
-        assert not [text for text, _ in seen if text.startswith("SELECT id, version")]  # no look-up of rows held
-        # A tombstone far ahead of the clock, amid new ids: the insert is taken back, and the
-        # write stores over the rows it then looks up.
-        store._invalidate(family, [encode_key((10,))], 2**60, int(time.time() * 1000) + 60_000)
-        store.batch_put([Plain(k=i, v=float(i)) for i in (9, 10, 11)])
-        assert _stored_versions(store, range(10, 11)) == [2**60 + 1]
-        first = _stored_versions(store, range(9))
-        records = [Plain(k=i, v=-float(i)) for i in range(12)]
-        store.batch_put(records)
-        assert all(new > old for new, old in zip(_stored_versions(store, range(9)), first, strict=True))
-        assert_same(store.batch_get(Plain, range(12)), records)
-        assert store.count(Plain) == 13
 
 
 class SmallChain(ss.ChainedStore):

@@ -362,8 +362,6 @@ class SqlStore(BaseStore):
         elif not self._owned:
             # Connections of a given engine get READ COMMITTED on checkout (and back on return).
             self._work_engine = self.engine.execution_options(isolation_level="READ COMMITTED")
-        # table -> whether its last write met no row to replace (SQLite: see _insert_new)
-        self._new_rows: dict[str, bool] = {}
         self._max_packet: int | None = None  # MariaDB/MySQL's max_allowed_packet, read on first write
         self._metadata = sa.MetaData()
         self._tables: dict[str, sa.Table] = {}
@@ -874,39 +872,6 @@ class SqlStore(BaseStore):
 
     # ------------------------------------------------------------------ primitives
 
-    def _insert_new(
-        self,
-        conn: sa.Connection,
-        table: sa.Table,
-        family: Family,
-        entries: Sequence[Entry],
-        ids: dict[bytes, bytes],
-        now_ms: float,
-    ) -> Plan | None:
-        """SQLite: write *entries* as new rows if the table holds none of their ids; else write nothing, ``None``.
-
-        The primary key's own check replaces `_lock`'s look-up, which in a table being
-        loaded finds nothing for about as much work as the insert.  At the first id the
-        table holds (a record, an expired copy or a tombstone), a savepoint takes the
-        insert back and the caller writes as usual, deciding over the rows it locks.
-        The transaction holds SQLite's write lock: no other writer comes between.
-        """
-        plan = plan_write(family, entries, {}, {}, now_ms)  # nothing held: every version as given
-        rows = [self._row(family, e, now_ms, ids[k]) for k, e in plan.records.items() if e is not None]
-        rows.sort(key=lambda row: row["id"])
-        conn.exec_driver_sql("SAVEPOINT stockstore_new")
-        try:
-            self._insert(conn, table, rows)
-        except sa.exc.IntegrityError as exc:
-            if getattr(exc.orig, "sqlite_errorname", None) != "SQLITE_CONSTRAINT_PRIMARYKEY":
-                raise
-            conn.exec_driver_sql("ROLLBACK TO stockstore_new")
-            conn.exec_driver_sql("RELEASE stockstore_new")
-            self._new_rows[table.name] = False
-            return None
-        conn.exec_driver_sql("RELEASE stockstore_new")
-        return plan
-
     def _read(self, family: Family, keys: Sequence[bytes], now_ms: float) -> list[Stored | None]:
         if not keys:
             return []
@@ -947,18 +912,9 @@ class SqlStore(BaseStore):
         table, side = self._table(family), self._side(family)
         indexed = self._indexes_of(family, entries)
         ids = _ids(e.key for e in entries)
-        # Only where no alternate key or index needs deciding, where the look-up would take several
-        # statements (a savepoint takes two), and while this table's writes keep finding no row to
-        # replace: a write that finds one costs an insert taken back (see _insert_new).
-        new = self._dialect == "sqlite" and len(family.keys) == 1 and side is None and len(entries) > self.chunk_size
-        new = new and self._new_rows.get(table.name, True)
 
         def write(conn: sa.Connection) -> Plan:
-            plan = self._insert_new(conn, table, family, entries, ids, now_ms) if new else None
-            if plan is not None:
-                return plan
             held = self._lock(conn, table, ids.values(), payload=False)
-            self._new_rows[table.name] = not held
             return self._write_locked(conn, table, family, entries, held, now_ms, side, ids, indexed)
 
         plan = self._run(write, write=True)
