@@ -12,6 +12,7 @@ it in after the write.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -26,7 +27,7 @@ from ._entry import Entry, Merge, PartialWrite, Stored, versions
 from ._keys import Family
 from ._query import Search
 from ._store import BaseStore
-from ._writer import Encoded
+from ._writer import BatchTransaction, Chunk, Encoded
 from .errors import StoreError
 
 logger = logging.getLogger("stockstore.chain")
@@ -551,34 +552,59 @@ class ChainedStore(BaseStore):
 
     def _write(self, family: Family, entries: Sequence[Entry], now_ms: float) -> list[int]:
         written, expiries = self._write_source(family, entries, now_ms)
+        propagate = functools.partial(self._propagate, family, written, expiries, now_ms / 1000)
         beside: _Beside | None = getattr(self._beside, "fills", None)
         if beside is None:
-            self._propagate(family, written, expiries, now_ms / 1000)
+            propagate()
         else:
-            beside[1].append(beside[0].submit(self._propagate, family, written, expiries, now_ms / 1000))
+            self._after_source(lambda: beside.fills.append(beside.pool.submit(propagate)))
         return [e.version for e in written]
 
+    def _after_source(self, work: Callable[[], None]) -> None:
+        """Run *work*, what follows a write to the source (fills, invalidations), once the source has committed it.
+
+        That is now, unless the write is a chunk in the source's batch transaction: then
+        when that commits, and never if it is rolled back.  A cache filled before, or a
+        read let to fill it afresh, could keep what the source then took back.
+        """
+        beside: _Beside | None = getattr(self._beside, "fills", None)
+        if beside is None or beside.batch is None:
+            work()
+        else:
+            beside.batch.after_commit(work)
+
     @contextlib.contextmanager
-    def _chunk_writes(self, now_ms: float, chunks: int) -> Iterator[Callable[[Family, Encoded], None]]:
+    def _chunk_writes(self, now_ms: float, chunks: Sequence[Chunk]) -> Iterator[Callable[[Family, Encoded], None]]:
         """Each chunk's fills of the tiers above run on a thread of their own while the source writes the next.
 
         The fills run one at a time, in the order of the chunks, and the batch returns
         once every fill has ended, so a caller reads its own writes.  Tiers that keep
         records per thread (`ThreadLocalStore`) are filled by the writing thread, as before.
+        Where the source offers a transaction the chunks share (a SQLite file), they are
+        written in it, and each chunk's fills wait for the commit that holds it.
         """
-        if chunks < 2 or not self._caches or not all(tier._writes_from_any_thread() for _, tier in self._caches):
+        if len(chunks) < 2 or not self._caches or not all(t._writes_from_any_thread() for _, t in self._caches):
             with super()._chunk_writes(now_ms, chunks) as write:
                 yield write
             return
         fills: list[Future[None]] = []
-        with ThreadPoolExecutor(1, thread_name_prefix="stockstore-fill") as pool:
+        with (
+            ThreadPoolExecutor(1, thread_name_prefix="stockstore-fill") as pool,
+            self._source._batch_transaction(chunks) as batch,
+        ):
 
-            def write(family: Family, encoded: Encoded) -> None:
-                self._beside.fills = (pool, fills)  # for `_write`, in the thread that runs it
+            def write_here(family: Family, encoded: Encoded) -> None:
+                self._beside.fills = _Beside(pool, fills, batch)  # for `_write`, in the thread that runs it
                 try:
                     self._write_encoded(family, encoded, now_ms)
                 finally:
                     self._beside.fills = None
+
+            def write(family: Family, encoded: Encoded) -> None:
+                if batch is None:
+                    write_here(family, encoded)
+                else:
+                    batch.chunk([e.key for e in encoded[0]] + encoded[1], lambda: write_here(family, encoded))
 
             yield write
         for fill in fills:
@@ -601,11 +627,12 @@ class ChainedStore(BaseStore):
         except PartialWrite as exc:
             failure = exc
             stored = []
-        self._forget_flights(family, [e.key for e in entries])
+        keys = [e.key for e in entries]
+        self._after_source(functools.partial(self._forget_flights, family, keys))
         if failure is not None:
             # The caches lose every key that may have changed: the ones applied (their versions
             # are not known here) and the ones of unknown outcome; the refused stay as they were.
-            self._invalidate_caches(family, _may_have_changed([e.key for e in entries], failure))
+            self._after_source(functools.partial(self._invalidate_caches, family, _may_have_changed(keys, failure)))
             raise failure
         return [replace(e, version=v) for e, v in zip(entries, stored, strict=True)], expiries
 
@@ -613,8 +640,8 @@ class ChainedStore(BaseStore):
         with self._source._errors():
             count = self._source._remove(family, keys, now_ms)
         self._source._stats.add("deletes", count)
-        self._forget_flights(family, keys)
-        self._invalidate_caches(family, keys)
+        self._after_source(functools.partial(self._forget_flights, family, keys))
+        self._after_source(functools.partial(self._invalidate_caches, family, keys))
         return count
 
     def _invalidate_caches(self, family: Family, keys: Sequence[bytes]) -> None:
@@ -736,7 +763,13 @@ class ChainedStore(BaseStore):
             tier.close()
 
 
-_Beside = tuple[ThreadPoolExecutor, list[Future[None]]]  # a batch's fill thread, and the fills left to it
+@dataclass(frozen=True)
+class _Beside:
+    """Where a batch's chunk writes leave their fills (see `ChainedStore._chunk_writes`)."""
+
+    pool: ThreadPoolExecutor  # the batch's fill thread
+    fills: list[Future[None]]  # the fills left to it
+    batch: BatchTransaction | None  # the source's transaction the chunks share, if any
 
 
 def _check_tiers(tiers: Sequence[BaseStore]) -> list[BaseStore]:

@@ -823,7 +823,7 @@ class BaseStore:
 
     def _write_chunks(self, chunks: Sequence[Chunk], now_ms: float, total: int, *, single: bool) -> None:
         """Write a batch's chunks, streamed (`_writer.write_chunks`)."""
-        with self._stats.timed("write", self), self._chunk_writes(now_ms, len(chunks)) as write:
+        with self._stats.timed("write", self), self._chunk_writes(now_ms, chunks) as write:
             _writer.write_chunks(
                 chunks,
                 write,
@@ -835,9 +835,17 @@ class BaseStore:
         self._stats.add("writes", sum(len(keys) for _, keys, _ in chunks))
 
     @contextlib.contextmanager
-    def _chunk_writes(self, now_ms: float, chunks: int) -> Iterator[Callable[[Family, Encoded], None]]:
+    def _chunk_writes(self, now_ms: float, chunks: Sequence[Chunk]) -> Iterator[Callable[[Family, Encoded], None]]:
         """How a batch of *chunks* writes each chunk; a `ChainedStore` fills its upper tiers beside the next one."""
         yield functools.partial(self._write_encoded, now_ms=now_ms)
+
+    @contextlib.contextmanager
+    def _batch_transaction(self, chunks: Sequence[Chunk]) -> Iterator[_writer.BatchTransaction | None]:
+        """A transaction the writes of *chunks* share (a `ChainedStore` over this store writes through it).
+
+        ``None``: each chunk's writes are transactions of their own (the default).
+        """
+        yield None
 
     def _writes_from_any_thread(self) -> bool:
         """Whether `_write` may run on another thread than the caller's (see `_write_chunks`)."""

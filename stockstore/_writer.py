@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from ._entry import Entry, PartialWrite
 from ._keys import Family, decode_key, short_str
@@ -20,6 +20,20 @@ Encoded = tuple[list[Entry], list[bytes]]
 """A chunk's entries to write, and the keys whose lifetime has already ended (to remove)."""
 Chunk = tuple[Family, list[bytes], Callable[[], Encoded]]
 """A chunk of a batch write: its family, its primary keys, and how to encode it."""
+
+
+class BatchTransaction(Protocol):
+    """A store's transaction shared by the chunks of one batch write (see `BaseStore._batch_transaction`).
+
+    It commits after some chunks, not after each; a chunk that fails takes back every
+    chunk since the last commit, and raises a `PartialWrite` naming all of their keys.
+    """
+
+    def chunk(self, keys: list[bytes], work: Callable[[], None]) -> None:
+        """Run *work*, the writes of the chunk of *keys*, in the shared transaction (the next chunk, in order)."""
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run *callback* once what was written so far is committed; never, if it is taken back."""
 
 
 def write_chunks(

@@ -813,6 +813,47 @@ def test_a_failed_chunk_takes_back_and_names_every_chunk_of_its_transaction(
         assert sorted(store.keys(Plain)) == [0, 1, 2]
 
 
+class SmallChain(ss.ChainedStore):
+    """A chain writing three records a chunk, as `SmallChunks` does."""
+
+    put_chunk = 3
+
+
+def test_a_chain_over_a_sqlite_file_writes_a_batch_in_its_sources_transaction(sqlite_url: str, namespace: str) -> None:
+    # Committed chunk by chunk, the id index's pages were written again with every chunk.
+    top = ss.backends.MemoryStore(namespace=namespace)
+    with SmallChunks(sqlite_url, namespace=namespace) as source, SmallChain([top, source]) as chain:
+        chain.put(Plain(k=-1))  # the table is made outside the counts
+        records = [Plain(k=i, v=float(i)) for i in range(8)]  # chunks of 3, 3, 2
+        with statements(source.engine) as seen:
+            chain.batch_put(records)
+        assert _begins(seen) == 1
+        assert_same(top.batch_get(Plain, range(8)), records)  # every fill made, after the commit
+        assert_same(source.batch_get(Plain, range(8)), records)
+
+
+def test_a_chain_fills_its_caches_with_what_its_source_committed_only(
+    sqlite_url: str, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records = [Plain(k=i, v=float(i)) for i in range(8)]
+    top = ss.backends.MemoryStore(namespace=namespace)
+    with SmallChunks(sqlite_url, namespace=namespace, fail=[1]) as source, SmallChain([top, source]) as chain:
+        top.batch_put([Plain(k=i, v=-1.0) for i in range(8)])  # older copies: a failed batch leaves them be
+        with pytest.raises(BatchError) as caught:
+            chain.batch_put(records)
+        assert sorted(caught.value.failed) == list(range(8))  # chunk 0 was in the transaction chunk 1 lost
+        assert source.count(Plain) == 0
+        assert_same(top.batch_get(Plain, range(8)), [Plain(k=i, v=-1.0) for i in range(8)])  # no fill of chunk 0
+    monkeypatch.setattr(sql_backend, "_SQLITE_BATCH", 3)  # a commit after every chunk
+    top = ss.backends.MemoryStore(namespace=namespace)
+    with SmallChunks(sqlite_url, namespace=namespace, fail=[1]) as source, SmallChain([top, source]) as chain:
+        with pytest.raises(BatchError) as caught:
+            chain.batch_put(records)
+        assert sorted(caught.value.failed) == list(range(3, 8))
+        assert_same(top.batch_get(Plain, range(8)), [*records[:3], *[None] * 5])  # chunk 0's fill, once committed
+        assert sorted(source.keys(Plain)) == [0, 1, 2]
+
+
 def test_a_row_schema_met_in_a_later_chunk_is_saved_during_the_batch(sqlite_url: str, namespace: str) -> None:
     # The second family's row schema is saved while the first family's chunk is written, its
     # transaction open: waiting for that transaction's lock would fail (busy timeout, no retries).

@@ -40,6 +40,7 @@ import functools
 import hashlib
 import logging
 import math
+import operator
 import os
 import random
 import re
@@ -122,6 +123,11 @@ def _digest(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
 
+def _ids(keys: Iterable[bytes]) -> dict[bytes, bytes]:
+    """Each key's row id, worked out once per write: a write needs it to lock, to decide and to insert."""
+    return {key: hashlib.sha256(key).digest() for key in keys}
+
+
 _COPY_TYPES = {sa.BigInteger: "int8", sa.SmallInteger: "int2", sa.Double: "float8"}  # else bytea
 _RESET_CHUNK = 10_000  # records a reset inserts per statement (COPY: per stream)
 _STATEMENT_ROOM = 4096  # an INSERT's text, its other columns and alternate keys, escaped
@@ -195,6 +201,9 @@ class _Batch:
     chunk is encoded) runs between two chunks, on that thread: it commits what
     is pending, then runs in a transaction of its own, so a schema is stored
     before `Shelf` counts it as saved, and before any row that uses it.
+
+    What must wait for a commit (a `ChainedStore` fills its caches only with what its
+    source committed) is handed to `after_commit`; what a rollback takes back, it drops.
     """
 
     def __init__(self, store: SqlStore, chunks: Sequence[Chunk]) -> None:
@@ -207,10 +216,15 @@ class _Batch:
         self.conn: sa.Connection | None = None
         self.transaction: sa.RootTransaction | None = None
         self.pending: list[bytes] = []  # keys of the chunks written since the last commit
+        self.committed: list[Callable[[], None]] = []  # what runs once they are committed
 
-    def write(self, family: Family, encoded: Encoded, *, now_ms: float) -> None:
-        """Write the next chunk (`_writer.write_chunks` calls this on its writer thread, chunk by chunk)."""
-        self.pool.submit(self._chunk, family, encoded, now_ms).result()
+    def chunk(self, keys: list[bytes], work: Callable[[], None]) -> None:
+        """Run *work*, the writes of the next chunk (of *keys*), in the batch's transaction, on its thread."""
+        self.pool.submit(self._chunk, keys, work).result()
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run *callback* (on the batch's thread) once what was written so far is committed."""
+        self.committed.append(callback)
 
     def outside(self, work: Callable[[], R]) -> R:
         """Run *work*, a write of the batch's that is no chunk, between two chunks (see the class)."""
@@ -226,14 +240,12 @@ class _Batch:
             self._rollback()
             raise
 
-    def _chunk(self, family: Family, encoded: Encoded, now_ms: float) -> None:
-        live, expired = encoded
-        keys = [e.key for e in live] + expired
+    def _chunk(self, keys: list[bytes], work: Callable[[], None]) -> None:
         last = self.written in self.ends
         self.written += 1
         self.store._local.chunk = self
         try:
-            self.store._write_encoded(family, encoded, now_ms)
+            work()
         except PartialWrite:  # refused alternate keys: the rest of the chunk is applied, as alone
             self._commit_or_fail(keys)
             raise
@@ -270,11 +282,18 @@ class _Batch:
         try:
             with self.store._errors():
                 transaction.commit()
+        except BaseException:
+            self.committed = []
+            raise
         finally:
             conn.close()  # a transaction that failed to commit is rolled back
         self.pending = []
+        committed, self.committed = self.committed, []
+        for callback in committed:
+            callback()
 
     def _rollback(self) -> None:
+        self.committed = []  # what waited for a commit that will not come
         conn, transaction, self.conn, self.transaction = self.conn, self.transaction, None, None
         if conn is not None and transaction is not None:
             try:
@@ -438,20 +457,27 @@ class SqlStore(BaseStore):
 
     def _write_chunks(self, chunks: Sequence[Chunk], now_ms: float, total: int, *, single: bool) -> None:
         """A batch's chunks, written as `BaseStore` does; on a SQLite file, in a few transactions (see `_Batch`)."""
+        with self._batch_transaction(chunks) as batch:
+            if batch is None:
+                super()._write_chunks(chunks, now_ms, total, single=single)
+                return
+
+            def write(family: Family, encoded: Encoded) -> None:
+                keys = [e.key for e in encoded[0]] + encoded[1]
+                batch.chunk(keys, lambda: self._write_encoded(family, encoded, now_ms))
+
+            write_chunks(chunks, write, threaded=True, total=total, what="records were not written", single=single)
+
+    @contextlib.contextmanager
+    def _batch_transaction(self, chunks: Sequence[Chunk]) -> Iterator[_Batch | None]:
+        """On a SQLite file, one `_Batch` for a batch of several chunks (written on one thread, in order)."""
         if not self._batches or len(chunks) < 2:
-            super()._write_chunks(chunks, now_ms, total, single=single)
+            yield None
             return
         batch = _Batch(self, chunks)
-        self._local.batch = batch
+        self._local.batch = batch  # on the caller's thread: its other writes (row schemas) go between chunks
         try:
-            write_chunks(
-                chunks,
-                functools.partial(batch.write, now_ms=now_ms),
-                threaded=True,
-                total=total,
-                what="records were not written",
-                single=single,
-            )
+            yield batch
         finally:
             self._local.batch = None
             batch.close()
@@ -737,7 +763,7 @@ class SqlStore(BaseStore):
         names = [c.name for c in table.columns]
         quote = conn.dialect.identifier_preparer.quote
         target = f"{quote(table.name)} ({', '.join(quote(n) for n in names)})"
-        values = [tuple(row[n] for n in names) for row in rows]
+        values = list(map(operator.itemgetter(*names), rows))  # names: at least id, key, payload
         if self._dialect == "sqlite":
             conn.exec_driver_sql(f"INSERT INTO {target} VALUES ({', '.join('?' * len(names))})", values)
             return
@@ -780,17 +806,19 @@ class SqlStore(BaseStore):
                     f"max_allowed_packet of {self._max_packet} bytes"
                 )
 
-    def _row(self, family: Family, entry: Entry, now_ms: float) -> dict[str, Any]:
-        row: dict[str, Any] = {f"alt{i}": None for i in range(1, len(family.keys))}
-        if entry.live(now_ms):  # an expired row holds no alternate key: it can never be returned
-            row.update({f"alt{index}": _digest(alt) for index, alt in slots(entry)})
-        row.update(
-            id=_digest(entry.key),
-            key=entry.key,
-            payload=entry.payload,
-            version=entry.version,
-            expires_ms=entry.expires_ms,
-        )
+    def _row(self, family: Family, entry: Entry, now_ms: float, ident: bytes | None = None) -> dict[str, Any]:
+        """The table row of *entry*; *ident*: its id, if the caller has it already."""
+        row: dict[str, Any] = {
+            "id": _digest(entry.key) if ident is None else ident,
+            "key": entry.key,
+            "payload": entry.payload,
+            "version": entry.version,
+            "expires_ms": entry.expires_ms,
+        }
+        if len(family.keys) > 1:
+            row.update({f"alt{i}": None for i in range(1, len(family.keys))})
+            if entry.live(now_ms):  # an expired row holds no alternate key: it can never be returned
+                row.update({f"alt{index}": _digest(alt) for index, alt in slots(entry)})
         return row
 
     def _carry_out(
@@ -803,18 +831,21 @@ class SqlStore(BaseStore):
         now_ms: float,
         side: sa.Table | None,
         indexed: dict[bytes, list[dict[str, Any]]] | None = None,
+        ids: dict[bytes, bytes] | None = None,
     ) -> None:
         """Apply what `_rules` decided, over the rows locked (by id): a few batched statements.
 
-        *indexed*: the side-table rows of entries, by key, worked out before the transaction.
+        *indexed*: the side-table rows of entries, by key, worked out before the transaction;
+        *ids*: row ids by key (`_ids`), where the caller has them.
         """
         rows = _Plan()
+        ids = ids or {}
         for key, record in plan.records.items():
-            ident = _digest(key)
+            ident = ids.get(key) or _digest(key)
             if record is None:
                 rows.delete.add(ident)
                 continue
-            (rows.replace if ident in locked else rows.insert)[ident] = self._row(family, record, now_ms)
+            (rows.replace if ident in locked else rows.insert)[ident] = self._row(family, record, now_ms, ident)
             if side is not None and record.payload is not None:
                 found = None if indexed is None else indexed.get(key)
                 rows.index += self._index_rows(family, record) if found is None else found
@@ -848,13 +879,17 @@ class SqlStore(BaseStore):
         held: dict[bytes, _Held],
         now_ms: float,
         side: sa.Table | None,
+        ids: dict[bytes, bytes],
         indexed: dict[bytes, list[dict[str, Any]]] | None = None,
     ) -> Plan:
-        """Write *entries* over the locked rows *held* (by id), in order, as `_rules.plan_write` decides."""
+        """Write *entries* over the locked rows *held* (by id), in order, as `_rules.plan_write` decides.
+
+        *ids*: the entries' row ids by key (`_ids`).
+        """
         holders = self._holders(conn, table, family, entries, now_ms) if len(family.keys) > 1 else {}
-        versions = {e.key: held.get(_digest(e.key)) for e in entries}
+        versions = {e.key: held.get(ids[e.key]) for e in entries}
         plan = plan_write(family, entries, versions, holders, now_ms)
-        self._carry_out(conn, table, family, plan, set(held), now_ms, side, indexed)
+        self._carry_out(conn, table, family, plan, set(held), now_ms, side, indexed, ids)
         return plan
 
     # ------------------------------------------------------------------ primitives
@@ -898,10 +933,11 @@ class SqlStore(BaseStore):
     def _write(self, family: Family, entries: Sequence[Entry], now_ms: float) -> list[int]:
         table, side = self._table(family), self._side(family)
         indexed = self._indexes_of(family, entries)
+        ids = _ids(e.key for e in entries)
 
         def write(conn: sa.Connection) -> Plan:
-            held = self._lock(conn, table, (_digest(e.key) for e in entries), payload=False)
-            return self._write_locked(conn, table, family, entries, held, now_ms, side, indexed)
+            held = self._lock(conn, table, ids.values(), payload=False)
+            return self._write_locked(conn, table, family, entries, held, now_ms, side, ids, indexed)
 
         plan = self._run(write, write=True)
         if plan.refused:
@@ -911,15 +947,17 @@ class SqlStore(BaseStore):
     def _patch(self, family: Family, keys: Sequence[bytes], merge: Merge, now_ms: float) -> list[Entry]:
         table, side = self._table(family), self._side(family)
 
+        ids = _ids(keys)
+
         def patch(conn: sa.Connection) -> Plan:
-            held = self._lock(conn, table, (_digest(k) for k in keys), payload=True)
+            held = self._lock(conn, table, ids.values(), payload=True)
             merged = []
             for key in keys:
-                old = held.get(_digest(key))
+                old = held.get(ids[key])
                 current = Stored(old.payload, old.version, old.expires_ms) if old and old.live(now_ms) else None
                 merged.append(merge(key, current))
             # Merged first, written second: a record that fails to decode fails the batch before any write.
-            return self._write_locked(conn, table, family, merged, held, now_ms, side)
+            return self._write_locked(conn, table, family, merged, held, now_ms, side, ids)
 
         plan = self._run(patch, write=True)
         if plan.refused:
@@ -929,13 +967,14 @@ class SqlStore(BaseStore):
     def _fill(self, family: Family, entries: Sequence[Entry], now_ms: float) -> None:
         table, side = self._table(family), self._side(family)
         indexed = self._indexes_of(family, entries)
+        ids = _ids(e.key for e in entries)
 
         def fill(conn: sa.Connection) -> None:
-            held = self._lock(conn, table, (_digest(e.key) for e in entries), payload=False)
+            held = self._lock(conn, table, ids.values(), payload=False)
             holders = self._holders(conn, table, family, entries, now_ms) if len(family.keys) > 1 else {}
-            versions = {e.key: held.get(_digest(e.key)) for e in entries}
+            versions = {e.key: held.get(ids[e.key]) for e in entries}
             plan = plan_fill(family, entries, versions, holders, now_ms)
-            self._carry_out(conn, table, family, plan, set(held), now_ms, side, indexed)
+            self._carry_out(conn, table, family, plan, set(held), now_ms, side, indexed, ids)
 
         self._run(fill, write=True)
 
