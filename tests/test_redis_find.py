@@ -213,6 +213,41 @@ def test_reset_leaves_no_staged_key_behind(store: Any, raw: redis.Redis) -> None
     assert store.find(Quote, rating=1).count() == 7
 
 
+def test_a_switch_sent_again_after_its_reply_was_lost_keeps_the_new_dataset(
+    store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client's retry after a timeout sends the switch twice: the second must change nothing."""
+    store.batch_put(quotes(30))
+    real = store._pipeline
+
+    def twice(commands: Any) -> list[Any]:
+        if any(c[0] == "EVALSHA" and "S" in c[3:8] for c in commands):
+            real(commands)  # done by the server, its reply lost
+        return real(commands)
+
+    monkeypatch.setattr(store, "_pipeline", twice)
+    assert store.reset(Quote, quotes(12)) == 12
+    monkeypatch.undo()
+    assert store.count(Quote) == 12
+    assert store.find(Quote, rating=0).count() == 4
+
+
+def test_a_reset_whose_staging_another_took_over_is_refused(store: Any, raw: redis.Redis) -> None:
+    store.batch_put(quotes(5))
+    real = store._pipeline
+
+    def overtaken(commands: Any) -> list[Any]:
+        if any(c[0] == "EVALSHA" and "S" in c[3:8] for c in commands):
+            raw.set(store._prefix(ss.backends.base.Family("Quote", Quote, (("ssm_id",),))) + "n:t", "another")
+        return real(commands)
+
+    store._pipeline = overtaken
+    with pytest.raises(ss.errors.StoreError, match="another reset"):
+        store.reset(Quote, quotes(3))
+    store._pipeline = real
+    assert store.count(Quote) == 5  # nothing switched
+
+
 def test_the_switch_of_a_reset_reads_its_names_from_the_index(
     store: Any, raw: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:

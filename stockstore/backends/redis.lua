@@ -591,11 +591,18 @@ local function record_names(base, indexed)
 end
 
 -- 'S' switch (reset): ARGV after the attribute names: the staging prefix, under which the
--- new records, their pointers and their index were written.  In one step, the family's
--- records, pointers and index go (UNLINK: their memory is freed off the main thread) and
--- the staged ones take their names (RENAME keeps each expiry).  Reply: how many records.
+-- new records, their pointers and their index were written, and the reset's token, staged
+-- as <stage>t.  In one step, the family's records, pointers and index go (UNLINK: their
+-- memory is freed off the main thread) and the staged ones take their names (RENAME keeps
+-- each expiry); <prefix>sw keeps the token of the last switch.  Reply: how many records;
+-- -1, changing nothing, if the token is not staged (this switch was made already, and a
+-- retry after its reply was lost must not remove what it put in place; or another reset of
+-- the family took the staging over).
 local function switch()
-  local stage = ARGV[7 + nidx]
+  local stage, token = ARGV[7 + nidx], ARGV[8 + nidx]
+  if redis.call('GET', stage .. 't') ~= token then return -1 end
+  redis.call('DEL', stage .. 't')
+  redis.call('SET', prefix .. 'sw', token)
   local old = record_names(prefix, nidx > 0 and redis.call('HLEN', prefix .. 'i:m') > 0)
   if nalt > 0 then
     for _, name in ipairs(old) do free(string.sub(name, skip)) end

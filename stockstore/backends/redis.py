@@ -924,6 +924,12 @@ class _RedisStore(BaseStore):
         leftovers = [name for name in self._client.scan_iter(match=stage + "*", count=self.chunk_size)]
         for part in _chunks(leftovers, 500):  # an earlier reset that failed part-way
             self._client.unlink(*part)
+        # The switch is made only while this token is staged, and takes it away: a switch sent
+        # again (a retry after its reply was lost, say to a timeout) would otherwise find nothing
+        # staged and remove the dataset it had just put in place.
+        token = os.urandom(16).hex()
+        self._client.set(stage + "t", token)
+        staged: set[bytes] = set()
         for chunk in chunks:
             for part in _chunks(chunk, self.chunk_size):
                 items = [
@@ -943,9 +949,17 @@ class _RedisStore(BaseStore):
                         raise outcome
                     if not outcome:
                         raise StoreError(f"reset of {family.name}: {entry.key!r} was refused while staged")
+                    staged.add(entry.key)
         head = self._head(family, "S", now_ms)
-        (reply,) = self._pipeline([("EVALSHA", _SHA, 1, prefix + "i:m", *head, stage)])
+        (reply,) = self._pipeline([("EVALSHA", _SHA, 1, prefix + "i:m", *head, stage, token)])
         count = int(self._check(reply, "reset"))
+        if count < 0 and self._client.get(prefix + "sw") == token.encode():
+            count = len(staged)  # switched already, by this call's first try (its reply was lost)
+        elif count < 0:
+            raise StoreError(
+                f"reset of {family.name} was not switched: another reset of it took the staging over; "
+                "reset from one process at a time"
+            )
         if family.indexes:
             self._built.add(family.name)
         return count
