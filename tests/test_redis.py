@@ -13,9 +13,12 @@ import time
 import uuid
 from collections.abc import Iterator
 from typing import Any, ClassVar
+from urllib.parse import quote
 
 import pytest
 import redis
+from hypothesis import given
+from hypothesis import strategies as st
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 from redis_servers import key_names
@@ -23,7 +26,7 @@ from redis_servers import key_names
 import stockstore as ss
 from stockstore._keys import encode_key, family_of
 from stockstore.backends import MemoryStore, RedisHashStore, RedisMsgpackStore, SqlStore
-from stockstore.backends.redis import _SCRIPT, _header, key_bytes, key_text
+from stockstore.backends.redis import _SCRIPT, _header, _key_of_name, key_bytes, key_text
 from stockstore.errors import BackendUnavailableError, SerializationError, StoreError
 from stockstore.testing import assert_record, assert_same
 
@@ -82,6 +85,12 @@ class TestKeyLayout:
         assert key_bytes(suffix) == ss._keys.encode_key((key,))  # type: ignore[attr-defined]
         # The escaped name is a literal in SCAN MATCH: it finds exactly this record.
         assert [k.decode() for k in raw.scan_iter(match=name)] == [name]
+
+    @given(st.text(st.characters(max_codepoint=127), max_size=40) | st.text(max_size=40))
+    def test_the_common_keys_shortcuts_spell_it_as_the_parser_does(self, value: str) -> None:
+        key = ss._keys.encode_key((value,))  # type: ignore[attr-defined]
+        assert key_text(key) == (value if value.isalnum() and value.isascii() else quote(value, safe=""))
+        assert _key_of_name(key_text(key).encode(), 1) == key_bytes(key_text(key), 1) == key
 
     def test_key_text_is_injective_for_awkward_tuples(self) -> None:
         tuples = [("a,b",), ("a", "b"), ("",), ("", ""), (1,), ("1",), ("#1",), (-1, "x"), ("x", -1), ("%2C",), (",",)]

@@ -431,7 +431,7 @@ local function deleted()
   if solo and nalt == 0 and nidx == 0 and pure() then  -- each record live, no token held: DEL counts them
     local count = 0
     for i = 1, #KEYS, 500 do
-      count = count + redis.call('DEL', unpack(KEYS, i, math.min(i + 499, #KEYS)))
+      count = count + redis.call('UNLINK', unpack(KEYS, i, math.min(i + 499, #KEYS)))
     end
     return count
   end

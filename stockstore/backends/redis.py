@@ -60,7 +60,7 @@ from redis.exceptions import AskError, MovedError, NoScriptError, RedisClusterEx
 from redis.retry import Retry
 
 from .. import _codec
-from .._keys import encode_key
+from .._keys import FIXSTR_KEY, encode_key
 from .._lifetime import Lifetime
 from .._query import Search
 from .._schemas import SchemaMissingError
@@ -125,10 +125,21 @@ def key_text(key: bytes) -> str:
     *key* comes from `encode_key`, so it is unpacked as it is (`decode_key` would
     check it against foreign bytes, twice the cost of every Redis call).
     """
+    if len(key) >= 2 and key[0] == 0x91 and 0xA0 <= key[1] <= 0xBF and len(key) == key[1] - 0xA0 + 2:
+        tail = key[2:]  # one str of fewer than 32 bytes, the common key
+        if tail.isalnum():  # ASCII letters and digits (bytes.isalnum): spelled as it is
+            return tail.decode()
     values: tuple[str | int, ...] = msgpack.unpackb(key, use_list=False)
     if len(values) == 1:  # most keys: no generator to join
         return _part(values[0])
     return ",".join(map(_part, values))
+
+
+def _key_of_name(tail: bytes, parts: int) -> bytes:
+    """The encoded key of a listed Redis name's *tail* (after ``r:``): `key_bytes`, without decoding the common key."""
+    if parts == 1 and len(tail) < 32 and tail.isalnum():  # ASCII letters and digits: a str spelled as it is
+        return FIXSTR_KEY[len(tail)] + tail
+    return key_bytes(tail.decode(), parts)
 
 
 def _part(value: str | int) -> str:
@@ -775,9 +786,8 @@ class _RedisStore(BaseStore):
     def _scan(self, family: Family, now_ms: float) -> Iterator[bytes]:
         """Every live key: ``SCAN MATCH`` over the family's records (never ``KEYS``), headers checked.
 
-        On a single server each page is one script call (mode ``L``) that scans and
-        checks the headers together, or checks none where the family is marked
-        (redis.lua's MARK).  A family whose index is built lists from it instead, in
+        On a single server each page is one round trip (`_page`), with no header
+        read where the family is marked (redis.lua's MARK).  A family whose index is built lists from it instead, in
         one script call: a `reset` switching meanwhile shows the old keys or the new,
         never some of each.
         """
@@ -788,13 +798,12 @@ class _RedisStore(BaseStore):
         prefix = self._prefix(family) + "r:"
         cut, parts = len(prefix), len(family.primary)
         if not self._cluster:
-            head, cursor = self._head(family, "L", now_ms), b"0"
+            cursor, marked = 0, True
             while True:
-                (reply,) = self._pipeline([("EVALSHA", _SHA, 0, *head, cursor, self.chunk_size)])
-                cursor, *names = self._check(reply, "scan")
+                cursor, names, marked = self._page(family, cursor, marked, now_ms)
                 for name in names:
-                    yield key_bytes(name[cut:].decode(), parts)
-                if cursor == b"0":
+                    yield _key_of_name(name[cut:], parts)
+                if not cursor:
                     return
         found = self._client.scan_iter(match=prefix + "*", count=self.chunk_size)
         for chunk in _chunks((k.decode() for k in found), self.chunk_size):
@@ -802,6 +811,23 @@ class _RedisStore(BaseStore):
             for name, live in zip(chunk, self._run(family, "l", [(n, ()) for n in chunk], now_ms), strict=True):
                 if live == 1 or self._check(live, "scan"):  # 0, or an error that _check raises
                     yield key_bytes(name[cut:], parts)
+
+    def _page(self, family: Family, cursor: int, marked: bool, now_ms: float) -> tuple[int, list[bytes], bool]:
+        """One page of live record names on a single server: the next cursor, the names, whether marked.
+
+        While the family is *marked*, the mark and a plain ``SCAN`` go in one
+        transaction, and a marked page is all live; else (and from then on) the
+        script scans the page and checks each header (mode ``L``).
+        """
+        if marked:
+            pipe: Any = self._client.pipeline(transaction=True)
+            pipe.get(self._mark(family)).scan(cursor, match=self._prefix(family) + "r:*", count=self.chunk_size)
+            mark, (after, names) = pipe.execute()
+            if mark == b"1":
+                return int(after), names, True
+        command = ("EVALSHA", _SHA, 0, *self._head(family, "L", now_ms), cursor, self.chunk_size)
+        after, *names = self._check(self._pipeline([command])[0], "scan")
+        return int(after), names, False
 
     def _count(self, family: Family, now_ms: float) -> int:
         """A family whose index is built is counted from it, in one script call (see `_scan`)."""
