@@ -428,7 +428,7 @@ local function page()
 end
 
 local function deleted()
-  if solo and nalt == 0 and nidx == 0 and pure() then  -- each record live, no token held: DEL counts them
+  if solo and nalt == 0 and nidx == 0 and pure() then  -- each record live, no token held: UNLINK counts them
     local count = 0
     for i = 1, #KEYS, 500 do
       count = count + redis.call('UNLINK', unpack(KEYS, i, math.min(i + 499, #KEYS)))

@@ -573,7 +573,7 @@ class _RedisStore(BaseStore):
         """Delete in script calls of a chunk each (mode ``d``), all in one pipeline on a single server.
 
         There each call answers how many of its records were live: in a marked family
-        (redis.lua's MARK) that is what its ``DEL`` counted, with no header read.
+        (redis.lua's MARK) that is what its ``UNLINK`` counted, with no header read.
         """
         if not self._cluster:
             head = self._head(family, "d", now_ms)
@@ -787,9 +787,9 @@ class _RedisStore(BaseStore):
         """Every live key: ``SCAN MATCH`` over the family's records (never ``KEYS``), headers checked.
 
         On a single server each page is one round trip (`_page`), with no header
-        read where the family is marked (redis.lua's MARK).  A family whose index is built lists from it instead, in
-        one script call: a `reset` switching meanwhile shows the old keys or the new,
-        never some of each.
+        read where the family is marked (redis.lua's MARK).  A family whose index is
+        built lists from it instead, in one script call: a `reset` switching meanwhile
+        shows the old keys or the new, never some of each.
         """
         if family.indexes:
             with contextlib.suppress(QueryError):  # an index never built: listed by SCAN
