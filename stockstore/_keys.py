@@ -50,8 +50,14 @@ def _key_advice(value: Any) -> str:
     return ""
 
 
+# msgpack's head of a one-value tuple holding a str of n < 32 bytes: the common key
+FIXSTR_KEY = [bytes((0x91, 0xA0 + n)) for n in range(32)]
+
+
 def encode_key(values: tuple[KeyValue, ...]) -> bytes:
     """The byte form of an already-checked key tuple."""
+    if len(values) == 1 and type(value := values[0]) is str and len(value) < 32 and value.isascii():
+        return FIXSTR_KEY[len(value)] + value.encode()  # msgpack's bytes, for a third of the packer's time
     try:
         packed: bytes = (getattr(_local, "packer", None) or _new_packer()).pack(values)
     except UnicodeEncodeError as exc:  # a lone surrogate: no UTF-8 form, so no key

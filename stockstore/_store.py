@@ -461,9 +461,15 @@ class BaseStore:
                 total += self._remove_keys(family, encoded)
             return total
         family = family_of(objs_or_cls)
-        refs = [family.parse_key(k) for k in _many_keys(family, keys, "batch_delete", "delete")]
-        _, now_ms = self._now()
-        encoded = [k for k in self._lookup(family, refs, now_ms) if k is not None]
+        wanted = list(_many_keys(family, keys, "batch_delete", "delete"))
+        if len(family.keys[0]) == 1 and all(type(k) is str for k in wanted):
+            # What parse_key and _lookup make of them, without two tuples kept a key: a batch of
+            # those outlives the collector's young generations and sets off a full collection.
+            encoded = [encode_key((k,)) for k in wanted]
+        else:
+            refs = [family.parse_key(k) for k in wanted]
+            _, now_ms = self._now()
+            encoded = [k for k in self._lookup(family, refs, now_ms) if k is not None]
         return self._remove_keys(family, encoded)
 
     def batch_patch(self, cls: type, patches: Iterable[Mapping[str, Any]]) -> None:

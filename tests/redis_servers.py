@@ -47,9 +47,13 @@ def _binary(name: str) -> str:
     return found
 
 
-def key_names(raw: Any, namespace: str) -> set[str]:
-    """Every key a raw client sees under *namespace* (``SCAN``), as text."""
-    return {k.decode() for k in raw.scan_iter(match=f"{namespace}:*", count=1000)}
+def key_names(raw: Any, namespace: str, *, marks: bool = False) -> set[str]:
+    """Every key a raw client sees under *namespace* (``SCAN``), as text; the families' marks only if *marks*.
+
+    A mark (``<prefix>p``) is a family's, not a record's: it stays when its records go.
+    """
+    names = {k.decode() for k in raw.scan_iter(match=f"{namespace}:*", count=1000)}
+    return names if marks else {n for n in names if n.count(":") != 2 or not n.endswith(":p")}
 
 
 def free_port() -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import msgpack
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -33,6 +34,12 @@ def test_encoding_is_injective(keys: list[tuple[Any, ...]]) -> None:
 @given(KEY)
 def test_encoding_round_trips(key: tuple[Any, ...]) -> None:
     assert typed(decode_key(encode_key(key))) == typed(key)
+
+
+@given(st.text(st.characters(max_codepoint=127), max_size=40) | st.text(max_size=40))
+def test_a_one_str_key_is_encoded_as_msgpack_packs_it(value: str) -> None:
+    # encode_key writes the common key (a short ASCII str) itself: the packer's very bytes.
+    assert encode_key((value,)) == msgpack.packb((value,))
 
 
 @pytest.mark.parametrize(

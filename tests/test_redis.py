@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from typing import Any, ClassVar
+from urllib.parse import quote
 
 import pytest
 import redis
@@ -25,9 +26,9 @@ from redis_servers import key_names
 
 import stockstore as ss
 from stockstore._keys import encode_key, family_of
-from stockstore.backends import RedisHashStore, RedisMsgpackStore, SqlStore
+from stockstore.backends import MemoryStore, RedisHashStore, RedisMsgpackStore, SqlStore
 from stockstore.backends import _redis_wire as _wire
-from stockstore.backends.redis import key_bytes, key_text
+from stockstore.backends.redis import _SCRIPT, _header, _key_of_name, key_bytes, key_text
 from stockstore.errors import BackendUnavailableError, SerializationError, StoreError
 from stockstore.testing import assert_record, assert_same
 
@@ -54,10 +55,12 @@ class TestKeyLayout:
     def test_keys_are_readable(self, store: Any, raw: redis.Redis) -> None:
         store.batch_put([Security(ssm_id="US0378331005"), Security(ssm_id=42), Listing(exchange="XNAS", ticker="AAPL")])
         ns = store.namespace
-        assert key_names(raw, ns) == {
+        assert key_names(raw, ns, marks=True) == {
             f"{ns}:Security:r:US0378331005",
             f"{ns}:Security:r:#42",
             f"{ns}:{{Listing}}:r:XNAS,AAPL",
+            f"{ns}:Security:p",  # each family's mark: written into empty, it holds live records only
+            f"{ns}:{{Listing}}:p",
         }
 
     def test_alternate_keys_are_pointers_in_the_records_slot(self, store: Any, raw: redis.Redis) -> None:
@@ -84,6 +87,12 @@ class TestKeyLayout:
         assert key_bytes(suffix) == ss._keys.encode_key((key,))  # type: ignore[attr-defined]
         # The escaped name is a literal in SCAN MATCH: it finds exactly this record.
         assert [k.decode() for k in raw.scan_iter(match=name)] == [name]
+
+    @given(st.text(st.characters(max_codepoint=127), max_size=40) | st.text(max_size=40))
+    def test_the_common_keys_shortcuts_spell_it_as_the_parser_does(self, value: str) -> None:
+        key = ss._keys.encode_key((value,))  # type: ignore[attr-defined]
+        assert key_text(key) == (value if value.isalnum() and value.isascii() else quote(value, safe=""))
+        assert _key_of_name(key_text(key).encode(), 1) == key_bytes(key_text(key), 1) == key
 
     def test_key_text_is_injective_for_awkward_tuples(self) -> None:
         tuples = [("a,b",), ("a", "b"), ("",), ("", ""), (1,), ("1",), ("#1",), (-1, "x"), ("x", -1), ("%2C",), (",",)]
@@ -220,6 +229,81 @@ class TestServerSide:
             with pytest.raises(SerializationError):
                 store.get(Security, "x")
         raw.delete(name)
+
+
+class TestFamilyMark:
+    """A family written into empty is marked, and its listing and deletes read no header (redis.lua: MARK).
+
+    Every write that could put anything but a live record under the family's keys takes
+    the mark away first, so `keys` and `batch_delete` stay exact: each test below fails
+    if that write kept the mark.
+    """
+
+    @staticmethod
+    def mark(store: Any, raw: redis.Redis) -> Any:
+        return raw.get(f"{store.namespace}:Security:p")
+
+    def test_a_marked_family_is_listed_and_deleted_without_a_header_read(self, store: Any, raw: redis.Redis) -> None:
+        store.batch_put([Security(ssm_id=i, v=1.0) for i in range(300)])
+        assert self.mark(store, raw) == b"1"
+        raw.config_resetstat()
+        assert sorted(store.keys(Security)) == list(range(300))
+        assert store.batch_delete(Security, range(301)) == 300
+        read = set(raw.info("commandstats")) & {"cmdstat_getrange", "cmdstat_hget", "cmdstat_get"}
+        assert read == {"cmdstat_get"}  # the mark's, once a call: no record's header
+        assert key_names(raw, store.namespace) == set()
+
+    def test_a_chains_tombstone_takes_the_mark_away(self, store: Any, raw: redis.Redis) -> None:
+        store.batch_put([Security(ssm_id=i) for i in range(3)])
+        source = MemoryStore(namespace=store.namespace)
+        source.batch_put([Security(ssm_id=i) for i in range(3)])
+        ss.ChainedStore([type(store)(raw, namespace=store.namespace), source]).delete(Security, 0)
+        assert raw.exists(f"{store.namespace}:Security:r:#0") == 1  # the tier's tombstone
+        assert self.mark(store, raw) is None
+        assert sorted(store.keys(Security)) == [1, 2]
+        assert store.batch_delete(Security, [0, 1, 2]) == 2
+
+    def test_a_chains_fill_takes_the_mark_away(self, store: Any, raw: redis.Redis) -> None:
+        store.put(Security(ssm_id="a"))
+        source = MemoryStore(namespace=store.namespace)
+        source.put(Security(ssm_id="b"))
+        assert ss.ChainedStore([type(store)(raw, namespace=store.namespace), source]).get(Security, "b") is not None
+        assert raw.exists(f"{store.namespace}:Security:r:b") == 1  # filled: a copy of this server run only
+        assert self.mark(store, raw) is None
+
+    def test_a_record_that_expires_takes_the_mark_away(self, store: Any, raw: redis.Redis) -> None:
+        now = [time.time()]
+        timed = type(store)(raw, namespace=store.namespace, lifetime=60, clock=lambda: now[0])
+        store.put(Security(ssm_id="a"))
+        timed.put(Security(ssm_id="x"))
+        assert self.mark(store, raw) is None
+        now[0] += 120  # expired by the store's clock, still held by Redis
+        assert list(timed.keys(Security)) == ["a"]
+        assert timed.batch_delete(Security, ["a", "x"]) == 1
+
+    def test_a_reset_to_records_that_expire_takes_the_mark_away(self, store: Any, raw: redis.Redis) -> None:
+        now = [time.time()]
+        timed = type(store)(raw, namespace=store.namespace, lifetime=60, clock=lambda: now[0])
+        store.put(Security(ssm_id="a"))
+        assert self.mark(store, raw) == b"1"
+        assert timed.reset(Security, [Security(ssm_id="x")]) == 1
+        assert self.mark(store, raw) is None
+        now[0] += 120
+        assert list(timed.keys(Security)) == []
+        assert timed.batch_delete(Security, ["x"]) == 0
+
+    def test_a_family_holding_a_tombstone_at_the_first_write_is_not_marked(self, store: Any, raw: redis.Redis) -> None:
+        raw.set(f"{store.namespace}:Security:r:t", _header(1, None))  # as a cache tier leaves it
+        store.put(Security(ssm_id="a"))
+        assert self.mark(store, raw) is None
+        assert list(store.keys(Security)) == ["a"]
+        assert store.batch_delete(Security, ["a", "t"]) == 1
+
+    def test_a_write_between_nonce_and_mark_keeps_the_family_unmarked(self, store: Any, raw: redis.Redis) -> None:
+        raw.set(f"{store.namespace}:Security:p", "nonce")  # a store's, put before it scans the family
+        type(store)(raw, namespace=store.namespace, lifetime=60).put(Security(ssm_id="x"))
+        assert raw.eval(_SCRIPT, 0, *store._head(family_of(Security), "P", 0), "nonce", "1") == 0
+        assert self.mark(store, raw) is None
 
 
 class TestClients:

@@ -13,7 +13,8 @@
 -- type is foreign, and its reply names it (an error reply for that record alone).
 --
 -- One call handles many records: KEYS, one per record (on a cluster all in one slot).
--- ARGV  1 layout 'm'|'h', or 'H': 'h' with each record's fields staged (see stage_key)
+-- ARGV  1 layout 'm'|'h', or 'H': 'h' with each record's fields staged (see stage_key);
+--       followed by '+' on a single server (not a cluster): the family's mark is kept (see MARK)
 --       2 mode   3 now (ms, the client's clock)   4 key prefix
 --       5 number of alternate keys ('r': the alternate key's index), then per record:
 --       the expected version bytes (modes 'c' and 'p') or the fill token ('F'), one
@@ -31,13 +32,15 @@
 -- a PX) before it reads below; 'f', 'i' and 'd' take the token away, and so do an
 -- eviction or a restart, which lose it with the data: a late 'F' never lands then.
 -- reply per record: 1 and the stored version | 0 refused (not newer, or changed since
---       read) | -1 an alternate key is held by another live record; 'd' and 'l' 1 if it
---       was or is live; 'g' the value (a string) or the fields (a hash), whichever layout
+--       read) | -1 an alternate key is held by another live record; 'l' 1 if it is live,
+--       'd' 1 if it was (with '+': one number, how many of the call's were); 'g' the value
+--       (a string) or the fields (a hash), whichever layout
 --       holds it, or false, also for a copy of another server run;
 --       'r' the holder's key part or false;
 --       every mode: an error 'FOREIGN <type> <key>' for a key of neither layout's type
 
-local layout, mode, now, prefix = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local layout, mode, now, prefix = string.sub(ARGV[1], 1, 1), ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local solo = string.sub(ARGV[1], 2) == '+'
 -- Staged: the client sends, in one MULTI/EXEC with this call last, a DEL of the staging
 -- keys and an HSET of each record's whole hash (meta field and attributes) to its staging
 -- key (stage_key); a record written RENAMEs its staging key over its own (one step,
@@ -114,6 +117,27 @@ local function boot()
   return run
 end
 local SOURCE = string.rep('\0', 8)  -- the stamp of what a source of truth writes: always current
+
+-- The family's mark (single servers only: on a cluster it would be in another hash slot
+-- than the records).  '1' says every record key of the family holds a live record: none
+-- is a tombstone, a fill (a cache tier's copy, of this run or an earlier one) or a record
+-- that expires, and no fill token is held.  Listing and deleting then need no header.
+-- Every write of such a thing deletes the mark first, in the same call (the client does
+-- so too before its own SETs of tokens and expiring records), and an eviction or a flush
+-- only loses it.  The client sets it (mode 'P') only where it found the family empty
+-- while a nonce of its own stood in the mark, untouched.
+local MARK = prefix .. 'p'
+local unmarked = false
+local function unmark()
+  if solo and not unmarked then
+    redis.call('DEL', MARK)
+    unmarked = true
+  end
+end
+
+local function pure()
+  return solo and redis.call('GET', MARK) == '1'
+end
 
 local OTHER = layout == 'm' and 'h' or 'm'
 local TYPES = {m = 'string', h = 'hash'}
@@ -244,6 +268,7 @@ local function index(m, at, ends)
 end
 
 local function store(first, partial)
+  if expires or mode == 'i' or mode == 'f' or mode == 'F' then unmark() end
   if layout == 'm' then
     if expires then redis.call('SET', key, first, 'PX', ttl(expires)) else redis.call('SET', key, first) end
     return
@@ -368,8 +393,9 @@ end
 local skip = #prefix + 3  -- the key part follows prefix .. 'r:'
 
 -- Listing and deleting take whole pages of records (thousands a call): one header read a
--- record and nothing else, and a delete drops every record and fill token of the call in
--- a few DELs at the end.  A key listed twice in one call (SCAN may) is deleted and counted once.
+-- record and nothing else (none where the family is marked), and a delete drops every
+-- record and fill token of the call in a few DELs at the end.  A key listed twice in one
+-- call (SCAN may) is deleted and counted once.
 local function listed()
   local replies = {}
   for r = 1, #KEYS do
@@ -380,7 +406,35 @@ local function listed()
   return replies
 end
 
+-- 'L' one page of the family's records by SCAN (single servers): ARGV after the attribute
+-- names: the cursor and the COUNT.  Reply: the next cursor, then the names of the live
+-- records, all the page's where the family is marked.
+local function page()
+  local at = 7 + nidx
+  local found = redis.call('SCAN', ARGV[at], 'MATCH', prefix .. 'r:*', 'COUNT', ARGV[at + 1])
+  local names = found[2]
+  local out = {found[1]}
+  if pure() then
+    for i = 1, #names do out[i + 1] = names[i] end
+    return out
+  end
+  for _, name in ipairs(names) do
+    key = name
+    local h, other = head(name)
+    if not h then return foreign(other) end
+    if live(h) then out[#out + 1] = name end
+  end
+  return out
+end
+
 local function deleted()
+  if solo and nalt == 0 and nidx == 0 and pure() then  -- each record live, no token held: UNLINK counts them
+    local count = 0
+    for i = 1, #KEYS, 500 do
+      count = count + redis.call('UNLINK', unpack(KEYS, i, math.min(i + 499, #KEYS)))
+    end
+    return count
+  end
   local replies, doomed, seen = {}, {}, {}
   for r = 1, #KEYS do
     key = KEYS[r]
@@ -402,7 +456,26 @@ local function deleted()
   for i = 1, #doomed, 500 do
     redis.call('DEL', unpack(doomed, i, math.min(i + 499, #doomed)))
   end
-  return replies
+  if not solo then return replies end
+  local count = 0
+  for r = 1, #KEYS do
+    if type(replies[r]) == 'table' then return replies[r] end  -- a foreign key's error, once the rest are gone
+    count = count + replies[r]
+  end
+  return count
+end
+
+-- 'P' mark the family (see MARK): ARGV after the attribute names: the nonce the client
+-- put in the mark, and '1' if it then found the family empty ('': the nonce goes).
+-- Reply: 1 if marked.
+local function marked()
+  if redis.call('GET', MARK) ~= ARGV[7 + nidx] then return 0 end
+  if ARGV[8 + nidx] ~= '1' then
+    redis.call('DEL', MARK)
+    return 0
+  end
+  redis.call('SET', MARK, '1')
+  return 1
 end
 
 -- The encoded key K of an index member V .. K: V is 2 bytes for a bool, 17 for a number,
@@ -603,6 +676,7 @@ local function switch()
   if redis.call('GET', stage .. 't') ~= token then return -1 end
   redis.call('DEL', stage .. 't')
   redis.call('SET', prefix .. 'sw', token)
+  unmark()  -- the staged records may expire
   local old = record_names(prefix, nidx > 0 and redis.call('HLEN', prefix .. 'i:m') > 0)
   if nalt > 0 then
     for _, name in ipairs(old) do free(string.sub(name, skip)) end
@@ -654,6 +728,8 @@ if mode == 'Q' then return query() end
 if mode == 'X' then return reindexed() end
 if mode == 'S' then return switch() end
 if mode == 'l' then return listed() end
+if mode == 'L' then return page() end
+if mode == 'P' then return marked() end
 if mode == 'd' then return deleted() end
 
 local guarded = mode == 'c' or mode == 'p' or mode == 'F'

@@ -8,6 +8,7 @@ Both lay keys out the same way (docs/backends.md has the full picture)::
     <namespace>:{<family>}:x:<key>    the record's list of its pointers
     <namespace>:<family>:l:<key>      a chain's read lease on the key (seconds; see ChainedStore)
     <namespace>:<family>:s:{<record>} a hash being written (RedisHashStore), inside the write's transaction only
+    <namespace>:<family>:p            the family's mark (a single server): "1" while it holds only live records
 
 Namespace and family are percent-encoded and key values written as readable,
 percent-encoded text (``#`` marks an int, ``,`` separates composite parts), so no key
@@ -60,7 +61,7 @@ from redis.exceptions import AskError, MovedError, NoScriptError, RedisClusterEx
 from redis.retry import Retry
 
 from .. import _codec
-from .._keys import encode_key
+from .._keys import FIXSTR_KEY, encode_key
 from .._lifetime import Lifetime
 from .._query import Search
 from .._schemas import SchemaMissingError
@@ -131,10 +132,21 @@ def key_text(key: bytes) -> str:
     *key* comes from `encode_key`, so it is unpacked as it is (`decode_key` would
     check it against foreign bytes, twice the cost of every Redis call).
     """
+    if len(key) >= 2 and key[0] == 0x91 and 0xA0 <= key[1] <= 0xBF and len(key) == key[1] - 0xA0 + 2:
+        tail = key[2:]  # one str of fewer than 32 bytes, the common key
+        if tail.isalnum():  # ASCII letters and digits (bytes.isalnum): spelled as it is
+            return tail.decode()
     values: tuple[str | int, ...] = msgpack.unpackb(key, use_list=False)
     if len(values) == 1:  # most keys: no generator to join
         return _part(values[0])
     return ",".join(map(_part, values))
+
+
+def _key_of_name(tail: bytes, parts: int) -> bytes:
+    """The encoded key of a listed Redis name's *tail* (after ``r:``): `key_bytes`, without decoding the common key."""
+    if parts == 1 and len(tail) < 32 and tail.isalnum():  # ASCII letters and digits: a str spelled as it is
+        return FIXSTR_KEY[len(tail)] + tail
+    return key_bytes(tail.decode(), parts)
 
 
 def _part(value: str | int) -> str:
@@ -195,8 +207,10 @@ class _RedisStore(BaseStore):
         else:
             raise TypeError(f"expected a Redis URL or client, not {type(client_or_url).__qualname__}")
         self._cluster = isinstance(self._client, RedisCluster)
+        self._solo = "" if self._cluster else "+"  # redis.lua: on a single server the family's mark is kept
         self._prefixes: dict[str, str] = {}
         self._built: set[str] = set()  # families whose declared indexes this store has seen built
+        self._marking: set[str] = set()  # families this store tried to mark (`_ensure_marked`)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} namespace={self.namespace!r}>"
@@ -390,7 +404,7 @@ class _RedisStore(BaseStore):
         """The script's ARGV before the records (redis.lua): layout, mode, clock, prefix, keys, indexes."""
         attrs = () if mode in "glr" else self._index_names(family)
         return (
-            self._layout,
+            self._layout + self._solo,
             mode,
             int(now_ms),
             prefix or self._prefix(family),
@@ -544,6 +558,7 @@ class _RedisStore(BaseStore):
 
     def _write(self, family: Family, entries: Sequence[Entry], now_ms: float) -> list[int]:
         self._ensure_built(family)
+        self._ensure_marked(family)
         stored: list[int] = []
         failed: dict[bytes, StoreError] = {}
         for done, chunk in enumerate(_chunks(entries, self.chunk_size)):
@@ -571,6 +586,16 @@ class _RedisStore(BaseStore):
         return self._run(family, "w", items, now_ms)
 
     def _remove(self, family: Family, keys: Sequence[bytes], now_ms: float) -> int:
+        """Delete in script calls of a chunk each (mode ``d``), all in one pipeline on a single server.
+
+        There each call answers how many of its records were live: in a marked family
+        (redis.lua's MARK) that is what its ``UNLINK`` counted, with no header read.
+        """
+        if not self._cluster:
+            head = self._head(family, "d", now_ms)
+            names = self._record_keys(family, keys)
+            commands = [("EVALSHA", _SHA, len(c), *c, *head) for c in _chunks(names, self.chunk_size)]
+            return sum(int(self._check(reply, "delete")) for reply in self._pipeline(commands))
         removed = 0
         for chunk in _chunks(self._record_keys(family, keys), self.chunk_size):
             replies = self._run(family, "d", [(name, ()) for name in chunk], now_ms)
@@ -698,7 +723,11 @@ class _RedisStore(BaseStore):
                 for name in chunk
                 for command in (("SET", name, os.urandom(16) + ends, "NX", "PX", ttl_ms), ("GET", name))
             ]
+            if not self._cluster:  # before any token: a marked family holds none (redis.lua: MARK)
+                commands.insert(0, ("DEL", self._mark(family)))
             replies = self._pipeline(commands)
+            if not self._cluster:
+                self._check(replies.pop(0), "watch")
             for held in (self._check(reply, "watch") for reply in replies[1::2]):
                 live = held is not None and _TOKEN_END.unpack_from(held, 16)[0] > now_ms
                 tokens.append(held[:16] if live else os.urandom(16))  # gone already: a token nothing holds
@@ -773,8 +802,10 @@ class _RedisStore(BaseStore):
     def _scan(self, family: Family, now_ms: float) -> Iterator[bytes]:
         """Every live key: ``SCAN MATCH`` over the family's records (never ``KEYS``), headers checked.
 
-        A family whose index is built lists from it instead, in one script call: a
-        `reset` switching meanwhile shows the old keys or the new, never some of each.
+        On a single server each page is one round trip (`_page`), with no header
+        read where the family is marked (redis.lua's MARK).  A family whose index is
+        built lists from it instead, in one script call: a `reset` switching meanwhile
+        shows the old keys or the new, never some of each.
         """
         if family.indexes:
             with contextlib.suppress(QueryError):  # an index never built: listed by SCAN
@@ -782,12 +813,37 @@ class _RedisStore(BaseStore):
                 return
         prefix = self._prefix(family) + "r:"
         cut, parts = len(prefix), len(family.primary)
+        if not self._cluster:
+            cursor, marked = 0, True
+            while True:
+                cursor, names, marked = self._page(family, cursor, marked, now_ms)
+                for name in names:
+                    yield _key_of_name(name[cut:], parts)
+                if not cursor:
+                    return
         found = self._client.scan_iter(match=prefix + "*", count=self.chunk_size)
         for chunk in _chunks((k.decode() for k in found), self.chunk_size):
             # One script call a chunk tells which are live (not tombstones, not expired).
             for name, live in zip(chunk, self._run(family, "l", [(n, ()) for n in chunk], now_ms), strict=True):
                 if live == 1 or self._check(live, "scan"):  # 0, or an error that _check raises
                     yield key_bytes(name[cut:], parts)
+
+    def _page(self, family: Family, cursor: int, marked: bool, now_ms: float) -> tuple[int, list[bytes], bool]:
+        """One page of live record names on a single server: the next cursor, the names, whether marked.
+
+        While the family is *marked*, the mark and a plain ``SCAN`` go in one
+        transaction, and a marked page is all live; else (and from then on) the
+        script scans the page and checks each header (mode ``L``).
+        """
+        if marked:
+            pipe: Any = self._client.pipeline(transaction=True)
+            pipe.get(self._mark(family)).scan(cursor, match=self._prefix(family) + "r:*", count=self.chunk_size)
+            mark, (after, names) = pipe.execute()
+            if mark == b"1":
+                return int(after), names, True
+        command = ("EVALSHA", _SHA, 0, *self._head(family, "L", now_ms), cursor, self.chunk_size)
+        after, *names = self._check(self._pipeline([command])[0], "scan")
+        return int(after), names, False
 
     def _count(self, family: Family, now_ms: float) -> int:
         """A family whose index is built is counted from it, in one script call (see `_scan`)."""
@@ -808,6 +864,30 @@ class _RedisStore(BaseStore):
         prefix = self._prefix(family) + "r:"
         for name in self._client.scan_iter(match=prefix + "*", count=self.chunk_size):
             yield key_bytes(name.decode()[len(prefix) :], len(family.primary))
+
+    def _mark(self, family: Family) -> str:
+        return self._prefix(family) + "p"
+
+    def _ensure_marked(self, family: Family) -> None:
+        """Mark the family (redis.lua's MARK) if it is empty at this store's first write to it, on a single server.
+
+        A nonce of this store's goes in the mark (``NX``: not over a mark or another
+        store's nonce), then a ``SCAN`` looks for any record or fill token; if there is
+        none, mode ``P`` turns the nonce into the mark, unless a write of a tombstone,
+        a fill, a token or an expiring record took it away meanwhile (else the nonce
+        goes).  Every record there then was written as a live one, so listing and
+        deleting read no header.
+        """
+        if self._cluster or family.name in self._marking:
+            return
+        self._marking.add(family.name)
+        nonce = os.urandom(16).hex()
+        if not self._client.set(self._mark(family), nonce, nx=True, px=60_000):
+            return
+        found = self._client.scan_iter(match=self._prefix(family) + "[rt]:*", count=10 * self.chunk_size)
+        empty = "1" if next(iter(found), None) is None else ""
+        # EVAL: once per family and store, maybe before the script is loaded.
+        self._client.eval(_SCRIPT, 0, *self._head(family, "P", 0), nonce, empty)
 
     # ------------------------------------------------------------------ indexes
 
@@ -987,6 +1067,7 @@ class RedisMsgpackStore(_RedisStore):
         """
         if len(family.keys) > 1 or family.indexes:
             return super()._write(family, entries, now_ms)
+        self._ensure_marked(family)
         failed: dict[bytes, StoreError] = {}
         for done, chunk in enumerate(_chunks(entries, self.chunk_size)):
             lasting: list[Any] = []
@@ -1008,6 +1089,9 @@ class RedisMsgpackStore(_RedisStore):
             elif lasting:
                 commands.append(("MSET", *lasting))
                 owners.append([e for e in chunk if e.expires_ms is None])
+            if len(lasting) < 2 * len(chunk) and not self._cluster:  # first: a marked family has none that expire
+                commands.insert(0, ("DEL", self._mark(family)))
+                owners.insert(0, list(chunk))
             try:
                 replies = self._send(commands, packed=True)
             except (RedisError, OSError) as exc:
@@ -1174,7 +1258,7 @@ class RedisHashStore(_RedisStore):
             args.append(body[0])
             args += self._index_args(family, entry)
             staged.append(("HSET", stage, _META, *body))
-        head = ("H", *self._head(family, "w", now_ms)[1:])
+        head = ("H+", *self._head(family, "w", now_ms)[1:])
         # EVAL, not EVALSHA: a script the server lost would fail inside the transaction, after the HSETs.
         script = ("EVAL", _SCRIPT, len(names), *names, *head, *args)
         done = self._pipeline([("MULTI",), ("DEL", *stages), *staged, script, ("EXEC",)])[-1]
