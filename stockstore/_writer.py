@@ -129,7 +129,7 @@ def public_keys(family: Family, keys: Iterable[bytes]) -> list[Any]:
     out: list[Any] = []
     for key in keys:
         text = short_str(key)
-        out.append(decode_key(key)[0] if text is None else text)
+        out.append(family.public_key(decode_key(key)) if text is None else text)
     return out
 
 

@@ -180,7 +180,8 @@ def test_records_lacking_attributes_at_random_add_one_schema_to_redis(
     try:
         store.batch_put(records)
         with redis.Redis.from_url(redis_url) as client:
-            stored = list(client.scan_iter(match=f"{namespace}*", count=1000))
+            found = client.scan_iter(match=f"{namespace}*", count=1000)
+            stored = [k for k in found if not k.endswith(b":p")]  # the families' marks aside
             used = sum(client.memory_usage(k, samples=0) for k in stored[:200]) / min(200, len(stored))
         assert len(stored) == 5_000 + 1  # the records and one schema
         assert used < 1.25 * (190 * 8 + 60) + 32, used  # ~190 floats, the key name and a 32-byte bitmap

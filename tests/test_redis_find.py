@@ -134,11 +134,12 @@ def test_the_index_follows_a_chains_fills_and_tombstones(store: Any) -> None:
 
 def test_the_index_forgets_what_redis_expired(redis_url: str, raw: redis.Redis) -> None:
     for layout in LAYOUTS:
-        with layout(redis_url, namespace=f"t{uuid.uuid4().hex[:12]}", lifetime=0.15) as store:
+        # A lifetime long enough for a loaded machine to write and count before it ends.
+        with layout(redis_url, namespace=f"t{uuid.uuid4().hex[:12]}", lifetime=1.0) as store:
             store.batch_put(quotes(20))
             store.put(Quote(ssm_id="Q0001", sector="s1"))  # a put renews
             assert store.find(Quote, sector="s1").count() == 4
-            time.sleep(0.3)
+            time.sleep(1.2)
             assert not any(":r:" in n for n in key_names(raw, store.namespace))  # gone by Redis' own expiry
             assert list(store.find(Quote, sector="s1")) == []
             assert store.find(Quote).count() == 0
