@@ -415,7 +415,9 @@ class Gather:
                 shape = shapes[len(value), len(names[i])] = ([], [])
             shape[0].append(i)
             shape[1].append(value)
-        for (size, name_size), (picked, blobs) in shapes.items():
+        # The largest group first: the first template learnt sets the block's columns for good,
+        # so the page's common layout, not whichever came first in SCAN's order, gets the block.
+        for (size, name_size), (picked, blobs) in sorted(shapes.items(), key=lambda s: -len(s[1][0])):
             if self.capacity - self._used() < len(picked):
                 left += picked
                 continue
