@@ -25,10 +25,10 @@ from stockstore import _codec
 
 def _encode(tag: str, attrs: dict[str, Any], packer: msgpack.Packer) -> bytes:
     """What batch_put does with one record: the check, then the row record (or plain msgpack)."""
-    layout = _codec.check_wide(tag, attrs)
-    if layout is None:
+    wide = _codec.check_wide(tag, attrs)
+    if wide is None:
         return _codec.pack((tag, attrs))
-    return _codec.encode_wide(attrs, layout, packer, layout.target())
+    return _codec.encode_wide(attrs, wide, packer, wide[0].target())
 
 
 def main() -> None:

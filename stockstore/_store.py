@@ -13,7 +13,7 @@ import contextlib
 import functools
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -747,7 +747,9 @@ class BaseStore:
 
         Nothing is written unless every record is valid (the codec's check is
         complete: what passes it always encodes), and memory holds the encoded
-        bytes of about two chunks, never of the whole batch.
+        bytes of about two chunks, never of the whole batch; only a wide
+        record's float row is packed by the check (8 bytes a float, a fraction
+        of the record's own size), as touching its floats twice costs more.
         """
         _, now_ms = self._now()
         self._write_chunks(self._put_chunks(objs), now_ms, len(objs), single=single)
@@ -760,7 +762,7 @@ class BaseStore:
         per_record = self._lifetime_per_record()
         fixed = None if per_record else self._expiry(None, now)
         for family, group in _group_by_family(objs):
-            latest: dict[bytes, _Put] = {}  # the last record of a key wins
+            puts = _Puts()
             for obj in group:
                 attrs = attributes_of(obj)
                 values = family.primary_of(attrs)
@@ -770,31 +772,32 @@ class BaseStore:
                 attrs, wide = _check_record(family, values, attrs, family.tag(type(obj)) if rows else None)
                 # Lifetimes are part of the check: a callback that fails, fails before anything is written.
                 expires = self._expiry(obj, now, family, key) if per_record else fixed
-                latest[key] = (obj, attrs, alternates, wide, expires)
-            puts = list(latest.items())
-            for start in range(0, len(puts), self.put_chunk):
-                part = puts[start : start + self.put_chunk]
-                encode = functools.partial(self._encode_puts, family, part, now_ms)
-                chunks.append((family, [key for key, _ in part], encode))
+                puts.add(key, obj, attrs, alternates, wide, expires)
+            for start in range(0, len(puts.keys), self.put_chunk):
+                part = range(start, min(start + self.put_chunk, len(puts.keys)))
+                encode = functools.partial(self._encode_puts, family, puts, part, now_ms)
+                chunks.append((family, puts.keys[start : part.stop], encode))
         return chunks
 
-    def _encode_puts(self, family: Family, puts: list[tuple[bytes, _Put]], now_ms: float) -> Encoded:
+    def _encode_puts(self, family: Family, puts: _Puts, part: range, now_ms: float) -> Encoded:
         live: list[Entry] = []
         expired: list[bytes] = []
         schemas: dict[bytes, _codec.RowSchema] = {}
         packer = _codec.packer()
-        first = versions.take(len(puts))  # one clock reading a chunk
-        for n, (key, (obj, attrs, alternates, wide, expires)) in enumerate(puts):
+        first = versions.take(len(part))  # one clock reading a chunk
+        for n, at in enumerate(part):
+            key, attrs, layout, expires = puts.keys[at], puts.attrs[at], puts.layouts[at], puts.expires[at]
             if expires is not None and expires <= now_ms:
                 expired.append(key)  # an already-expired lifetime means "not kept here", and put replaces
                 continue
-            if wide is None:
-                payload = _codec.pack((family.tag(type(obj)), attrs))
+            if layout is None:
+                payload = _codec.pack((family.tag(type(puts.objs[at])), attrs))
             else:
-                target = wide.target()
+                target = layout.target()
                 schemas[target[0].id] = target[0]
-                payload = _codec.encode_wide(attrs, wide, packer, target)
-            live.append(Entry(payload, first + n, expires, key, alternates, attrs if family.indexes else None))
+                payload = _codec.encode_wide(attrs, (layout, puts.rows[at]), packer, target)
+            indexed = attrs if family.indexes else None
+            live.append(Entry(payload, first + n, expires, key, puts.alternates[at], indexed))
         return self._with_schemas(schemas.values(), lambda: (live, expired))
 
     def _with_schemas(self, schemas: Iterable[_codec.RowSchema], encode: Callable[[], Encoded]) -> Encoded:
@@ -913,7 +916,7 @@ class BaseStore:
             if rows:
                 wide = _codec.check_wide(stored_tag, attrs)  # checked already: this finds the layout
                 # Only a schema already in the store: none can be written from inside a backend's primitive.
-                target = None if wide is None else wide.target()
+                target = None if wide is None else wide[0].target()
                 if wide is not None and target is not None and target[0].id in self._schemas.saved:
                     payload = _codec.encode_wide(attrs, wide, packer, target)
                 elif target is not None:
@@ -956,9 +959,48 @@ class BaseStore:
             raise failure from failure.__cause__
 
 
-# A checked record of a batch_put, waiting to be encoded: the object, its attributes, its
-# encoded alternate keys and its row layout if it is wide.  A plain tuple: one per record.
-_Put = tuple[Any, Mapping[str, Any], tuple[bytes | None, ...], "_codec.WideLayout | None", int | None]
+@dataclass(eq=False)
+class _Puts:
+    """A family's checked records of a batch_put, waiting to be encoded, as columns.
+
+    A column per field, not a tuple per record: objects that outlive the check,
+    one or more per record, made the garbage collector walk every record of the
+    batch (each float of each) in a full collection, a tenth of a batch's time.
+    The last record of a key takes the place of the first.
+    """
+
+    keys: list[bytes] = field(default_factory=list)
+    objs: list[Any] = field(default_factory=list)
+    attrs: list[Mapping[str, Any]] = field(default_factory=list)
+    alternates: list[tuple[bytes | None, ...]] = field(default_factory=list)
+    layouts: list[_codec.WideLayout | None] = field(default_factory=list)
+    rows: list[bytes] = field(default_factory=list)  # a wide record's packed row (`_codec.check_wide`), else b""
+    expires: list[int | None] = field(default_factory=list)
+    places: dict[bytes, int] = field(default_factory=dict)  # key -> its index in the columns
+
+    def add(
+        self,
+        key: bytes,
+        obj: Any,
+        attrs: Mapping[str, Any],
+        alternates: tuple[bytes | None, ...],
+        wide: _codec.Wide | None,
+        expires: int | None,
+    ) -> None:
+        layout, row = (None, b"") if wide is None else wide
+        at = self.places.get(key)
+        if at is None:
+            self.places[key] = len(self.keys)
+            self.keys.append(key)
+            self.objs.append(obj)
+            self.attrs.append(attrs)
+            self.alternates.append(alternates)
+            self.layouts.append(layout)
+            self.rows.append(row)
+            self.expires.append(expires)
+        else:
+            self.objs[at], self.attrs[at], self.alternates[at] = obj, attrs, alternates
+            self.layouts[at], self.rows[at], self.expires[at] = layout, row, expires
 
 
 def _apply_changes(family: Family, key: bytes, attrs: dict[str, Any], changes: Mapping[str, Any]) -> None:
@@ -1021,8 +1063,8 @@ def _many_keys(family: Family, keys: Iterable[Any], method: str, single: str | N
 
 def _check_record(
     family: Family, values: tuple[KeyValue, ...], attrs: Mapping[str, Any], tag: str | None
-) -> tuple[Mapping[str, Any], _codec.WideLayout | None]:
-    """*attrs* checked, and their row layout: `_codec.check_wide` for a record of class *tag*, else no row.
+) -> tuple[Mapping[str, Any], _codec.Wide | None]:
+    """*attrs* checked, and their row layout and row: `_codec.check_wide` for a record of class *tag*, else no row.
 
     Attributes the codec refuses are checked again with their numpy scalars made
     Python values (`_codec.plain`), and those are what is stored; only then, so a
@@ -1045,7 +1087,7 @@ def _check_record(
     raise SerializationError(f"{family.name} {family.public_key(values)!r:.80}: {where}{error}") from None
 
 
-def _check_attributes(attrs: Mapping[str, Any], tag: str | None) -> _codec.WideLayout | None:
+def _check_attributes(attrs: Mapping[str, Any], tag: str | None) -> _codec.Wide | None:
     if tag is None:
         _codec.check_attributes(attrs)
         return None

@@ -6,6 +6,7 @@ every backend's own `_write` is exercised by the conformance suite.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -103,3 +104,18 @@ def test_a_chunk_takes_consecutive_versions_newer_than_any_before() -> None:
     assert second == list(range(second[0], second[0] + 2))
     assert second[0] > first[-1]
     assert versions.next() > second[-1]
+
+
+def test_checking_a_batch_leaves_the_garbage_collector_no_object_per_record() -> None:
+    """A full collection walks every value of every record it meets: the check leaves it nothing per record.
+
+    One tuple per checked record (the old way) set off a full collection in every
+    batch of wide records, a tenth of the batch's time on Redis.
+    """
+    records = [Security(ssm_id=f"S{i}", **{f"a{j}": j + 0.5 for j in range(20)}) for i in range(5_000)]
+    store = MemoryStore()
+    gc.collect()
+    before = len(gc.get_objects())
+    chunks = store._put_chunks(records)
+    assert len(gc.get_objects()) - before < 100
+    assert sum(len(keys) for _, keys, _ in chunks) == 5_000

@@ -343,10 +343,13 @@ def test_wide_records_are_rows_and_come_back_exactly_in_order(
         items.insert(at, (f"k{n}", value))
     attrs = dict(items)
     tag = f"T{uuid.uuid4().hex}"  # a class of its own: shapes of other examples are no part of its schema
-    layout = _codec.check_wide(tag, attrs)
-    assert layout is not None
-    assert _codec.check_wide(tag, attrs) is layout  # the shape seen before: the one-pass check
-    data = _codec.encode_wide(attrs, layout, _codec.packer(), layout.target())
+    wide = _codec.check_wide(tag, attrs)
+    assert wide is not None
+    again = _codec.check_wide(tag, attrs)  # the shape seen before: the one-pass check
+    assert again is not None
+    assert again[0] is wide[0]
+    assert again[1] == wide[1]
+    data = _codec.encode_wide(attrs, wide, _codec.packer(), wide[0].target())
     assert _codec.is_row_record(data)
     assert len(data) < len(_codec.encode_record(tag, attrs))
     got_tag, got = _codec.decode_record(data)
@@ -374,9 +377,9 @@ def test_record_fields_of_every_kind_of_record() -> None:
     full = {"key": "k", **{f"a{i}": float(i) for i in range(20)}, "n": 1}
     sparse = {name: value for name, value in full.items() if name not in ("a3", "a17")}
     for attrs in (full, sparse):
-        layout = _codec.check_wide(tag, attrs) or _codec.check_wide(tag, attrs)
-        assert layout is not None
-        assert_same_fields(_codec.encode_wide(attrs, layout, _codec.packer(), layout.target()))
+        wide = _codec.check_wide(tag, attrs) or _codec.check_wide(tag, attrs)
+        assert wide is not None
+        assert_same_fields(_codec.encode_wide(attrs, wide, _codec.packer(), wide[0].target()))
     assert_same_fields(_codec.encode_record(tag, {**full, "\udcff": 1}))
     assert_same_fields(_codec.encode_record(tag, {}))
     with pytest.raises(SerializationError):
@@ -384,9 +387,9 @@ def test_record_fields_of_every_kind_of_record() -> None:
 
 
 def _written(tag: str, attrs: dict[str, Any]) -> bytes:
-    layout = _codec.check_wide(tag, attrs)
-    assert layout is not None
-    return _codec.encode_wide(attrs, layout, _codec.packer(), layout.target())
+    wide = _codec.check_wide(tag, attrs)
+    assert wide is not None
+    return _codec.encode_wide(attrs, wide, _codec.packer(), wide[0].target())
 
 
 def test_a_row_does_not_depend_on_where_the_key_sits() -> None:
@@ -415,14 +418,14 @@ def test_records_lacking_attributes_share_one_schema() -> None:
     tag = f"T{uuid.uuid4().hex}"
     names = [f"a{i}" for i in range(200)]
     records = [{"k": f"S{n}", **{a: rng.random() for a in names if rng.random() >= 0.05}} for n in range(5_000)]
-    layouts = [_codec.check_wide(tag, attrs) for attrs in records]  # a batch's check, before any is written
-    targets = [layout.target() for layout in layouts if layout is not None]
+    wides = [_codec.check_wide(tag, attrs) for attrs in records]  # a batch's check, before any is written
+    targets = [wide[0].target() for wide in wides if wide is not None]
     assert len(targets) == len(records)
     assert len({schema.id for schema, _ in targets}) == 1  # every record written with the same schema
     assert len(_codec._lineages[tag].made) <= 20  # the schemas the merges made, this process only
-    for attrs, layout, target in zip(records[:500], layouts, targets, strict=False):
-        assert layout is not None
-        got = _codec.decode_record(_codec.encode_wide(attrs, layout, _codec.packer(), target))[1]
+    for attrs, wide, target in zip(records[:500], wides, targets, strict=False):
+        assert wide is not None
+        got = _codec.decode_record(_codec.encode_wide(attrs, wide, _codec.packer(), target))[1]
         assert list(got) == list(attrs)
         assert_same(got, attrs)
 
@@ -471,15 +474,15 @@ def test_the_one_pass_check_of_a_seen_wide_shape_refuses_what_check_attributes_r
 
 def test_a_patched_row_record_stays_a_row_of_its_schema() -> None:
     attrs = {"k": "x", **{f"a{i}": float(i) for i in range(20)}}
-    layout = _codec.check_wide("T", attrs)
-    assert layout is not None
-    data = _codec.encode_wide(attrs, layout, _codec.packer(), layout.target())
+    wide = _codec.check_wide("T", attrs)
+    assert wide is not None
+    data = _codec.encode_wide(attrs, wide, _codec.packer(), wide[0].target())
     changes = {"a3": -0.0, "a19": math.nan, "new": 1.5, "note": "n"}
     patched = _codec.patch_row(data, changes)
     assert patched is not None
     head, record = patched
     assert head == {"k": "x", "new": 1.5, "note": "n"}
-    assert _codec.split_row(record)[2][: _codec.SCHEMA_ID_SIZE] == layout.target()[0].id
+    assert _codec.split_row(record)[2][: _codec.SCHEMA_ID_SIZE] == wide[0].target()[0].id
     tag, got = _codec.decode_record(record)
     assert tag == "T"
     assert_same(got, {**attrs, **changes})
