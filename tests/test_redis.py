@@ -12,6 +12,7 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any, ClassVar
 from urllib.parse import quote
 
@@ -378,6 +379,30 @@ class TestClients:
             took = time.monotonic() - started
         # (retries + 1) attempts of one timeout each, plus backoff of at most 0.5 s a retry.
         assert timeout * (retries + 1) * 0.9 <= took <= timeout * (retries + 1) + 0.5 * retries + 0.5
+
+
+def test_fills_carry_this_server_runs_stamp_and_use_up_the_fill_tokens(store: Any, raw: redis.Redis) -> None:
+    """A chunk of fills: each copy's header is stamped with the run (bytes 18 to 25), each token goes.
+
+    The stamp is written in place on a string record, the tokens are deleted together at
+    the end of the call: a watched fill of a token a fill took is refused.
+    """
+    family = family_of(Security)
+    source = MemoryStore()
+    source.batch_put([Security(ssm_id=i, v=float(i)) for i in range(5)])
+    entries = [source._state.records[(family.name, encode_key((i,)))] for i in range(5)]
+    tokens = store._watch(family, [e.key for e in entries], 60_000)
+    store._fill(family, entries, time.time() * 1000)
+    run = bytes.fromhex(raw.info("server")["run_id"][:16])
+    for i in range(5):
+        name = f"{store.namespace}:Security:r:#{i}"
+        held = raw.get(name) if raw.type(name) == b"string" else raw.hget(name, b"\xff")
+        assert held is not None
+        assert held[17:25] == run
+        assert raw.exists(store._token_key(family, entries[i].key)) == 0
+    newer = [replace(e, version=e.version + 1, payload=entries[0].payload) for e in entries]
+    store._fill_watched(family, newer, tokens, time.time() * 1000)
+    assert [r["v"] for r in store.batch_get(Security, range(5))] == [0.0, 1.0, 2.0, 3.0, 4.0]
 
 
 class TestWire:

@@ -221,10 +221,10 @@ def test_a_switch_sent_again_after_its_reply_was_lost_keeps_the_new_dataset(
     store.batch_put(quotes(30))
     real = store._pipeline
 
-    def twice(commands: Any) -> list[Any]:
+    def twice(commands: Any, **options: Any) -> list[Any]:
         if any(c[0] == "EVALSHA" and "S" in c[3:8] for c in commands):
-            real(commands)  # done by the server, its reply lost
-        return real(commands)
+            real(commands, **options)  # done by the server, its reply lost
+        return real(commands, **options)
 
     monkeypatch.setattr(store, "_pipeline", twice)
     assert store.reset(Quote, quotes(12)) == 12
@@ -237,10 +237,10 @@ def test_a_reset_whose_staging_another_took_over_is_refused(store: Any, raw: red
     store.batch_put(quotes(5))
     real = store._pipeline
 
-    def overtaken(commands: Any) -> list[Any]:
+    def overtaken(commands: Any, **options: Any) -> list[Any]:
         if any(c[0] == "EVALSHA" and "S" in c[3:8] for c in commands):
             raw.set(store._prefix(ss.backends.base.Family("Quote", Quote, (("ssm_id",),))) + "n:t", "another")
-        return real(commands)
+        return real(commands, **options)
 
     store._pipeline = overtaken
     with pytest.raises(ss.errors.StoreError, match="another reset"):

@@ -46,9 +46,9 @@ def test_a_chunk_is_one_transaction_of_plain_hsets_and_one_script_call(
     sent: list[list[str]] = []
     real = store._send
 
-    def counting(commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    def counting(commands: Sequence[tuple[Any, ...]], *, packed: bool = False) -> list[Any]:
         sent.append([str(c[0]) for c in commands])
-        return real(commands)
+        return real(commands, packed=packed)
 
     monkeypatch.setattr(store, "_send", counting)
     store.batch_put([Security(ssm_id=i, **{f"a{j}": float(j) for j in range(5)}) for i in range(120)])  # no row schema
@@ -122,9 +122,9 @@ def test_readers_never_see_half_a_record(store: RedisHashStore, raw: redis.Redis
 def test_the_reader_race_catches_a_write_without_its_transaction(store: RedisHashStore, raw: redis.Redis) -> None:
     """The race above has teeth: the same staged writes sent without MULTI/EXEC show half-written records."""
 
-    def untransacted(commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    def untransacted(commands: Sequence[tuple[Any, ...]], **options: Any) -> list[Any]:
         if commands[0] != ("MULTI",):
-            return real(commands)
+            return real(commands, **options)
         # The script's key is each record's own: a naive writer deletes it, then writes the fields.
         names = [c[1].split("{", 1)[1][:-1] for c in commands if c[0] == "HSET"]
         naive = [("DEL", *names), *((c[0], name, *c[2:]) for c, name in zip(commands[2:-2], names, strict=True))]

@@ -211,7 +211,9 @@ end
 -- The record being handled, set for each one by the loop at the end (upvalues of the
 -- functions below, so that no closure is made per record): its key, key part, version
 -- and expiry (from the body's header; nil: never), and where its pointers and body are in ARGV.
-local key, me, v, expires, ptrs, body, last, idx
+local key, me, v, expires, ptrs, body, last, idx, stamped
+-- A fill's (mode 'f') token keys, deleted together once the call's records are handled.
+local used = {}
 
 -- The fill token's key, in the record's hash slot: the family's tag where it has one, else
 -- the record's whole name as the tag (names hold no braces; stockstore.backends.redis: token_key).
@@ -271,6 +273,7 @@ local function store(first, partial)
   if expires or mode == 'i' or mode == 'f' or mode == 'F' then unmark() end
   if layout == 'm' then
     if expires then redis.call('SET', key, first, 'PX', ttl(expires)) else redis.call('SET', key, first) end
+    if stamped then redis.call('SETRANGE', key, 17, boot()) end  -- the header's stamp (bytes 18 to 25)
     return
   end
   if staged then  -- RENAME drops what the key held, of either layout, and the new hash has no expiry
@@ -357,12 +360,16 @@ local function record(expected)
     if not held or string.sub(held, 1, 16) ~= expected or i64(held, 17) <= now then return 0 end
     redis.call('DEL', tkey)
   elseif mode == 'f' then
-    redis.call('DEL', token_key())
+    used[#used + 1] = token_key()
   end
   if mode == 'f' or mode == 'F' then
     -- Refused when what is held is newer, or this very version and current.
     if #h >= HEADER and not (old < v or (old == v and #h > HEADER and not live(h))) then return 0 end
-    first = string.sub(first, 1, 17) .. boot() .. string.sub(first, HEADER + 1)
+    if layout == 'm' then
+      stamped = true  -- store() writes the stamp in place: a copy of the record in Lua costs more
+    else
+      first = string.sub(first, 1, 17) .. boot() .. string.sub(first, HEADER + 1)
+    end
     for i = 1, nalt do  -- a cache yields alternate keys to the newer record it is filled with
       local ptr = ARGV[ptrs + i]
       local holder = ptr ~= '' and redis.call('GET', ptr)
@@ -741,6 +748,7 @@ local indexed = nidx > 0 and pointed
 for r = 1, #KEYS do
   key = KEYS[r]
   me = string.sub(key, skip)
+  stamped = false
   local expected = nil
   if guarded then
     expected = ARGV[at]
@@ -766,5 +774,8 @@ for r = 1, #KEYS do
     redis.call('DEL', stage_key())  -- refused: its staged fields go
   end
   replies[r] = reply
+end
+for i = 1, #used, 1000 do
+  redis.call('DEL', unpack(used, i, math.min(i + 999, #used)))
 end
 return replies

@@ -265,26 +265,27 @@ class _RedisStore(BaseStore):
         except (RedisError, RedisClusterException, OSError) as exc:
             raise BackendUnavailableError(f"Redis failed: {type(exc).__name__}: {exc}") from exc
 
-    def _pipeline(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    def _pipeline(self, commands: Sequence[tuple[Any, ...]], *, packed: bool = False) -> list[Any]:
         """Send *commands* in one pipeline (one per master on a cluster); replies aligned, errors in place.
 
         Scripts a server has lost (a restart, a failover) are loaded again and the
-        affected commands re-sent.
+        affected commands re-sent.  *packed* as for `_send`.
         """
-        replies = self._send(commands)
+        replies = self._send(commands, packed=packed)
         lost = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
         if lost:
             again = [commands[i] for i in lost]
             self._load_script(again)
-            for i, reply in zip(lost, self._send(again), strict=True):
+            for i, reply in zip(lost, self._send(again, packed=packed), strict=True):
                 replies[i] = reply
         return replies
 
     def _send(self, commands: Sequence[tuple[Any, ...]], *, packed: bool = False) -> list[Any]:
         """Send *commands* in one pipeline; replies aligned, errors in place.
 
-        *packed*: writes whose replies need no parsing, values maybe in pieces
-        (`_redis_wire.Arg`), packed by `_redis_wire` on one server.
+        *packed*: commands whose replies redis-py would not convert (writes, the
+        record script), values maybe in pieces (`_redis_wire.Arg`), packed by
+        `_redis_wire` on one server.
         """
         if packed and _wire.sendable(self._client):
             return _wire.send(self._client, commands)
@@ -369,7 +370,7 @@ class _RedisStore(BaseStore):
         *,
         expected: bytes | None = None,
         alternates: Sequence[bytes | None] | None = None,
-        body: Sequence[bytes] = (),
+        body: Sequence[_wire.Arg] = (),
         index: Sequence[bytes] = (),
         prefix: str | None = None,
     ) -> _Item:
@@ -433,7 +434,8 @@ class _RedisStore(BaseStore):
         head = self._head(family, mode, now_ms, index, prefix)
         if not self._cluster:  # the common case, without grouping a chunk's records one by one
             args = [arg for _, group in items for arg in group]
-            (reply,) = self._pipeline([("EVALSHA", _SHA, len(items), *(name for name, _ in items), *head, *args)])
+            command = ("EVALSHA", _SHA, len(items), *(name for name, _ in items), *head, *args)
+            (reply,) = self._pipeline([command], packed=True)
             return [reply] * len(items) if isinstance(reply, Exception) else list(reply)
         groups: dict[int, list[int]] = {}
         for position, (name, _) in enumerate(items):
@@ -443,7 +445,7 @@ class _RedisStore(BaseStore):
             args = [arg for p in positions for arg in items[p][1]]
             commands.append(("EVALSHA", _SHA, len(positions), *(items[p][0] for p in positions), *head, *args))
         replies: list[Any] = [None] * len(items)
-        for positions, reply in zip(groups.values(), self._pipeline(commands), strict=True):
+        for positions, reply in zip(groups.values(), self._pipeline(commands, packed=True), strict=True):
             for index, p in enumerate(positions):
                 replies[p] = reply if isinstance(reply, Exception) else reply[index]
         return replies
@@ -531,11 +533,11 @@ class _RedisStore(BaseStore):
             out.append(None if value is None or value == {} else self._parse(name, value, run))  # gone meanwhile
         return out
 
-    def _body(self, entry: Entry) -> tuple[bytes, ...]:
+    def _body(self, entry: Entry) -> tuple[_wire.Arg, ...]:
         """The script's body arguments for a whole record."""
         raise NotImplementedError
 
-    def _patch_body(self, current: Stored | None, entry: Entry) -> tuple[str, tuple[bytes, ...]]:
+    def _patch_body(self, current: Stored | None, entry: Entry) -> tuple[str, tuple[_wire.Arg, ...]]:
         """The mode and body that turn *current* (as read) into *entry*."""
         return "c", self._body(entry)
 
@@ -1187,9 +1189,9 @@ class RedisMsgpackStore(_RedisStore):
             ]
             gather.take([key for key, _ in pairs], [stored for _, stored in pairs])
 
-    def _body(self, entry: Entry) -> tuple[bytes, ...]:
+    def _body(self, entry: Entry) -> tuple[_wire.Arg, ...]:
         assert entry.payload is not None
-        return (_header(entry.version, entry.expires_ms) + entry.payload,)
+        return ((_header(entry.version, entry.expires_ms), entry.payload),)  # one value in two pieces
 
 
 class RedisHashStore(_RedisStore):
