@@ -832,6 +832,24 @@ def test_a_chain_over_a_sqlite_file_writes_a_batch_in_its_sources_transaction(sq
         assert_same(source.batch_get(Plain, range(8)), records)
 
 
+def test_a_chained_batch_commits_every_eighth_of_its_records_for_the_fills_waiting(
+    sqlite_url: str, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fills run beside the next chunks' writes, not all after the batch's one commit."""
+    monkeypatch.setattr(sql_backend, "_SQLITE_FILLED_LEAST", 1)
+    records = [Plain(k=i, v=float(i)) for i in range(24)]  # chunks of 3: a commit after each
+    top = ss.backends.MemoryStore(namespace=namespace)
+    with SmallChunks(sqlite_url, namespace=namespace) as source, SmallChain([top, source]) as chain:
+        chain.put(Plain(k=-1))  # the table is made outside the counts
+        with statements(source.engine) as seen:
+            chain.batch_put(records)
+        assert _begins(seen) == 8
+        assert_same(top.batch_get(Plain, range(24)), records)
+        with statements(source.engine) as seen:
+            source.batch_put(records)  # alone, nothing waits for its commits
+        assert _begins(seen) == 1
+
+
 def test_a_chain_fills_its_caches_with_what_its_source_committed_only(
     sqlite_url: str, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

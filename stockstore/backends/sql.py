@@ -99,6 +99,10 @@ _BACKOFF = 0.01  # seconds; doubled per attempt, randomised
 _NAME_ROOM = 63 - len("ss_") - len("_") - 20  # PostgreSQL truncates identifiers at 63 bytes
 # A SQLite batch write commits once per this many records, not once per chunk (see _Batch).
 _SQLITE_BATCH = 50_000
+# ... or per this part of the batch (of this many records at the least), if less, while a
+# chain's fills wait for the commits.
+_SQLITE_FILLED_PARTS = 8
+_SQLITE_FILLED_LEAST = 2_000
 # SQLite's page cache per connection, in KiB (PRAGMA cache_size takes -KiB): room for the
 # digest index of a million records, which a batch's random ids touch page by page.
 _SQLITE_CACHE_KIB = 65_536
@@ -204,10 +208,16 @@ class _Batch:
 
     What must wait for a commit (a `ChainedStore` fills its caches only with what its
     source committed) is handed to `after_commit`; what a rollback takes back, it drops.
+    While such work waits, the batch commits at least every eighth of its records, so
+    that the fills run beside the next chunks' writes and the last ones left to wait
+    for the final commit are few: committed per 50,000, a chain's batch of 30,000
+    filled its caches only after the source had written everything.
     """
 
     def __init__(self, store: SqlStore, chunks: Sequence[Chunk]) -> None:
         self.store = store
+        records = sum(len(keys) for _, keys, _ in chunks)
+        self.filled_every = min(_SQLITE_BATCH, max(_SQLITE_FILLED_LEAST, records // _SQLITE_FILLED_PARTS))
         # After which chunks to commit: the last of the batch, and the last of each run of one family
         # (a PartialWrite names the keys of one family).
         self.ends = {i for i in range(len(chunks)) if i + 1 == len(chunks) or chunks[i + 1][0] is not chunks[i][0]}
@@ -254,7 +264,7 @@ class _Batch:
         finally:
             self.store._local.chunk = None
         self.pending += keys
-        if last or len(self.pending) >= _SQLITE_BATCH:
+        if last or len(self.pending) >= (self.filled_every if self.committed else _SQLITE_BATCH):
             self._commit_or_fail([])
 
     def _outside(self, work: Callable[[], R]) -> R:
