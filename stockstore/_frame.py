@@ -181,7 +181,7 @@ def _python_values(name: str, values: Any) -> list[Any]:
     dtype = values.dtype
     kind = dtype.kind if isinstance(dtype, np.dtype) else None
     if kind in ("m", "c", "V"):
-        raise SerializationError(f"column {name!r}: {dtype} values cannot be stored (API.md section 1)")
+        raise SerializationError(f"column {name!r}: {dtype} values cannot be stored (see Values in the docs)")
     if kind == "f" and dtype.itemsize > 8:
         raise SerializationError(f"column {name!r}: {dtype} cannot be stored exactly (float64 at most)")
     cells: list[Any]
@@ -216,7 +216,7 @@ def _cell(name: str, value: Any) -> Any:
             raise SerializationError(f"column {name!r}: {value} has nanoseconds; a datetime.datetime stops at µs")
         return value.to_pydatetime()
     if isinstance(value, np.timedelta64):
-        raise SerializationError(f"column {name!r}: timedelta values cannot be stored (API.md section 1)")
+        raise SerializationError(f"column {name!r}: timedelta values cannot be stored (see Values in the docs)")
     if isinstance(value, np.generic):
         return value.item()  # np.float64 -> float, np.int64 -> int, np.bool_ -> bool, np.str_ -> str
     return value  # the codec's check decides

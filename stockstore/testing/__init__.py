@@ -1,4 +1,4 @@
-"""The conformance suite, shipped: prove a backend by subclassing `BackendSuite` (API.md section 8).
+"""The conformance suite, shipped: prove a backend by subclassing `BackendSuite` (see Extending).
 
 ::
 

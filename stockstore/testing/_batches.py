@@ -1,4 +1,4 @@
-"""batch_put, batch_get, batch_delete: aligned results, checks before writing, per-item failures (API.md section 2)."""
+"""batch_put, batch_get, batch_delete: aligned results, checks before writing, per-item failures."""
 
 from __future__ import annotations
 

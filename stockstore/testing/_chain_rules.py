@@ -1,4 +1,4 @@
-"""The rules a `ChainedStore` depends on, held against the store's own primitives (API.md section 8).
+"""The rules a `ChainedStore` depends on, held against the store's own primitives (see Extending).
 
 A chain fills its cache tiers with what it read below them (``_fill``) and leaves
 tombstones where it deleted or failed (``_invalidate``); its source of truth stores

@@ -1,4 +1,4 @@
-"""A closed store refuses every call (API.md section 2: ``close()``, ``with store:``)."""
+"""A closed store refuses every call (``close()``, ``with store:``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Values and names a store cannot hold are refused before anything is written (API.md sections 1, 2 and 9)."""
+"""Values and names a store cannot hold are refused before anything is written (see Values in Concepts, and Errors)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""DataFrames: put_frame and get_frame, bit-exact, and their rows as ordinary records (API.md section 6).
+"""DataFrames: put_frame and get_frame, bit-exact, and their rows as ordinary records (see the Frames page).
 
 Every test here takes the `needs_pandas` fixture: it skips unless pandas and numpy (the
 ``stockstore[pandas]`` extra) are installed.

@@ -1,4 +1,4 @@
-"""What a store returns is never shared state, and namespaces never see each other (API.md section 2)."""
+"""What a store returns is never shared state, and namespaces never see each other (see the store API in Concepts)."""
 
 from __future__ import annotations
 

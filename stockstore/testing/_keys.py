@@ -1,4 +1,4 @@
-"""Key values, composite and alternate keys, and listing: keys, count, clear (API.md sections 1 and 2)."""
+"""Key values, composite and alternate keys, and listing: keys, count, clear (see Keys and Values in Concepts)."""
 
 from __future__ import annotations
 

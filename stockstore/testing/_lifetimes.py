@@ -1,4 +1,4 @@
-"""Lifetimes: seconds, timedelta, datetimes, callables; an expired record is never returned (API.md section 4).
+"""Lifetimes: seconds, timedelta, datetimes, callables; an expired record is never returned (see the Lifetimes page).
 
 Time is the test's `FakeClock`: the tests tick it, and never sleep.
 """

@@ -1,4 +1,4 @@
-"""patch and batch_patch: set and add attributes, keep the rest, atomically per record (API.md section 2)."""
+"""patch and batch_patch: set and add attributes, keep the rest, atomically per record."""
 
 from __future__ import annotations
 

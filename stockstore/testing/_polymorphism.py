@@ -1,4 +1,4 @@
-"""A subclass is stored under its base class's keys and comes back as itself (API.md section 1)."""
+"""A subclass is stored under its base class's keys and comes back as itself (see Values in Concepts)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The storable classes and the values the suite stores: one of each kind a user has.
 
 Every class here is an ordinary user class (`Record` subclasses, dataclasses, a plain
-class); the suite never relies on anything but what API.md section 1 promises for them.
+class); the suite never relies on anything but what the docs promise (Values in Concepts) for them.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ class BackendSuite(
     ClosingTests,
     FindTests,
 ):
-    """The conformance suite (API.md sections 1, 2, 4, 6, 7 and 8): subclass it and say how to make your store.
+    """The conformance suite (the behaviour the docs promise): subclass it and say how to make your store.
 
     ::
 

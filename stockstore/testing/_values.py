@@ -1,4 +1,4 @@
-"""put, get and delete of one record; every value type round-trips with its type (API.md sections 1, 2 and 9)."""
+"""put, get and delete of one record; every value type round-trips with its type (see Values in Concepts)."""
 
 from __future__ import annotations
 
