@@ -20,6 +20,7 @@ from redis_servers import key_names
 
 import stockstore as ss
 from stockstore._chained import ChainedStore
+from stockstore._keys import encode_key, family_of
 from stockstore.backends import MemoryStore, RedisHashStore, RedisMsgpackStore
 from stockstore.errors import QueryError
 
@@ -285,3 +286,23 @@ def test_on_a_cluster_an_indexed_family_is_one_hash_slot(layout: type, redis_clu
         assert store.find(Quote).count() == 10
         with pytest.raises(ss.errors.UnsupportedOperationError, match="one hash slot"):
             store.reset(Plain, [])
+
+
+def test_a_key_twice_in_one_script_call_keeps_only_its_last_index_entries(redis_url: str) -> None:
+    """The script adds a call's index entries together at its end; a key met again is flushed first.
+
+    (A batch writes each key once; the string layout's script takes a key twice in a call.)
+    """
+    family = family_of(Quote)
+    source = MemoryStore()
+    entries = []
+    for sector in ("first", "last"):
+        source.put(Quote(ssm_id="Q1", sector=sector, price=1.0, rating=1))
+        entries.append(source._state.records[(family.name, encode_key(("Q1",)))])
+    with RedisMsgpackStore(redis_url, namespace=f"t{uuid.uuid4().hex[:12]}") as store:
+        store.put(Quote(ssm_id="Q0", sector="x", price=0.0, rating=0))  # the family's indexes in place and built
+        store._write(family, entries, time.time() * 1000)  # one call, the same key twice
+        assert list(store.find(Quote, sector="first")) == []
+        assert list(store.find(Quote, sector="last")) == ["Q1"]
+        assert sorted(store.find(Quote, price__gte=0.0)) == ["Q0", "Q1"]
+        store.clear(Quote)

@@ -235,9 +235,37 @@ local function foreign(kind)
   return {err = 'FOREIGN ' .. kind .. ' ' .. key}
 end
 
+-- Index entries of the call's records, added together (flush): a command per index key
+-- for the whole call, not several per record.  Nothing else reads them meanwhile but
+-- unindex, which flushes first when its record's entries wait (a key twice in a call).
+local adds, added, waiting = {}, {}, {}  -- key -> {command, args}; keys in order; key parts queued
+
+local function add(name, command, a, b)
+  local pending = adds[name]
+  if not pending then
+    pending = {command, {}}
+    adds[name] = pending
+    added[#added + 1] = name
+  end
+  local args = pending[2]
+  args[#args + 1] = a
+  args[#args + 1] = b
+end
+
+local function flush()
+  for _, name in ipairs(added) do
+    local command, args = adds[name][1], adds[name][2]
+    for i = 1, #args, 4000 do
+      redis.call(command, name, unpack(args, i, math.min(i + 3999, #args)))
+    end
+  end
+  adds, added, waiting = {}, {}, {}
+end
+
 -- Drop every index entry of the record with key part `m`.
 local function unindex(m)
   if nidx == 0 then return end
+  if waiting[m] then flush() end
   local k = redis.call('HGET', IK, m)
   if not k then return end
   for j = 1, nidx do
@@ -253,18 +281,19 @@ local function unindex(m)
 end
 
 -- Index the record `m` (encoded key ARGV[at], values ARGV[at + j]) expiring at `ends`
--- (nil: never), in place of what it was indexed under.
+-- (nil: never), in place of what it was indexed under; added by the call's flush.
 local function index(m, at, ends)
   unindex(m)
   local k = ARGV[at]
-  redis.call('HSET', IK, m, k)
-  redis.call('ZADD', IA, 0, k)
-  if ends then redis.call('ZADD', IE, ends, m) end
+  waiting[m] = true
+  add(IK, 'HSET', m, k)
+  add(IA, 'ZADD', 0, k)
+  if ends then add(IE, 'ZADD', ends, m) end
   for j = 1, nidx do
     local value = ARGV[at + j]
     if value ~= '' then
-      redis.call('HSET', IV[j], k, value)
-      redis.call('ZADD', IZ[j], 0, value .. k)
+      add(IV[j], 'HSET', k, value)
+      add(IZ[j], 'ZADD', 0, value .. k)
     end
   end
 end
@@ -642,6 +671,7 @@ local function reindexed()
     end
     at = at + 2 + nidx
   end
+  flush()
   return replies
 end
 
@@ -775,6 +805,7 @@ for r = 1, #KEYS do
   end
   replies[r] = reply
 end
+flush()
 for i = 1, #used, 1000 do
   redis.call('DEL', unpack(used, i, math.min(i + 999, #used)))
 end
