@@ -943,7 +943,7 @@ class _RedisStore(BaseStore):
             args += [position[attr], int(descending)]
         args.append(int(len(conditions) == 1 and conditions[0][2]))
         head = self._head(family, "Q", now_ms)
-        (reply,) = self._pipeline([("EVALSHA", _SHA, 1, self._prefix(family) + "i:m", *head, *args)])
+        (reply,) = self._pipeline([("EVALSHA", _SHA, 1, self._prefix(family) + "i:m", *head, *args)], packed=True)
         return self._check(reply, "find")
 
     def _reindex(self, family: Family, now_ms: float) -> None:
